@@ -1,0 +1,1 @@
+"""Data files shipped with zoo (the tiny tokenizer)."""

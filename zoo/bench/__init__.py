@@ -1,0 +1,1 @@
+"""zoo bench: benchmark grids of compositions side by side."""

@@ -1,0 +1,287 @@
+"""YAML -> validated, frozen configs: the model file, each component slot, and component options.
+
+Every error names the file, the key path, the bad value and what would work. Only ``yaml.safe_load``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zoo.errors import ConfigError, suggest
+
+__all__ = [
+    "DTYPES",
+    "TRAIN_MODES",
+    "ComponentChoice",
+    "LoraSettings",
+    "ModelConfig",
+    "config_from_dict",
+    "load_model_config",
+    "parse_model_config",
+    "read_yaml",
+    "torch_dtype",
+]
+
+TRAIN_MODES = ("frozen", "full", "lora")
+DTYPES = {
+    "float32": "float32", "fp32": "float32", "float": "float32",
+    "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "float16": "float16", "fp16": "float16", "half": "float16",
+}  # fmt: skip
+DEFAULT_TRAIN = {"vision": "frozen", "projector": "full", "lm": "frozen"}
+SLOT_KEYS = ("vision", "projector", "lm")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA hyper-parameters (peft); ``targets`` defaults to the LM's declared LoRA targets."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    targets: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class ComponentChoice:
+    """One slot of a composition: a registered name, its option overrides and its training policy."""
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    train: str = "frozen"
+    lr: float | None = None
+    lora: LoraSettings = field(default_factory=LoraSettings)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A whole composition, validated; ``source`` is where it was read from (for messages)."""
+
+    vision: ComponentChoice
+    projector: ComponentChoice
+    lm: ComponentChoice
+    dtype: str = "float32"
+    image_token: str = "<image>"
+    gradient_checkpointing: bool = False
+    plugins: tuple[str, ...] = ()
+    source: str = "<config>"
+
+    def slot(self, kind: str) -> ComponentChoice:
+        """The choice for ``vision``, ``projector`` or ``lm``."""
+        return getattr(self, kind)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data that ``parse_model_config`` reads back to an equal config."""
+        model: dict[str, Any] = {"dtype": self.dtype, "image_token": self.image_token}
+        if self.gradient_checkpointing:
+            model["gradient_checkpointing"] = True
+        for kind in SLOT_KEYS:
+            choice = self.slot(kind)
+            slot: dict[str, Any] = {"name": choice.name, **dict(choice.options), "train": choice.train}
+            if choice.lr is not None:
+                slot["lr"] = choice.lr
+            if choice.train == "lora":
+                slot["lora"] = dataclasses.asdict(choice.lora)
+            model[kind] = slot
+        data: dict[str, Any] = {"model": model}
+        if self.plugins:
+            data["plugins"] = list(self.plugins)
+        return data
+
+
+def torch_dtype(name: str, *, key: str = "dtype"):
+    """The ``torch.dtype`` for a dtype name (``bf16``, ``float32``...), or a ConfigError naming ``key``."""
+    import torch
+
+    canonical = DTYPES.get(str(name).lower())
+    if canonical is None:
+        raise ConfigError(f"{key} = {name!r} is not a dtype; {suggest(str(name), sorted(set(DTYPES.values())))}")
+    return getattr(torch, canonical)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """Read a YAML file with ``yaml.safe_load``; errors name the file and the line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as error:
+        raise ConfigError(f"config file {str(path)!r} does not exist") from error
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {str(path)!r}: {error}") from error
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: invalid YAML: {error}") from error
+
+
+def load_model_config(target: str | Path | Mapping[str, Any]) -> ModelConfig:
+    """A ``ModelConfig`` from a YAML path, a registered composition name, or a mapping.
+
+    Example:
+        >>> load_model_config("tiny-clip-mlp-qwen2").lm.name
+        'tiny-qwen2'
+    """
+    if isinstance(target, Mapping):
+        return parse_model_config(target)
+    path = Path(target)
+    if path.suffix in {".yaml", ".yml"} or path.exists():
+        return parse_model_config(read_yaml(path), source=str(path))
+    from zoo.registry import get_registry
+
+    compositions = get_registry().compositions
+    if str(target) in compositions:
+        return parse_model_config(compositions[str(target)], source=f"registry.yaml:models.{target}")
+    raise ConfigError(
+        f"{str(target)!r} is neither a YAML file nor a registered composition; "
+        f"{suggest(str(target), compositions)} (see 'zoo list model')"
+    )
+
+
+def parse_model_config(data: Any, *, source: str = "<config>") -> ModelConfig:
+    """Validate a composition mapping (``{plugins, model: {vision, projector, lm, dtype...}}``).
+
+    A mapping without a ``model`` key but with slot keys is accepted as the ``model`` section itself
+    (the form used by ``registry.yaml``).
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping with a 'model' key, got {type(data).__name__}")
+    if "model" not in data and any(k in data for k in SLOT_KEYS):
+        data = {"model": {k: v for k, v in data.items() if k != "plugins"}, "plugins": data.get("plugins", [])}
+    _check_keys(data, ("plugins", "model"), "", source, required=("model",))
+    plugins = data.get("plugins") or []
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise ConfigError(f"{source}: plugins = {plugins!r}: expected a list of module names or .py paths")
+    model = data["model"]
+    if not isinstance(model, Mapping):
+        raise ConfigError(f"{source}: model = {model!r}: expected a mapping with vision, projector and lm")
+    _check_keys(model, (*SLOT_KEYS, "dtype", "image_token", "gradient_checkpointing"), "model", source, SLOT_KEYS)
+    dtype = model.get("dtype", "float32")
+    canonical = DTYPES.get(str(dtype).lower())
+    if canonical is None:
+        raise ConfigError(
+            f"{source}: model.dtype = {dtype!r} is not a dtype; {suggest(str(dtype), sorted(set(DTYPES.values())))}"
+        )
+    image_token = _typed(model.get("image_token", "<image>"), str, "model.image_token", source)
+    checkpointing = _typed(model.get("gradient_checkpointing", False), bool, "model.gradient_checkpointing", source)
+    slots = {kind: _parse_slot(kind, model[kind], source) for kind in SLOT_KEYS}
+    return ModelConfig(
+        **slots,
+        dtype=canonical,
+        image_token=image_token,
+        gradient_checkpointing=checkpointing,
+        plugins=tuple(plugins),
+        source=source,
+    )
+
+
+def _parse_slot(kind: str, value: Any, source: str) -> ComponentChoice:
+    key = f"model.{kind}"
+    if isinstance(value, str):
+        value = {"name": value}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{source}: {key} = {value!r}: expected a name or a mapping with a 'name' key")
+    if "name" not in value:
+        raise ConfigError(f"{source}: {key} has no 'name' (see 'zoo list {kind}' for the choices)")
+    options = dict(value)
+    name = _typed(options.pop("name"), str, f"{key}.name", source)
+    train = options.pop("train", DEFAULT_TRAIN[kind])
+    if train not in TRAIN_MODES:
+        raise ConfigError(f"{source}: {key}.train = {train!r} is not a training mode; {suggest(str(train), TRAIN_MODES)}")
+    if train == "lora" and kind != "lm":
+        raise ConfigError(f"{source}: {key}.train = 'lora': LoRA applies to the language model; use frozen or full")
+    lr = options.pop("lr", None)
+    if lr is not None:
+        lr = _typed(lr, float, f"{key}.lr", source)
+    lora_data = options.pop("lora", None) or {}
+    lora = config_from_dict(LoraSettings, lora_data, f"{key}.lora", source)
+    return ComponentChoice(name=name, options=options, train=train, lr=lr, lora=lora)
+
+
+def _check_keys(data: Mapping, allowed, path: str, source: str, required=()) -> None:
+    for key in data:
+        if key not in allowed:
+            where = f"{path}.{key}" if path else str(key)
+            raise ConfigError(f"{source}: unknown key {where!r}; {suggest(str(key), allowed)}")
+    for key in required:
+        if key not in data:
+            where = f"{path}.{key}" if path else key
+            raise ConfigError(f"{source}: missing required key {where!r}")
+
+
+def config_from_dict(cls: type, data: Any, path: str, source: str = "<config>") -> Any:
+    """Build dataclass ``cls`` from ``data``, checking unknown keys, types and declared choices.
+
+    ``path`` is the YAML key path of ``data`` (``model.vision``), used in every message.
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: {path} = {data!r}: expected a mapping")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    _check_keys(data, names, path, source)
+    choices: dict[str, tuple[str, ...]] = getattr(cls, "choices", {})
+    values = {}
+    for key, value in data.items():
+        value = _typed(value, hints[key], f"{path}.{key}", source)
+        if key in choices and value is not None and value not in choices[key]:
+            raise ConfigError(f"{source}: {path}.{key} = {value!r} is not valid; {suggest(str(value), choices[key])}")
+        values[key] = value
+    return cls(**values)
+
+
+def _typed(value: Any, hint: Any, key: str, source: str) -> Any:
+    """Check ``value`` against a simple type hint (and coerce int -> float); raise a ConfigError."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _typed(value, option, key, source)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{source}: {key} = {value!r} has the wrong type; expected {_type_name(hint)}")
+    if hint is Any:
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{source}: {key} = {value!r} has the wrong type; expected {_type_name(hint)}")
+        (item_hint, *_) = typing.get_args(hint) or (Any,)
+        return [_typed(v, item_hint, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{source}: {key} = {value!r} has the wrong type; expected a mapping")
+        return dict(value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML reads 1e-4 (no dot) as a string
+        except ValueError:
+            pass
+    if isinstance(hint, type) and (isinstance(value, bool) if hint is bool else isinstance(value, hint) and not (
+        hint is int and isinstance(value, bool)
+    )):
+        return value
+    raise ConfigError(f"{source}: {key} = {value!r} has the wrong type; expected {_type_name(hint)}")
+
+
+def _type_name(hint: Any) -> str:
+    if hint is type(None):
+        return "null"
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(h) for h in typing.get_args(hint))
+    if origin is not None:
+        return f"a list of {_type_name(typing.get_args(hint)[0])}" if origin in (list, tuple) else "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(hint, str(hint))

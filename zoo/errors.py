@@ -1,0 +1,65 @@
+"""The one error hierarchy of zoo: every user-facing failure is a ``ZooError``.
+
+The CLI prints ``str(error)`` and exits 2 for any of these; a traceback shows only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "ContractError",
+    "PluginError",
+    "UnknownNameError",
+    "ZooError",
+    "close_matches",
+    "suggest",
+]
+
+
+class ZooError(Exception):
+    """Base class of every error zoo raises for bad input or a broken environment."""
+
+
+class ConfigError(ZooError):
+    """A YAML file or argument has an unknown key, a wrong type or a bad value."""
+
+
+class UnknownNameError(ConfigError):
+    """A component or composition name is not registered."""
+
+
+class ContractError(ZooError):
+    """Two components disagree on a dimension or token count (checked before any weight is read)."""
+
+
+class PluginError(ZooError):
+    """A plugin failed to import, used an unknown hook, or registered a name twice."""
+
+
+class CheckpointError(ZooError):
+    """A checkpoint directory or weight file is missing, incomplete or of an unknown format."""
+
+
+def close_matches(word: str, choices: Iterable[str], limit: int = 5) -> list[str]:
+    """Return up to ``limit`` choices close to ``word`` (difflib), best first."""
+    choices = list(choices)
+    found = difflib.get_close_matches(word, choices, n=limit, cutoff=0.5)
+    if not found:
+        lowered = word.lower()
+        found = [c for c in choices if lowered in c.lower() or c.lower() in lowered][:limit]
+    return found
+
+
+def suggest(word: str, choices: Iterable[str], limit: int = 5) -> str:
+    """A ``did you mean ...?`` tail for an error message, or the valid choices when none is close."""
+    choices = sorted(set(choices))
+    found = close_matches(word, choices, limit)
+    if found:
+        return "did you mean " + " or ".join(repr(c) for c in found) + "?"
+    shown = ", ".join(repr(c) for c in choices[:12])
+    more = f" (and {len(choices) - 12} more)" if len(choices) > 12 else ""
+    return f"valid choices: {shown}{more}"

@@ -1,0 +1,229 @@
+"""The component registry: specs registered by plugins, looked up and listed like ``timm.list_models``.
+
+The registry is filled lazily, once, the first time it is needed (``get_registry()``). Extra plugin
+modules (a config's ``plugins:``, ``--plugin``) can be added later; only their hooks run then.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zoo.errors import ConfigError, PluginError, UnknownNameError, suggest
+from zoo.plugin_manager import PluginHost
+from zoo.specs import KINDS, ComponentSpec, LanguageModelSpec, ProjectorSpec, VisionTowerSpec
+
+__all__ = [
+    "KIND_TITLES",
+    "Registry",
+    "get_registry",
+    "list_components",
+    "natural_key",
+    "registry_yaml_path",
+    "reset_registry",
+]
+
+KIND_TITLES = {"vision": "vision tower", "projector": "projector", "lm": "language model"}
+_SPEC_TYPES = {"vision": VisionTowerSpec, "projector": ProjectorSpec, "lm": LanguageModelSpec}
+_HOOKS = {
+    "vision": "zoo_register_vision_towers",
+    "projector": "zoo_register_projectors",
+    "lm": "zoo_register_language_models",
+}
+
+
+def natural_key(text: str) -> list[Any]:
+    """Sort key that orders ``qwen2-7b`` before ``qwen2-72b`` and ``mlp2x`` before ``mlp10x``."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
+
+
+def registry_yaml_path() -> Path:
+    """Path of the shipped ``registry.yaml`` (named compositions and bench grids)."""
+    return Path(__file__).with_name("registry.yaml")
+
+
+class Registry:
+    """Specs by kind and name, plus the named compositions of ``registry.yaml``."""
+
+    def __init__(self, host: PluginHost) -> None:
+        self.host = host
+        self._specs: dict[str, dict[str, ComponentSpec]] = {kind: {} for kind in KINDS}
+        self._compositions: dict[str, dict[str, Any]] | None = None
+
+    # -- filling --------------------------------------------------------------------------------
+    def collect(self, plugin: object) -> None:
+        """Run the registration hooks of one plugin, attributing its specs to it."""
+        pm = self.host.pm
+        others = [p for p in pm.get_plugins() if p is not plugin]
+        plugin_name = pm.get_name(plugin) or repr(plugin)
+        for kind, hook_name in _HOOKS.items():
+            caller = pm.subset_hook_caller(hook_name, remove_plugins=others)
+            caller(register=self._register_fn(kind, plugin_name))
+
+    def _register_fn(self, kind: str, plugin_name: str):
+        def register(spec: ComponentSpec) -> None:
+            if getattr(spec, "kind", None) != kind:
+                raise PluginError(
+                    f"plugin {plugin_name!r} passed {spec!r} to the {KIND_TITLES[kind]} hook; "
+                    f"expected a {_SPEC_TYPES[kind].__name__}"
+                )
+            self.add(spec, plugin=plugin_name)
+
+        return register
+
+    def add(self, spec: ComponentSpec, *, plugin: str = "") -> None:
+        """Add one spec; a name that is already registered is an error naming both plugins."""
+        if not isinstance(spec, ComponentSpec) or spec.kind not in KINDS:
+            raise PluginError(
+                f"plugin {plugin!r} registered {spec!r}; expected a VisionTowerSpec, ProjectorSpec "
+                "or LanguageModelSpec"
+            )
+        plugin = spec.plugin or plugin
+        table = self._specs[spec.kind]
+        if spec.name in table:
+            first = table[spec.name].plugin
+            raise PluginError(
+                f"{KIND_TITLES[spec.kind]} {spec.name!r} is registered twice: by plugin {first!r} and "
+                f"by plugin {plugin!r}; rename one or disable a plugin with ZOO_DISABLE_PLUGINS"
+            )
+        object.__setattr__(spec, "plugin", plugin)
+        table[spec.name] = spec
+
+    def remove(self, kind: str, name: str) -> None:
+        """Forget one spec (used by tests that register throwaway components)."""
+        self._specs[kind].pop(name, None)
+
+    # -- lookup ---------------------------------------------------------------------------------
+    def resolve(self, kind: str, name: str, *, key: str = "") -> tuple[ComponentSpec, dict[str, Any]]:
+        """Find the spec for ``name`` and the config values its name implies (pattern groups).
+
+        Raises ``UnknownNameError`` naming ``key``, the bad name, close matches and the listing command.
+        """
+        if kind not in KINDS:
+            raise ConfigError(f"unknown component kind {kind!r}; {suggest(kind, KINDS)}")
+        table = self._specs[kind]
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{key or kind}: expected a {KIND_TITLES[kind]} name (a string), got {name!r}")
+        if name in table:
+            return table[name], {}
+        for spec in table.values():
+            implied = spec.match(name)
+            if implied is not None:
+                return spec, implied
+        where = f"{key} = {name!r}" if key else repr(name)
+        if ":" in name:
+            prefix = name.split(":", 1)[0] + ":"
+            sources = sorted({s.name.split(":", 1)[0] + ":" for s in table.values() if s.pattern and ":" in s.name})
+            if prefix not in sources:
+                raise UnknownNameError(
+                    f"{where}: unknown source {prefix!r} for a {KIND_TITLES[kind]}; valid sources: "
+                    f"{', '.join(sources) or 'none registered'} (see 'zoo list {kind}')"
+                )
+        raise UnknownNameError(
+            f"{where} is not a registered {KIND_TITLES[kind]}; {suggest(name, table)} (see 'zoo list {kind}')"
+        )
+
+    def get(self, kind: str, name: str) -> ComponentSpec:
+        """The spec registered under exactly ``name`` (pattern specs by their display name)."""
+        return self.resolve(kind, name)[0]
+
+    def list(
+        self,
+        kind: str | None = None,
+        pattern: str | Iterable[str] = "*",
+        exclude: str | Iterable[str] = (),
+    ) -> list[ComponentSpec]:
+        """Specs of ``kind`` (all kinds if ``None``) whose names match any wildcard of ``pattern``."""
+        kinds = KINDS if kind is None else (kind,)
+        includes = [pattern] if isinstance(pattern, str) else list(pattern)
+        excludes = [exclude] if isinstance(exclude, str) else list(exclude)
+        found = []
+        for k in kinds:
+            for name, spec in self._specs[k].items():
+                if any(fnmatch.fnmatchcase(name, p) for p in includes) and not any(
+                    fnmatch.fnmatchcase(name, p) for p in excludes
+                ):
+                    found.append(spec)
+        return sorted(found, key=lambda s: (KINDS.index(s.kind), natural_key(s.name)))
+
+    # -- compositions ---------------------------------------------------------------------------
+    @property
+    def compositions(self) -> dict[str, dict[str, Any]]:
+        """Named compositions from ``registry.yaml`` (raw mappings, parsed by ``zoo.config``)."""
+        if self._compositions is None:
+            data = _read_registry_yaml()
+            self._compositions = dict(data.get("models") or {})
+        return self._compositions
+
+    def list_compositions(self, pattern: str = "*") -> list[str]:
+        """Names of compositions matching the wildcard, naturally sorted."""
+        return sorted((n for n in self.compositions if fnmatch.fnmatchcase(n, pattern)), key=natural_key)
+
+
+def _read_registry_yaml() -> dict[str, Any]:
+    path = registry_yaml_path()
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read the shipped registry {path}: {error}") from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+_STATE: dict[str, Any] = {}
+
+
+def get_registry(plugins: Sequence[str] = (), *, strict: bool | None = None) -> Registry:
+    """The process-wide registry, loading plugins on first use and ``plugins`` on demand.
+
+    Example:
+        >>> reg = get_registry()
+        >>> [s.name for s in reg.list("vision", "tiny-*")][:1]
+        ['tiny-clip']
+    """
+    registry: Registry | None = _STATE.get("registry")
+    if registry is None:
+        host = PluginHost(strict=strict)
+        host.load_defaults()
+        registry = Registry(host)
+        _collect_each(registry, host.pm.get_plugins())
+        _STATE["registry"] = registry
+    new = [p for p in (registry.host.load(name, origin="config") for name in plugins) if p is not None]
+    if new:
+        _collect_each(registry, new)
+    return registry
+
+
+def _collect_each(registry: Registry, plugins: Iterable[object]) -> None:
+    for plugin in plugins:
+        try:
+            registry.collect(plugin)
+        except PluginError:
+            raise
+        except Exception as error:  # noqa: BLE001 - a plugin whose hook raises is reported, not fatal
+            name = registry.host.pm.get_name(plugin) or repr(plugin)
+            registry.host.pm.unregister(plugin)
+            registry.host._fail(name, "hook", "", error)
+
+
+def reset_registry() -> None:
+    """Forget the loaded registry (tests use it after changing plugins or environment)."""
+    _STATE.clear()
+
+
+def list_components(
+    kind: str | None = None, pattern: str | Iterable[str] = "*", exclude: str | Iterable[str] = ()
+) -> list[str]:
+    """Registered component names, like ``timm.list_models``.
+
+    Example:
+        >>> list_components("projector", "mlp*")[:1]
+        ['mlp2x-gelu']
+    """
+    return [spec.name for spec in get_registry().list(kind, pattern, exclude)]

@@ -1,0 +1,73 @@
+"""Weight-file helpers shared by plugins: safe loading, path checks, meta-build detection.
+
+Weights are read from safetensors; a legacy ``.bin`` / ``.pt`` / ``.pth`` file is read only with
+``torch.load(..., weights_only=True)``, which refuses pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from zoo.errors import CheckpointError
+
+__all__ = [
+    "building_on_meta",
+    "hub_offline",
+    "load_state_dict_file",
+    "require_path",
+    "torch_dtype_of",
+]
+
+SAFE_SUFFIXES = (".safetensors",)
+LEGACY_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def building_on_meta() -> bool:
+    """True while the builder constructs on the ``meta`` device: factories must read no weight file."""
+    return torch.get_default_device().type == "meta"
+
+
+def hub_offline(offline: bool) -> bool:
+    """True when no model hub may be reached (config ``offline`` or ``HF_HUB_OFFLINE=1``)."""
+    return offline or os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+
+def require_path(path: str | os.PathLike, key: str, *, kind: str = "file or directory") -> Path:
+    """``Path(path)`` if it exists, else a CheckpointError naming the path and the YAML key."""
+    resolved = Path(path).expanduser()
+    if not resolved.exists():
+        raise CheckpointError(f"{key} = {str(path)!r}: no such {kind}")
+    return resolved
+
+
+def load_state_dict_file(path: str | os.PathLike, key: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Read a state dict from safetensors, or from a legacy torch file with ``weights_only=True``."""
+    file = require_path(path, key, kind="file")
+    if file.suffix in SAFE_SUFFIXES:
+        from safetensors.torch import load_file
+
+        return load_file(str(file))
+    if file.suffix in LEGACY_SUFFIXES:
+        try:
+            data = torch.load(str(file), map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - any unpickling refusal becomes a clear message
+            raise CheckpointError(f"{key} = {str(path)!r}: cannot read it as plain tensors ({error})") from error
+        for wrapper in ("state_dict", "model"):
+            if isinstance(data, Mapping) and wrapper in data and isinstance(data[wrapper], Mapping):
+                data = data[wrapper]
+        if not isinstance(data, Mapping):
+            raise CheckpointError(f"{key} = {str(path)!r}: expected a mapping of tensors")
+        return dict(data)
+    raise CheckpointError(
+        f"{key} = {str(path)!r}: unknown weight format {file.suffix!r}; expected .safetensors "
+        f"or a legacy {', '.join(LEGACY_SUFFIXES)} file"
+    )
+
+
+def torch_dtype_of(name: str | None, default: torch.dtype = torch.float32) -> torch.dtype:
+    """``torch.dtype`` for a canonical dtype name (``None`` gives ``default``)."""
+    return default if name is None else getattr(torch, name)
