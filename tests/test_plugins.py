@@ -1,0 +1,119 @@
+"""Plugin discovery: built-ins, files, env, entry points; broken plugins reported, not fatal."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zoo.errors import PluginError
+from zoo.plugin_manager import BUILTIN_PLUGINS
+from zoo.registry import get_registry
+
+from .conftest import PLUGIN_FILES
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_builtins_load_as_ordinary_plugins(fresh_registry):
+    registry = get_registry()
+    names = [p.name for p in registry.host.loaded]
+    assert names[: len(BUILTIN_PLUGINS)] == list(BUILTIN_PLUGINS)
+    assert registry.host.failures == []
+    assert registry.get("vision", "tiny-clip").plugin == "zoo_plugins.clip"
+    assert registry.get("projector", "mlp2x-gelu").plugin == "zoo_plugins.projectors"
+
+
+def test_plugin_file_from_config_registers(fresh_registry):
+    registry = get_registry([str(PLUGIN_FILES / "good_plugin.py")])
+    spec = registry.get("projector", "test-double")
+    assert spec.plugin.endswith("good_plugin.py")
+
+
+def test_broken_plugin_is_reported_and_others_work(fresh_registry):
+    registry = get_registry([str(PLUGIN_FILES / "broken_plugin.py"), str(PLUGIN_FILES / "good_plugin.py")])
+    (failure,) = registry.host.failures
+    assert failure.name.endswith("broken_plugin.py")
+    assert "zoo_this_module_does_not_exist" in failure.error
+    assert "test-double" in [s.name for s in registry.list("projector")]
+    assert "broken_plugin.py" in registry.host.warnings()[0]
+
+
+def test_strict_mode_makes_a_broken_plugin_fatal(fresh_registry, monkeypatch):
+    monkeypatch.setenv("ZOO_STRICT_PLUGINS", "1")
+    monkeypatch.setenv("ZOO_PLUGINS", str(PLUGIN_FILES / "broken_plugin.py"))
+    with pytest.raises(PluginError, match=r"broken_plugin\.py.*failed to load.*zoo_this_module_does_not_exist"):
+        get_registry()
+
+
+def test_misspelled_hook_is_an_error(fresh_registry):
+    registry = get_registry([str(PLUGIN_FILES / "misspelled_hook.py")])
+    (failure,) = registry.host.failures
+    assert "zoo_register_vision_tower" in failure.error
+    assert "unknown hooks" in failure.error
+    assert "zoo_register_vision_towers" in failure.error  # the known hooks are listed
+
+
+def test_duplicate_name_names_both_plugins(fresh_registry):
+    with pytest.raises(PluginError) as info:
+        get_registry([str(PLUGIN_FILES / "duplicate_plugin.py")])
+    message = str(info.value)
+    assert "'linear' is registered twice" in message
+    assert "zoo_plugins.projectors" in message and "duplicate_plugin.py" in message
+
+
+def test_raising_hook_is_reported(fresh_registry):
+    registry = get_registry([str(PLUGIN_FILES / "raising_hook.py")])
+    (failure,) = registry.host.failures
+    assert "boom in hook" in failure.error
+    assert registry.get("projector", "linear")  # the built-ins still work
+
+
+def test_disable_list_skips_a_plugin(fresh_registry, monkeypatch):
+    monkeypatch.setenv("ZOO_DISABLE_PLUGINS", "zoo_plugins.llama")
+    registry = get_registry()
+    assert not registry.list("lm", "tiny-llama")
+    assert registry.list("lm", "tiny-qwen2")
+
+
+def _zoo(args, env=None, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "zoo.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+    )
+
+
+def test_cli_survives_a_broken_plugin_file():
+    result = _zoo(["--plugin", str(PLUGIN_FILES / "broken_plugin.py"), "list", "projector"])
+    assert result.returncode == 0, result.stderr
+    assert "mlp2x-gelu" in result.stdout
+    assert "broken_plugin.py" in result.stderr and "failed to load" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def example_plugin_site(tmp_path_factory):
+    """The example plugin package installed (with its entry point) into a private site dir."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(REPO / "examples" / "zoo-example-plugin")],
+        check=True, capture_output=True, timeout=300,
+    )  # fmt: skip
+    return target
+
+
+def test_example_plugin_entry_point_shows_in_list(example_plugin_site):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(example_plugin_site), os.environ.get("PYTHONPATH", "")])}
+    listed = _zoo(["list", "projector", "example-*", "--json"], env=env)
+    assert listed.returncode == 0, listed.stderr
+    assert '"example-mlp-relu"' in listed.stdout
+    plugins = _zoo(["plugins"], env=env)
+    assert "example" in plugins.stdout and "entrypoint" in plugins.stdout and "zoo-example-plugin" in plugins.stdout
+    built = _zoo(
+        ["build", "--vision", "tiny-clip", "--projector", "example-mlp-relu", "--lm", "tiny-qwen2", "--json"], env=env
+    )
+    assert built.returncode == 0, built.stderr
+    assert '"example-mlp-relu"' in built.stdout

@@ -1,0 +1,215 @@
+"""YAML -> validated config -> components -> ``MultiModal``, with the contract checked on ``meta`` first.
+
+The builder resolves each slot's registered spec, merges preset defaults, name-implied values and the
+user's overrides into the spec's typed config, builds every component on the ``meta`` device (no
+allocation, no weight file read), infers the projector's dimensions from its neighbours, checks the
+contract, and only then builds for real.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.config import DTYPES, ModelConfig, config_from_dict, load_model_config
+from zoo.contract import Contract, check_contract, check_declared_dims
+from zoo.errors import ConfigError, ZooError
+from zoo.registry import Registry, get_registry
+from zoo.specs import ComponentSpec
+
+__all__ = ["BuildPlan", "build", "build_component", "component_config", "plan"]
+
+
+def component_config(
+    spec: ComponentSpec,
+    options: Mapping[str, Any],
+    *,
+    implied: Mapping[str, Any] | None = None,
+    dtype: str = "float32",
+    key: str = "",
+    source: str = "<config>",
+    extra: Mapping[str, Any] | None = None,
+) -> Any:
+    """The typed config of ``spec``: preset defaults < name-implied values < ``options`` < ``extra``.
+
+    ``arch`` mappings merge key by key, so a user can override one architecture field of a preset.
+    """
+    key = key or f"model.{spec.kind}"
+    data: dict[str, Any] = {**spec.defaults, **(implied or {})}
+    for name, value in options.items():
+        if name == "arch" and isinstance(value, Mapping) and isinstance(data.get("arch"), Mapping):
+            data["arch"] = {**data["arch"], **value}
+        else:
+            data[name] = value
+    data.update(extra or {})
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+    if "dtype" in fields:
+        raw = data.get("dtype") or dtype
+        canonical = DTYPES.get(str(raw).lower())
+        if canonical is None:
+            raise ConfigError(
+                f"{source}: {key}.dtype = {raw!r} is not a dtype; valid choices: {sorted(set(DTYPES.values()))}"
+            )
+        data["dtype"] = canonical
+    for name, value in (implied or {}).items():
+        data[name] = _coerce_implied(spec.config_cls, name, value)
+    return config_from_dict(spec.config_cls, data, key, source)
+
+
+def _coerce_implied(cls: type, name: str, value: Any) -> Any:
+    field_types = {f.name: f.type for f in dataclasses.fields(cls)}
+    if isinstance(value, str) and "int" in str(field_types.get(name, "")) and value.isdigit():
+        return int(value)
+    return value
+
+
+def _call_factory(spec: ComponentSpec, config: Any, key: str, source: str, meta: bool) -> nn.Module:
+    device = torch.device("meta") if meta else contextlib.nullcontext()
+    try:
+        with device:
+            module = spec.factory(config)
+    except ZooError as error:
+        message = str(error)
+        if source in message or message.startswith("model."):
+            raise
+        raise type(error)(f"{source}: {key} ({spec.name!r}): {message}") from error
+    except (TypeError, ValueError, KeyError, OSError) as error:
+        raise ConfigError(
+            f"{source}: {key} ({spec.name!r}) could not be built: {type(error).__name__}: {error} "
+            "(run with --debug for the traceback)"
+        ) from error
+    dtype = getattr(config, "dtype", None)
+    return module.to(getattr(torch, dtype)) if dtype else module
+
+
+def build_component(
+    kind: str,
+    name: str,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    dtype: str = "float32",
+    meta: bool = False,
+    in_dim: int | None = None,
+    out_dim: int | None = None,
+    registry: Registry | None = None,
+) -> nn.Module:
+    """Build one registered component by name (tests, the conformance kit, benchmarks).
+
+    Example:
+        >>> tower = build_component("vision", "tiny-clip", {"select": "all"})
+    """
+    registry = registry or get_registry()
+    key = f"model.{kind}"
+    spec, implied = registry.resolve(kind, name, key=f"{key}.name")
+    extra = {k: v for k, v in {"in_dim": in_dim, "out_dim": out_dim}.items() if v is not None}
+    config = component_config(spec, overrides or {}, implied=implied, dtype=dtype, key=key, extra=extra)
+    return _call_factory(spec, config, key, "<build_component>", meta)
+
+
+@dataclass
+class BuildPlan:
+    """A checked composition: specs, typed configs, contract and the meta-built components."""
+
+    config: ModelConfig
+    specs: dict[str, ComponentSpec]
+    configs: dict[str, Any]
+    contract: Contract
+    meta_modules: dict[str, nn.Module] = field(repr=False)
+    plan_seconds: float = 0.0
+
+    @property
+    def names(self) -> dict[str, str]:
+        """The name each slot asked for (``timm:vit_base...`` rather than the pattern spec)."""
+        return {kind: self.config.slot(kind).name for kind in ("vision", "projector", "lm")}
+
+
+def plan(target: str | Path | Mapping[str, Any] | ModelConfig, *, plugins: Sequence[str] = ()) -> BuildPlan:
+    """Validate a composition and check its contract on the ``meta`` device; read no weight.
+
+    Example:
+        >>> plan("tiny-clip-mlp-qwen2").contract.image_tokens
+        64
+    """
+    start = time.perf_counter()
+    config = target if isinstance(target, ModelConfig) else load_model_config(target)
+    registry = get_registry((*config.plugins, *plugins))
+    src = config.source
+    specs, implied = {}, {}
+    for kind in ("vision", "projector", "lm"):
+        choice = config.slot(kind)
+        specs[kind], implied[kind] = registry.resolve(kind, choice.name, key=f"{src}: model.{kind}.name")
+    configs, modules = {}, {}
+    for kind in ("vision", "lm"):
+        configs[kind] = component_config(
+            specs[kind], config.slot(kind).options, implied=implied[kind], dtype=config.dtype,
+            key=f"model.{kind}", source=src,
+        )  # fmt: skip
+        modules[kind] = _call_factory(specs[kind], configs[kind], f"model.{kind}", src, meta=True)
+    vision, lm = modules["vision"], modules["lm"]
+    declared = {k: config.projector.options.get(k) for k in ("in_dim", "out_dim")}
+    check_declared_dims(declared, config.vision.name, vision.hidden_size, config.lm.name, lm.hidden_size, src)
+    configs["projector"] = component_config(
+        specs["projector"], config.projector.options, implied=implied["projector"], dtype=config.dtype,
+        key="model.projector", source=src, extra={"in_dim": vision.hidden_size, "out_dim": lm.hidden_size},
+    )  # fmt: skip
+    modules["projector"] = _call_factory(specs["projector"], configs["projector"], "model.projector", src, meta=True)
+    names = {kind: config.slot(kind).name for kind in ("vision", "projector", "lm")}
+    contract = check_contract(vision, modules["projector"], lm, names, src)
+    return BuildPlan(config, specs, configs, contract, modules, time.perf_counter() - start)
+
+
+def build(
+    target: str | Path | Mapping[str, Any] | ModelConfig | BuildPlan,
+    *,
+    meta: bool = False,
+    device: str | torch.device | None = None,
+    plugins: Sequence[str] = (),
+    prebuilt: Mapping[str, nn.Module] | None = None,
+):
+    """Build a ``MultiModal`` from a YAML path, a registered composition name, a mapping or a plan.
+
+    Args:
+        target: what to build.
+        meta: return the model on the ``meta`` device (shapes and counts only, nothing allocated).
+        device: where to put the real model (default CPU).
+        plugins: extra plugin modules or ``.py`` files to load first.
+        prebuilt: already-built components by slot (the bench reuses them across a grid).
+
+    Example:
+        >>> model = build("tiny-clip-mlp-qwen2")
+        >>> model.tokens_per_image
+        64
+    """
+    from zoo.multimodal import MultiModal
+    from zoo.training import apply_training_policy
+
+    checked = target if isinstance(target, BuildPlan) else plan(target, plugins=plugins)
+    src = checked.config.source
+    if meta:
+        modules = dict(checked.meta_modules)
+    else:
+        modules = dict(prebuilt or {})
+        for kind in ("vision", "lm", "projector"):
+            if kind not in modules:
+                modules[kind] = _call_factory(checked.specs[kind], checked.configs[kind], f"model.{kind}", src, False)
+    model = MultiModal(
+        modules["vision"],
+        modules["projector"],
+        modules["lm"],
+        config=checked.config,
+        contract=checked.contract,
+        component_configs=checked.configs,
+    )
+    if not meta:
+        apply_training_policy(model, checked.config)
+        if device is not None:
+            model.to(device)
+    return model

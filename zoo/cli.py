@@ -1,0 +1,233 @@
+"""The ``zoo`` command line: a thin shell over the public API.
+
+User errors (``ZooError``) print one line and exit 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from zoo.errors import ZooError
+
+__all__ = ["main"]
+
+KIND_ALIASES = {
+    "vision": "vision", "tower": "vision", "towers": "vision",
+    "projector": "projector", "projectors": "projector",
+    "lm": "lm", "lms": "lm", "language-model": "lm",
+    "model": "model", "models": "model",
+}  # fmt: skip
+EXTRA_COMMANDS = {"bench": "zoo.bench.command", "convert": "zoo.convert_command", "generate": "zoo.generate_command"}
+
+
+def _registry(args: argparse.Namespace):
+    from zoo.registry import get_registry
+
+    registry = get_registry(tuple(args.plugin or ()), strict=args.strict_plugins or None)
+    for line in registry.host.warnings():
+        print(line, file=sys.stderr)
+    return registry
+
+
+def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, indent=2, default=str) if args.json else text)
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    host = registry.host
+    counts: dict[str, int] = {}
+    for spec in registry.list():
+        counts[spec.plugin] = counts.get(spec.plugin, 0) + 1
+    loaded = [
+        {"name": p.name, "origin": p.origin, "distribution": p.distribution, "version": p.version,
+         "components": counts.get(p.name, 0)}
+        for p in host.loaded
+    ]  # fmt: skip
+    failed = [{"name": f.name, "origin": f.origin, "distribution": f.distribution, "error": f.error} for f in host.failures]
+    lines = [f"{p['name']:<34} {p['origin']:<10} {p['components']:>3} components  {p['distribution']}" for p in loaded]
+    lines += [f"{f['name']:<34} FAILED     {f['error']}" for f in failed]
+    _emit(args, {"loaded": loaded, "failed": failed}, "\n".join(lines))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    registry = _registry(args)
+    kind = KIND_ALIASES.get(args.kind or "", None) if args.kind else None
+    if args.kind and kind is None:
+        # `zoo list tiny-*` : a pattern in the kind position
+        args.pattern, kind = args.kind, None
+    pattern = args.pattern or "*"
+    rows = []
+    if kind in (None, "vision", "projector", "lm"):
+        for spec in registry.list(kind, pattern):
+            rows.append({"kind": spec.kind, "name": spec.name, "source": spec.source, "plugin": spec.plugin,
+                         "description": spec.description})  # fmt: skip
+    if kind in (None, "model"):
+        for name in registry.list_compositions(pattern):
+            rows.append({"kind": "model", "name": name, "source": "registry.yaml", "plugin": "", "description": ""})
+    text = "\n".join(f"{r['kind']:<10} {r['name']:<32} {r['source']:<13} {r['description']}" for r in rows)
+    _emit(args, rows, text)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from zoo.builder import build_component
+
+    registry = _registry(args)
+    kinds = [KIND_ALIASES[args.kind]] if args.kind else ["vision", "projector", "lm"]
+    found = []
+    for kind in kinds:
+        try:
+            found.append((kind, *registry.resolve(kind, args.name)))
+        except ZooError:
+            continue
+    if not found:
+        if args.name in registry.compositions:
+            from zoo.builder import plan
+
+            checked = plan(args.name)
+            data = {"kind": "model", "name": args.name, "config": checked.config.to_dict(),
+                    "contract": checked.contract.to_dict()}  # fmt: skip
+            _emit(args, data, json.dumps(data, indent=2))
+            return 0
+        registry.resolve(kinds[0], args.name, key="NAME")  # raises with suggestions
+    kind, spec, _ = found[0]
+    dims = {"in_dim": args.in_dim, "out_dim": args.out_dim} if kind == "projector" else {}
+    module = build_component(kind, args.name, meta=True, **dims)
+    contract = module.contract()
+    data = {"kind": kind, "name": args.name, "source": spec.source, "plugin": spec.plugin,
+            "description": spec.description, "params": sum(p.numel() for p in module.parameters()),
+            "contract": contract}  # fmt: skip
+    if kind == "projector":
+        data["contract"]["tokens_out_for_576"] = module.num_output_tokens(576)
+    text = "\n".join(
+        [f"{args.name} ({kind}, {spec.source}, plugin {spec.plugin})", f"  {spec.description}",
+         f"  params: {data['params']:,}"] + [f"  {k}: {v}" for k, v in contract.items()]
+    )  # fmt: skip
+    _emit(args, data, text)
+    return 0
+
+
+def _target(args: argparse.Namespace) -> Any:
+    inline = [args.vision, args.projector, args.lm]
+    if any(inline):
+        if not all(inline):
+            raise ZooError("the inline form needs all three of --vision, --projector and --lm")
+        if args.target:
+            raise ZooError(f"give either CONFIG_OR_NAME ({args.target!r}) or --vision/--projector/--lm, not both")
+        return {"model": {"vision": args.vision, "projector": args.projector, "lm": args.lm,
+                          "dtype": args.dtype or "float32"}}  # fmt: skip
+    if not args.target:
+        raise ZooError("give a config file or a composition name (see 'zoo list model'), or --vision/--projector/--lm")
+    return args.target
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from zoo.builder import plan
+
+    _registry(args)
+    checked = plan(_target(args), plugins=tuple(args.plugin or ()))
+    data = {"ok": True, "names": checked.names, "contract": checked.contract.to_dict()}
+    c = checked.contract
+    _emit(args, data, f"ok: {checked.names['vision']} ({c.vision_hidden_size}, {c.vision_tokens} tokens) -> "
+                      f"{checked.names['projector']} -> {checked.names['lm']} ({c.lm_hidden_size}); "
+                      f"{c.image_tokens} image tokens per image")  # fmt: skip
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from zoo.builder import build
+
+    _registry(args)
+    target = _target(args)
+    start = time.perf_counter()
+    model = build(target, meta=args.meta, plugins=tuple(args.plugin or ()))
+    summary = model.summary()
+    summary["build_seconds"] = round(time.perf_counter() - start, 3)
+    summary["meta"] = args.meta
+    lines = [f"{'component':<10} {'name':<28} {'params':>16} {'trainable':>16}"]
+    for kind, comp in summary["components"].items():
+        lines.append(f"{kind:<10} {comp['name']:<28} {comp['params']:>16,} {comp['trainable']:>16,}")
+    lines.append(f"{'total':<10} {'':<28} {summary['params_total']:>16,} {summary['params_trainable']:>16,}")
+    lines.append(f"image tokens per image: {summary['image_tokens']}   built in {summary['build_seconds']} s"
+                 + ("  (meta: nothing allocated)" if args.meta else ""))  # fmt: skip
+    if args.save and not args.meta:
+        model.save(args.save)
+        lines.append(f"saved to {args.save}")
+    _emit(args, summary, "\n".join(lines))
+    return 0
+
+
+def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("target", nargs="?", help="a YAML file or a registered composition name")
+    parser.add_argument("--vision", help="vision tower name (inline form)")
+    parser.add_argument("--projector", help="projector name (inline form)")
+    parser.add_argument("--lm", help="language model name (inline form)")
+    parser.add_argument("--dtype", help="model dtype for the inline form (default float32)")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--plugin", action="append", metavar="MODULE_OR_FILE", help="extra plugin to load (repeatable)")
+    common.add_argument("--strict-plugins", action="store_true", help="a plugin that fails to load is fatal")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    parser = argparse.ArgumentParser(prog="zoo", description="A plugin-based zoo of vision-language models.",
+                                     parents=[common])  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("plugins", parents=[common], help="list loaded and failed plugins")
+    p.set_defaults(func=cmd_plugins)
+    p = sub.add_parser("list", parents=[common], help="list components or compositions (wildcards)")
+    p.add_argument("kind", nargs="?", help="vision | projector | lm | model (or a pattern)")
+    p.add_argument("pattern", nargs="?", help="fnmatch pattern, e.g. 'tiny-*'")
+    p.set_defaults(func=cmd_list)
+    p = sub.add_parser("show", parents=[common], help="show a component's contract")
+    p.add_argument("name")
+    p.add_argument("--kind", choices=sorted(set(KIND_ALIASES) - {"model", "models"}))
+    p.add_argument("--in-dim", type=int, default=1024, help="projector input width for 'show' (default 1024)")
+    p.add_argument("--out-dim", type=int, default=4096, help="projector output width for 'show' (default 4096)")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("validate", parents=[common], help="check a composition's contract (no weights read)")
+    _add_target_arguments(p)
+    p.set_defaults(func=cmd_validate)
+    p = sub.add_parser("build", parents=[common], help="build a composition and print its summary")
+    _add_target_arguments(p)
+    p.add_argument("--meta", action="store_true", help="build on the meta device (nothing allocated)")
+    p.add_argument("--save", metavar="DIR", help="save the built model to DIR")
+    p.set_defaults(func=cmd_build)
+    for name, module_name in EXTRA_COMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        p = sub.add_parser(name, parents=[common], help=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(func=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``zoo`` console script."""
+    parser = make_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ZooError as error:
+        if args.debug:
+            raise
+        print(f"zoo: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("zoo: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

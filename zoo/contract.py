@@ -1,0 +1,79 @@
+"""The hidden-size / token-count contract between tower, projector and LM, checked before weights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from zoo.errors import ContractError
+
+__all__ = ["Contract", "check_contract", "check_declared_dims"]
+
+
+@dataclass(frozen=True)
+class Contract:
+    """The numbers a composition agrees on; stored in the checkpoint manifest."""
+
+    vision_hidden_size: int
+    vision_tokens: int
+    lm_hidden_size: int
+    image_tokens: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for manifests and ``--json``."""
+        return dict(self.__dict__)
+
+
+def check_declared_dims(
+    declared: dict[str, int | None], vision_name: str, vision_hidden: int, lm_name: str, lm_hidden: int, source: str
+) -> None:
+    """Check a user's explicit ``in_dim`` / ``out_dim`` against the neighbours before building."""
+    in_dim, out_dim = declared.get("in_dim"), declared.get("out_dim")
+    if in_dim is not None and in_dim != vision_hidden:
+        raise ContractError(
+            f"{source}: model.projector.in_dim = {in_dim} but vision tower {vision_name!r} "
+            f"(model.vision.name) has hidden_size {vision_hidden}; remove model.projector.in_dim "
+            "(it is inferred) or pick a tower with that width"
+        )
+    if out_dim is not None and out_dim != lm_hidden:
+        raise ContractError(
+            f"{source}: model.projector.out_dim = {out_dim} but language model {lm_name!r} "
+            f"(model.lm.name) has hidden_size {lm_hidden}; remove model.projector.out_dim "
+            "(it is inferred) or pick an LM with that width"
+        )
+
+
+def check_contract(vision: Any, projector: Any, lm: Any, names: dict[str, str], source: str) -> Contract:
+    """Check the three modules' declared contract (they may live on ``meta``) and return it."""
+    v, p, m = names["vision"], names["projector"], names["lm"]
+    if projector.in_dim != vision.hidden_size:
+        raise ContractError(
+            f"{source}: vision tower {v!r} (model.vision.name) gives features of size {vision.hidden_size} "
+            f"but projector {p!r} (model.projector.name) takes in_dim {projector.in_dim}; "
+            "let zoo infer model.projector.in_dim or choose matching components"
+        )
+    if projector.out_dim != lm.hidden_size:
+        raise ContractError(
+            f"{source}: projector {p!r} (model.projector.name) outputs {projector.out_dim} but language "
+            f"model {m!r} (model.lm.name) has hidden_size {lm.hidden_size}; let zoo infer "
+            "model.projector.out_dim or choose matching components"
+        )
+    tokens_in = vision.num_tokens
+    problem = projector.check_input_tokens(tokens_in)
+    if problem is not None:
+        rows, cols = vision.grid_size()
+        prefix = f" + {vision.num_prefix_tokens} prefix" if vision.select == "all" else ""
+        raise ContractError(
+            f"{source}: projector {p!r} (model.projector.name) cannot take the {tokens_in} tokens of vision "
+            f"tower {v!r} ({rows}x{cols} patches{prefix}, model.vision.select = {vision.select!r}): {problem}; "
+            "use select: patch, another image_size, or a projector without grid requirements"
+        )
+    image_tokens = projector.num_output_tokens(tokens_in)
+    if image_tokens <= 0:
+        raise ContractError(f"{source}: projector {p!r} would give {image_tokens} tokens per image from {tokens_in}")
+    return Contract(
+        vision_hidden_size=vision.hidden_size,
+        vision_tokens=tokens_in,
+        lm_hidden_size=lm.hidden_size,
+        image_tokens=image_tokens,
+    )

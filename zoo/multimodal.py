@@ -1,0 +1,239 @@
+"""``MultiModal``: a vision tower, a projector and a causal LM composed the LLaVA way.
+
+Image features are projected to the LM's width and scattered into the token embeddings at the
+image-placeholder positions (one placeholder id per image position, as transformers' Llava).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.config import ModelConfig
+from zoo.contract import Contract
+from zoo.errors import ZooError
+from zoo.interfaces import LanguageModel, Projector, VisionTower
+
+__all__ = ["IGNORE_INDEX", "MultiModal"]
+
+IGNORE_INDEX = -100
+
+
+class MultiModal(nn.Module):
+    """A composed vision-language model.
+
+    Args:
+        vision: the vision tower.
+        projector: maps tower features to the LM's width.
+        lm: the language model (with its tokenizer).
+        config: the composition it was built from (kept for the manifest).
+        contract: the checked contract (``image_tokens`` per image...).
+        component_configs: the typed config of each component (for the manifest).
+    """
+
+    def __init__(
+        self,
+        vision: VisionTower,
+        projector: Projector,
+        lm: LanguageModel,
+        *,
+        config: ModelConfig,
+        contract: Contract,
+        component_configs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.vision = vision
+        self.projector = projector
+        self.lm = lm
+        self.config = config
+        self.contract = contract
+        self.component_configs = dict(component_configs or {})
+        self.image_token = config.image_token
+        self.image_token_id: int | None = None
+        if lm.has_tokenizer and not _on_meta(lm):
+            (self.image_token_id,) = lm.add_tokens([config.image_token])
+
+    # -- contract -------------------------------------------------------------------------------
+    @property
+    def tokens_per_image(self) -> int:
+        """LM positions one image occupies, from the tower and projector (never a second number)."""
+        return self.contract.image_tokens
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """dtype of the LM's embeddings (the dtype logits come out in)."""
+        return self.lm.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the LM's embeddings."""
+        return self.lm.model.get_input_embeddings().weight.device
+
+    def processor(self, **kwargs: Any):
+        """A ``MultiModalProcessor`` that turns text with placeholders plus PIL images into inputs."""
+        from zoo.processor import MultiModalProcessor
+
+        return MultiModalProcessor.from_model(self, **kwargs)
+
+    # -- compute --------------------------------------------------------------------------------
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Tower + projector: ``[N_img, 3, H, W] -> [N_img, tokens_per_image, H_lm]``."""
+        features = self.vision(pixel_values)  # [N_img, N, D]
+        return self.projector(features.to(_param_dtype(self.projector, features.dtype)))  # [N_img, M, H_lm]
+
+    def embed_inputs(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        image_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Token embeddings with image features scattered in at placeholder positions, ``[B, T, H]``."""
+        image_mask = self._image_mask(input_ids)  # [B, T]
+        embeds = self.lm.embed(input_ids.masked_fill(image_mask, 0))  # [B, T, H]
+        positions = int(image_mask.sum())
+        if image_features is None and pixel_values is not None and pixel_values.shape[0] > 0:
+            image_features = self.encode_images(pixel_values)  # [N_img, M, H]
+        given = 0 if image_features is None else image_features.shape[0] * image_features.shape[1]
+        if positions != given:
+            images = 0 if image_features is None else image_features.shape[0]
+            raise ZooError(
+                f"input_ids hold {positions} image positions but {images} images x {self.tokens_per_image} "
+                f"tokens per image = {given} image features were given; each image needs exactly one "
+                f"{self.image_token!r} placeholder expanded to {self.tokens_per_image} ids (use model.processor())"
+            )
+        if given == 0:
+            return embeds
+        features = image_features.reshape(-1, embeds.shape[-1]).to(embeds.dtype)  # [N_img * M, H]
+        return embeds.masked_scatter(image_mask.unsqueeze(-1), features)  # [B, T, H]
+
+    def _image_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
+        if self.image_token_id is None:
+            return torch.zeros_like(input_ids, dtype=torch.bool)
+        return input_ids == self.image_token_id
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Loss (when ``labels`` are given) and logits, like transformers' Llava.
+
+        Args:
+            pixel_values: every image of the batch in order of appearance, ``[N_img, 3, H, W]``.
+            input_ids: token ids with each image expanded to ``tokens_per_image`` placeholder ids.
+            attention_mask: ``[B, T]``, 1 for real tokens (left or right padding).
+            labels: ``[B, T]`` targets; image positions are ignored in the loss automatically.
+            **kwargs: passed to the LM (``cache``, ``use_cache``, ``position_ids``, ``logits_to_keep``).
+        """
+        if input_ids is None:
+            raise ZooError("MultiModal.forward needs input_ids (use model.processor() to make them)")
+        embeds = self.embed_inputs(input_ids, pixel_values)  # [B, T, H]
+        if labels is not None:
+            labels = labels.masked_fill(self._image_mask(input_ids), IGNORE_INDEX)  # [B, T]
+            if attention_mask is not None:
+                labels = labels.masked_fill(attention_mask == 0, IGNORE_INDEX)
+        return self.lm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **kwargs)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        *,
+        use_cache: bool = True,
+        **generate_kwargs: Any,
+    ) -> torch.Tensor:
+        """Generate continuations; returns ``[B, T + new]`` (prompt then new tokens), like Llava.
+
+        Images are encoded once, at prefill. With ``use_cache=True`` (the default) transformers'
+        ``generate`` runs with a KV cache and every option of it passes through (``max_new_tokens``,
+        ``do_sample``, ``temperature``, ``top_p``, ``num_beams``, ``streamer``...). ``use_cache=False``
+        runs a plain greedy loop that re-reads the whole sequence each step (a reference for tests).
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        embeds = self.embed_inputs(input_ids, pixel_values)  # [B, T, H]
+        tokenizer = self.lm._tokenizer
+        if tokenizer is not None:
+            generate_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id or tokenizer.eos_token_id)
+            generate_kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
+        if not use_cache:
+            return self._greedy_without_cache(input_ids, embeds, attention_mask, **generate_kwargs)
+        return self.lm.model.generate(
+            input_ids=input_ids, inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs
+        )  # [B, T + new]
+
+    def _greedy_without_cache(
+        self,
+        input_ids: torch.Tensor,
+        embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        *,
+        max_new_tokens: int = 20,
+        eos_token_id: int | None = None,
+        pad_token_id: int | None = None,
+        do_sample: bool = False,
+        **unused: Any,
+    ) -> torch.Tensor:
+        if do_sample or unused.get("num_beams", 1) != 1:
+            raise ZooError("generate(use_cache=False) supports greedy decoding only; drop do_sample/num_beams")
+        sequences, finished = input_ids, torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        for _ in range(max_new_tokens):
+            position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # [B, T]
+            logits = self.lm(
+                inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+            ).logits  # [B, T, V]
+            next_ids = logits[:, -1].argmax(-1)  # [B]
+            if eos_token_id is not None and pad_token_id is not None:
+                next_ids = next_ids.masked_fill(finished, pad_token_id)
+            sequences = torch.cat([sequences, next_ids[:, None]], dim=1)  # [B, T + 1]
+            embeds = torch.cat([embeds, self.lm.embed(next_ids[:, None])], dim=1)  # [B, T + 1, H]
+            attention_mask = torch.cat([attention_mask, torch.ones_like(next_ids[:, None])], dim=1)
+            if eos_token_id is not None:
+                finished |= next_ids == eos_token_id
+                if bool(finished.all()):
+                    break
+        return sequences
+
+    # -- reporting ------------------------------------------------------------------------------
+    def parameter_counts(self) -> dict[str, dict[str, int]]:
+        """Total and trainable parameters per component."""
+        counts = {}
+        for kind in ("vision", "projector", "lm"):
+            params = list(getattr(self, kind).parameters())
+            counts[kind] = {
+                "params": sum(p.numel() for p in params),
+                "trainable": sum(p.numel() for p in params if p.requires_grad),
+            }
+        return counts
+
+    def summary(self) -> dict[str, Any]:
+        """What ``zoo build --json`` prints: components with params, totals and image tokens."""
+        counts = self.parameter_counts()
+        return {
+            "components": {
+                kind: {"name": self.config.slot(kind).name, **counts[kind]}
+                for kind in ("vision", "projector", "lm")
+            },
+            "params_total": sum(c["params"] for c in counts.values()),
+            "params_trainable": sum(c["trainable"] for c in counts.values()),
+            "image_tokens": self.tokens_per_image,
+            "contract": self.contract.to_dict(),
+            "dtype": self.config.dtype,
+        }
+
+
+def _on_meta(module: nn.Module) -> bool:
+    return any(p.device.type == "meta" for p in module.parameters())
+
+
+def _param_dtype(module: nn.Module, fallback: torch.dtype) -> torch.dtype:
+    for param in module.parameters():
+        return param.dtype
+    return fallback

@@ -1,0 +1,131 @@
+"""Text with image placeholders + PIL images -> ``input_ids``, ``attention_mask``, ``pixel_values``.
+
+Each placeholder in the text becomes ``tokens_per_image`` placeholder ids (the expanded form that
+transformers' Llava takes); images of the whole batch are stacked in order of appearance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from zoo.errors import ZooError
+from zoo.interfaces import ImagePreprocessor
+
+__all__ = ["MultiModalProcessor"]
+
+
+class MultiModalProcessor:
+    """Tokenizes prompts, expands image placeholders and preprocesses images with the tower's transform.
+
+    Args:
+        tokenizer: the LM's tokenizer (with the image token added).
+        preprocessor: the vision tower's ``ImagePreprocessor``.
+        image_token: the placeholder string written in prompts.
+        tokens_per_image: ids each placeholder expands to (from the composed model).
+        padding_side: ``left`` (for generation) or ``right``.
+
+    Example:
+        >>> processor = model.processor()
+        >>> batch = processor(["<image>\\nWhat is this?", "No image here."], images=[[img], []])
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        preprocessor: ImagePreprocessor,
+        *,
+        image_token: str,
+        tokens_per_image: int,
+        padding_side: str = "left",
+    ) -> None:
+        if padding_side not in ("left", "right"):
+            raise ZooError(f"padding_side = {padding_side!r} is not valid; valid choices: 'left', 'right'")
+        self.tokenizer = tokenizer
+        self.preprocessor = preprocessor
+        self.image_token = image_token
+        self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
+        self.tokens_per_image = tokens_per_image
+        self.padding_side = padding_side
+
+    @classmethod
+    def from_model(cls, model: Any, **kwargs: Any) -> MultiModalProcessor:
+        """The processor that fits a built ``MultiModal``."""
+        return cls(
+            model.lm.tokenizer,
+            model.vision.preprocessor,
+            image_token=model.image_token,
+            tokens_per_image=model.tokens_per_image,
+            **kwargs,
+        )
+
+    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        """Render chat messages with the tokenizer's template (placeholders stay in the text)."""
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+
+    def __call__(
+        self,
+        text: str | Sequence[str],
+        images: Sequence[Any] | None = None,
+        *,
+        padding_side: str | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Encode a batch.
+
+        Args:
+            text: one prompt or a list; each image is marked by one ``image_token``.
+            images: a flat list of PIL images in order of appearance, or one list per prompt.
+            padding_side: override the processor's padding side.
+
+        Returns:
+            ``input_ids`` and ``attention_mask`` ``[B, T]``, ``pixel_values`` ``[N_img, 3, H, W]``.
+        """
+        prompts = [text] if isinstance(text, str) else list(text)
+        flat_images = _flatten_images(images, len(prompts))
+        counts = [p.count(self.image_token) for p in prompts]
+        if sum(counts) != len(flat_images):
+            raise ZooError(
+                f"the prompts hold {sum(counts)} {self.image_token!r} placeholders (per prompt: {counts}) "
+                f"but {len(flat_images)} images were given; write one placeholder per image"
+            )
+        if isinstance(images, Sequence) and images and isinstance(images[0], list | tuple):
+            per_prompt = [len(group) for group in images]
+            if per_prompt != counts:
+                raise ZooError(f"images per prompt {per_prompt} do not match placeholders per prompt {counts}")
+        expanded = [p.replace(self.image_token, self.image_token * self.tokens_per_image) for p in prompts]
+        rows = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in expanded]
+        input_ids, attention_mask = self._pad(rows, padding_side or self.padding_side)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "pixel_values": self.preprocessor(flat_images),  # [N_img, 3, H, W]
+        }
+
+    def _pad(self, rows: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
+        pad_id = self.tokenizer.pad_token_id
+        if pad_id is None:
+            pad_id = self.tokenizer.eos_token_id or 0
+        length = max((len(r) for r in rows), default=0)
+        ids = torch.full((len(rows), length), pad_id, dtype=torch.long)  # [B, T]
+        mask = torch.zeros((len(rows), length), dtype=torch.long)  # [B, T]
+        for i, row in enumerate(rows):
+            span = slice(length - len(row), length) if side == "left" else slice(0, len(row))
+            ids[i, span] = torch.tensor(row, dtype=torch.long)
+            mask[i, span] = 1
+        return ids, mask
+
+    def decode(self, token_ids: torch.Tensor, skip_special_tokens: bool = True) -> list[str]:
+        """Decode generated ids (a ``[B, T]`` tensor) to strings."""
+        return self.tokenizer.batch_decode(token_ids, skip_special_tokens=skip_special_tokens)
+
+
+def _flatten_images(images: Sequence[Any] | None, num_prompts: int) -> list[Any]:
+    if images is None:
+        return []
+    if isinstance(images, Sequence) and images and isinstance(images[0], list | tuple):
+        if len(images) != num_prompts:
+            raise ZooError(f"got {len(images)} image lists for {num_prompts} prompts; give one list per prompt")
+        return [image for group in images for image in group]
+    return list(images)

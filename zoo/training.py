@@ -1,0 +1,73 @@
+"""Training policy per component (frozen / full / LoRA), gradient checkpointing and optimizer groups."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from zoo.config import ModelConfig
+from zoo.errors import ConfigError
+
+__all__ = ["apply_training_policy", "lora_config", "param_groups"]
+
+SLOTS = ("vision", "projector", "lm")
+
+
+def lora_config(model_config: ModelConfig, default_targets: tuple[str, ...]):
+    """The peft ``LoraConfig`` for the LM slot (targets default to the LM's declared ones)."""
+    from peft import LoraConfig
+
+    settings = model_config.lm.lora
+    return LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.targets or default_targets),
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
+
+
+def apply_training_policy(model: nn.Module, config: ModelConfig) -> None:
+    """Freeze, unfreeze or LoRA-wrap each component as ``config`` says (in place)."""
+    for kind in SLOTS:
+        module = getattr(model, kind)
+        mode = config.slot(kind).train
+        if kind == "lm" and mode == "lora":
+            add_lora(model.lm, config)
+            continue
+        module.requires_grad_(mode == "full")
+    if config.gradient_checkpointing:
+        model.lm.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.lm.model.config.use_cache = False
+
+
+def add_lora(lm: nn.Module, config: ModelConfig) -> None:
+    """Wrap the LM's transformers model with peft LoRA adapters (base weights frozen)."""
+    from peft import get_peft_model
+
+    peft_config = lora_config(config, lm.lora_targets)
+    names = {name.rsplit(".", 1)[-1] for name, _ in lm.model.named_modules()}
+    missing = [t for t in peft_config.target_modules if t not in names]
+    if missing:
+        raise ConfigError(
+            f"{config.source}: model.lm.lora.targets = {sorted(peft_config.target_modules)}: "
+            f"{missing} are not modules of {config.lm.name!r}; the LM's defaults are {list(lm.lora_targets)}"
+        )
+    lm.model = get_peft_model(lm.model, peft_config)
+
+
+def param_groups(model: nn.Module, default_lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
+    """Optimizer parameter groups, one per component that trains, with its ``lr`` from the config.
+
+    Example:
+        >>> optimizer = torch.optim.AdamW(param_groups(model, 1e-4))
+    """
+    groups = []
+    for kind in SLOTS:
+        params = [p for p in getattr(model, kind).parameters() if p.requires_grad]
+        if params:
+            lr = model.config.slot(kind).lr
+            groups.append({"name": kind, "params": params, "lr": lr or default_lr, "weight_decay": weight_decay})
+    return groups
