@@ -162,9 +162,7 @@ def _random_model(tower_cls: type[HFVisionTower], arch: Mapping[str, Any], dtype
     known = set(config_cls().to_dict())
     for key in fields:
         if key not in known:
-            raise ConfigError(
-                f"model.vision.arch.{key} is not a field of {config_cls.__name__}; {suggest(key, known)}"
-            )
+            raise ConfigError(f"model.vision.arch.{key} is not a field of {config_cls.__name__}; {suggest(key, known)}")
     return model_cls._from_config(config_cls(**fields), dtype=dtype).eval()
 
 
@@ -186,8 +184,10 @@ def _load_directory(tower_cls: type[HFVisionTower], path: Path, checkpoint: str,
     where = f"{CHECKPOINT_KEY} = {checkpoint!r}"
     config_file = path / "config.json"
     if not config_file.is_file():
-        raise CheckpointError(f"{where}: no config.json in this directory; expected a transformers save_pretrained "
-                              f"directory of a {tower_cls.family} model, or a .safetensors weight file")
+        raise CheckpointError(
+            f"{where}: no config.json in this directory; expected a transformers save_pretrained "
+            f"directory of a {tower_cls.family} model, or a .safetensors weight file"
+        )
     try:
         model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type", "")
     except (OSError, ValueError, AttributeError) as error:
@@ -202,14 +202,17 @@ def _load_directory(tower_cls: type[HFVisionTower], path: Path, checkpoint: str,
         return model_cls._from_config(config_cls.from_pretrained(path, local_files_only=True), dtype=dtype).eval()
     from transformers.utils import logging as hf_logging
 
-    verbosity = hf_logging.get_verbosity()
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # a full two-tower checkpoint lists every text weight as unexpected
+    hf_logging.disable_progress_bar()
     try:
         model, info = model_cls.from_pretrained(path, local_files_only=True, dtype=dtype, output_loading_info=True)
     except (OSError, ValueError) as error:
         raise CheckpointError(f"{where}: cannot load it with {model_cls.__name__}: {error}") from error
     finally:
         hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
     if info.get("missing_keys"):
         raise CheckpointError(f"{where}: weights missing for {_few(info['missing_keys'])}")
     if info.get("mismatched_keys"):

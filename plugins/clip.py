@@ -8,7 +8,7 @@ A ``checkpoint`` directory may hold a ``CLIPVisionModel`` or a full ``CLIPModel`
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -29,7 +29,7 @@ class CLIPTower(HFVisionTower):
     """``CLIPVisionModel``: CLS + patches, ``pre_layrnorm`` before the first block."""
 
     family = "CLIP"
-    model_types = {
+    model_types: ClassVar[dict[str, tuple[str, str]]] = {
         "clip_vision_model": ("CLIPVisionConfig", "CLIPVisionModel"),
         "clip": ("CLIPVisionConfig", "CLIPVisionModel"),  # a full CLIPModel directory: its vision part
     }
@@ -70,12 +70,18 @@ def _vit(hidden: int, layers: int, heads: int, patch: int, image: int) -> dict[s
 
 # name -> (arch, description); arch values are the vision_config of the named hub checkpoint
 PRESETS: dict[str, tuple[dict[str, Any], str]] = {
-    "clip-vit-l-14": (_vit(1024, 24, 16, 14, 224), "OpenAI CLIP ViT-L/14, 224 px, 256 patches (openai/clip-vit-large-patch14)"),
+    "clip-vit-l-14": (
+        _vit(1024, 24, 16, 14, 224),
+        "OpenAI CLIP ViT-L/14, 224 px, 256 patches (openai/clip-vit-large-patch14)",
+    ),
     "clip-vit-l-14-336": (
         _vit(1024, 24, 16, 14, 336),
         "OpenAI CLIP ViT-L/14, 336 px, 576 patches, LLaVA-1.5's tower (openai/clip-vit-large-patch14-336)",
     ),
-    "clip-vit-b-16": (_vit(768, 12, 12, 16, 224), "OpenAI CLIP ViT-B/16, 224 px, 196 patches (openai/clip-vit-base-patch16)"),
+    "clip-vit-b-16": (
+        _vit(768, 12, 12, 16, 224),
+        "OpenAI CLIP ViT-B/16, 224 px, 196 patches (openai/clip-vit-base-patch16)",
+    ),
     "tiny-clip": (
         {**_vit(32, 2, 4, 8, 32), "intermediate_size": 64},
         "tiny random CLIP vision tower for tests: hidden 32, 2 layers, 32 px, patch 8",

@@ -13,7 +13,7 @@ A ``checkpoint`` directory may hold a ``SiglipVisionModel`` or a full ``SiglipMo
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -30,7 +30,7 @@ class SiglipTower(HFVisionTower):
     """``SiglipVisionModel``: patches only, no prefix tokens."""
 
     family = "SigLIP"
-    model_types = {
+    model_types: ClassVar[dict[str, tuple[str, str]]] = {
         "siglip_vision_model": ("SiglipVisionConfig", "SiglipVisionModel"),
         "siglip": ("SiglipVisionConfig", "SiglipVisionModel"),  # a full SiglipModel directory (SigLIP / SigLIP2 FixRes)
     }

@@ -55,7 +55,15 @@ def test_identity_projector_between_different_widths_fails_the_contract():
 
 def test_pixel_shuffle_on_a_non_square_grid_fails_with_a_clear_message():
     with pytest.raises(ContractError) as info:
-        plan({"model": {"vision": {"name": "tiny-clip", "select": "all"}, "projector": "pixel-shuffle", "lm": "tiny-qwen2"}})
+        plan(
+            {
+                "model": {
+                    "vision": {"name": "tiny-clip", "select": "all"},
+                    "projector": "pixel-shuffle",
+                    "lm": "tiny-qwen2",
+                }
+            }
+        )
     message = str(info.value)
     assert "'pixel-shuffle'" in message and "'tiny-clip'" in message and "select = 'all'" in message
     assert "square" in message
@@ -74,7 +82,9 @@ def test_build_is_deterministic_under_a_seed_and_policy_is_applied():
 
 
 def test_dtype_applies_to_every_component():
-    model = zoo.build({"model": {"vision": "tiny-clip", "projector": "mlp2x-gelu", "lm": "tiny-qwen2", "dtype": "bf16"}})
+    model = zoo.build(
+        {"model": {"vision": "tiny-clip", "projector": "mlp2x-gelu", "lm": "tiny-qwen2", "dtype": "bf16"}}
+    )
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
 
 

@@ -58,7 +58,9 @@ def test_unknown_component_option_is_caught_before_construction(write_yaml):
 
 def test_wrong_type_names_key_value_and_expected(write_yaml):
     path = write_yaml(GOOD.replace("select_layer: -2", "select_layer: penultimate"))
-    with pytest.raises(ConfigError, match=r"model\.vision\.select_layer = 'penultimate' has the wrong type; expected an integer"):
+    with pytest.raises(
+        ConfigError, match=r"model\.vision\.select_layer = 'penultimate' has the wrong type; expected an integer"
+    ):
         plan(path)
 
 
@@ -101,7 +103,10 @@ def test_yaml_tags_are_not_executed(write_yaml):
 
 
 def test_unknown_composition_name_suggests():
-    with pytest.raises(ConfigError, match=r"'tiny-clip-mlp-qwen' is neither a YAML file nor a registered composition; did you mean 'tiny-clip-mlp-qwen2'"):
+    with pytest.raises(
+        ConfigError,
+        match=r"'tiny-clip-mlp-qwen' is neither a YAML file nor a registered composition; did you mean 'tiny-clip-mlp-qwen2'",
+    ):
         load_model_config("tiny-clip-mlp-qwen")
 
 

@@ -92,7 +92,9 @@ def test_processor_rejects_placeholder_image_mismatch(tiny_model):
 def test_training_the_projector_lowers_the_loss(tiny_model):
     model = tiny_model.train()
     processor = model.processor()
-    batch = processor(["<image> a red square", "<image> a blue circle"], images=_images(2, seed=3), padding_side="right")
+    batch = processor(
+        ["<image> a red square", "<image> a blue circle"], images=_images(2, seed=3), padding_side="right"
+    )
     labels = batch["input_ids"].clone()
     optimizer = torch.optim.AdamW(param_groups(model, 1e-2))
     assert [g["name"] for g in optimizer.param_groups] == ["projector"]
@@ -150,7 +152,9 @@ def test_sampling_options_pass_through(tiny_model):
 
 
 def test_pixel_values_follow_the_tower_dtype():
-    model = zoo.build({"model": {"vision": "tiny-clip", "projector": "mlp2x-gelu", "lm": "tiny-qwen2", "dtype": "bf16"}})
+    model = zoo.build(
+        {"model": {"vision": "tiny-clip", "projector": "mlp2x-gelu", "lm": "tiny-qwen2", "dtype": "bf16"}}
+    )
     batch = model.processor()("<image> x", images=_images(1))
     assert batch["pixel_values"].dtype == torch.float32
     with torch.no_grad():

@@ -13,9 +13,8 @@ from zoo.errors import PluginError
 from zoo.plugin_manager import BUILTIN_PLUGINS
 from zoo.registry import get_registry
 
-from .conftest import PLUGIN_FILES
-
 REPO = Path(__file__).resolve().parents[1]
+PLUGIN_FILES = REPO / "tests" / "plugin_files"
 
 
 def test_builtins_load_as_ordinary_plugins(fresh_registry):

@@ -208,8 +208,7 @@ def build(
         contract=checked.contract,
         component_configs=checked.configs,
     )
-    if not meta:
-        apply_training_policy(model, checked.config)
-        if device is not None:
-            model.to(device)
+    apply_training_policy(model, checked.config)
+    if device is not None and not meta:
+        model.to(device)
     return model

@@ -50,7 +50,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
          "components": counts.get(p.name, 0)}
         for p in host.loaded
     ]  # fmt: skip
-    failed = [{"name": f.name, "origin": f.origin, "distribution": f.distribution, "error": f.error} for f in host.failures]
+    failed = [
+        {"name": f.name, "origin": f.origin, "distribution": f.distribution, "error": f.error} for f in host.failures
+    ]
     lines = [f"{p['name']:<34} {p['origin']:<10} {p['components']:>3} components  {p['distribution']}" for p in loaded]
     lines += [f"{f['name']:<34} FAILED     {f['error']}" for f in failed]
     _emit(args, {"loaded": loaded, "failed": failed}, "\n".join(lines))
@@ -97,7 +99,12 @@ def cmd_show(args: argparse.Namespace) -> int:
                     "contract": checked.contract.to_dict()}  # fmt: skip
             _emit(args, data, json.dumps(data, indent=2))
             return 0
-        registry.resolve(kinds[0], args.name, key="NAME")  # raises with suggestions
+        from zoo.errors import UnknownNameError, suggest
+
+        names = [s.name for kind in kinds for s in registry.list(kind)] + list(registry.compositions)
+        raise UnknownNameError(
+            f"{args.name!r} is not a registered component or composition; {suggest(args.name, names)}"
+        )
     kind, spec, _ = found[0]
     dims = {"in_dim": args.in_dim, "out_dim": args.out_dim} if kind == "projector" else {}
     module = build_component(kind, args.name, meta=True, **dims)
@@ -173,14 +180,24 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", help="model dtype for the inline form (default float32)")
 
 
-def make_parser() -> argparse.ArgumentParser:
+def _common_options(suppress: bool) -> argparse.ArgumentParser:
+    """Options accepted before and after the command; after it they must not reset earlier values."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--plugin", action="append", metavar="MODULE_OR_FILE", help="extra plugin to load (repeatable)")
-    common.add_argument("--strict-plugins", action="store_true", help="a plugin that fails to load is fatal")
-    common.add_argument("--debug", action="store_true", help="show tracebacks")
-    common.add_argument("--json", action="store_true", help="machine-readable output")
+    default = {"default": argparse.SUPPRESS} if suppress else {}
+    common.add_argument(
+        "--plugin", action="append", metavar="MODULE_OR_FILE", help="extra plugin to load (repeatable)", **default
+    )
+    common.add_argument("--strict-plugins", action="store_true", help="a plugin that fails to load is fatal", **default)
+    common.add_argument("--debug", action="store_true", help="show tracebacks", **default)
+    common.add_argument("--json", action="store_true", help="machine-readable output", **default)
+    return common
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the ``zoo`` command."""
     parser = argparse.ArgumentParser(prog="zoo", description="A plugin-based zoo of vision-language models.",
-                                     parents=[common])  # fmt: skip
+                                     parents=[_common_options(False)])  # fmt: skip
+    common = _common_options(True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("plugins", parents=[common], help="list loaded and failed plugins")
     p.set_defaults(func=cmd_plugins)

@@ -194,7 +194,9 @@ def _parse_slot(kind: str, value: Any, source: str) -> ComponentChoice:
     name = _typed(options.pop("name"), str, f"{key}.name", source)
     train = options.pop("train", DEFAULT_TRAIN[kind])
     if train not in TRAIN_MODES:
-        raise ConfigError(f"{source}: {key}.train = {train!r} is not a training mode; {suggest(str(train), TRAIN_MODES)}")
+        raise ConfigError(
+            f"{source}: {key}.train = {train!r} is not a training mode; {suggest(str(train), TRAIN_MODES)}"
+        )
     if train == "lora" and kind != "lm":
         raise ConfigError(f"{source}: {key}.train = 'lora': LoRA applies to the language model; use frozen or full")
     lr = options.pop("lr", None)
@@ -269,9 +271,11 @@ def _typed(value: Any, hint: Any, key: str, source: str) -> Any:
             return float(value)  # YAML reads 1e-4 (no dot) as a string
         except ValueError:
             pass
-    if isinstance(hint, type) and (isinstance(value, bool) if hint is bool else isinstance(value, hint) and not (
-        hint is int and isinstance(value, bool)
-    )):
+    if isinstance(hint, type) and (
+        isinstance(value, bool)
+        if hint is bool
+        else isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+    ):
         return value
     raise ConfigError(f"{source}: {key} = {value!r} has the wrong type; expected {_type_name(hint)}")
 

@@ -281,9 +281,10 @@ class LanguageModel(nn.Module):
         tokenizer = self.tokenizer
         missing = [t for t in tokens if t not in tokenizer.get_vocab()]
         if missing:
-            tokenizer.add_special_tokens({"additional_special_tokens": missing}, replace_extra_special_tokens=False)
+            # transformers 5 names them ``extra_special_tokens`` (``additional_...`` is a deprecated alias)
+            tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
         ids = tokenizer.convert_tokens_to_ids(list(tokens))
-        if max(ids) >= self.vocab_size:
+        if ids and max(ids) >= self.vocab_size:
             self.model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         return ids
 

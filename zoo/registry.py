@@ -80,8 +80,7 @@ class Registry:
         """Add one spec; a name that is already registered is an error naming both plugins."""
         if not isinstance(spec, ComponentSpec) or spec.kind not in KINDS:
             raise PluginError(
-                f"plugin {plugin!r} registered {spec!r}; expected a VisionTowerSpec, ProjectorSpec "
-                "or LanguageModelSpec"
+                f"plugin {plugin!r} registered {spec!r}; expected a VisionTowerSpec, ProjectorSpec or LanguageModelSpec"
             )
         plugin = spec.plugin or plugin
         table = self._specs[spec.kind]

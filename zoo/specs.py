@@ -14,6 +14,7 @@ from types import MappingProxyType
 from typing import Any, ClassVar
 
 __all__ = [
+    "KINDS",
     "ComponentSpec",
     "LanguageModelConfig",
     "LanguageModelSpec",
@@ -21,7 +22,6 @@ __all__ = [
     "ProjectorSpec",
     "VisionTowerConfig",
     "VisionTowerSpec",
-    "KINDS",
 ]
 
 KINDS = ("vision", "projector", "lm")

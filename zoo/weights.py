@@ -54,7 +54,7 @@ def load_state_dict_file(path: str | os.PathLike, key: str = "checkpoint") -> di
     if file.suffix in LEGACY_SUFFIXES:
         try:
             data = torch.load(str(file), map_location="cpu", weights_only=True)
-        except Exception as error:  # noqa: BLE001 - any unpickling refusal becomes a clear message
+        except Exception as error:
             raise CheckpointError(f"{key} = {str(path)!r}: cannot read it as plain tensors ({error})") from error
         for wrapper in ("state_dict", "model"):
             if isinstance(data, Mapping) and wrapper in data and isinstance(data[wrapper], Mapping):

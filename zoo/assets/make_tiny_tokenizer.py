@@ -44,7 +44,7 @@ _WORDS = (
     "vision language token layer hidden size patch feature projector tower train loss label batch"
 ).split()
 _PUNCT = (".", ",", "?", "!", ":", ";")
-_CODE = ("def f(x):", "return x + 1", "print('hi')", "x = [1, 2, 3]", "if a == b:", "{\"k\": 0}", "# note")
+_CODE = ("def f(x):", "return x + 1", "print('hi')", "x = [1, 2, 3]", "if a == b:", '{"k": 0}', "# note")
 _OTHER = ("数字", "图像", "猫", "狗", "café", "naïve", "über", "12.5%", "2024-01-31", "$3.99", "@zoo", "\t", "\n\n")
 
 

@@ -1,0 +1,91 @@
+"""The CLI: summaries, --json shapes, exit codes and messages for user errors (no tracebacks)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from zoo.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_build_meta_json_reports_the_reference_sizes(capsys):
+    code, out, _ = run(
+        capsys,
+        "build",
+        "--vision",
+        "clip-vit-l-14-336",
+        "--projector",
+        "mlp2x-gelu",
+        "--lm",
+        "qwen2-7b",
+        "--meta",
+        "--json",
+    )
+    assert code == 0
+    data = json.loads(out)
+    assert data["components"]["lm"] == {"name": "qwen2-7b", "params": 7_615_616_512, "trainable": 0}
+    assert data["components"]["projector"]["params"] == 16_522_240
+    assert data["components"]["vision"]["name"] == "clip-vit-l-14-336"
+    assert data["image_tokens"] == 576
+    assert data["params_total"] == sum(c["params"] for c in data["components"].values())
+    assert data["params_trainable"] == 16_522_240
+
+
+def test_build_text_summary(capsys):
+    code, out, _ = run(capsys, "build", "tiny-clip-mlp-qwen2")
+    assert code == 0
+    assert "tiny-clip" in out and "mlp2x-gelu" in out and "tiny-qwen2" in out
+    assert "image tokens per image:" in out and "total" in out
+
+
+def test_list_json_and_pattern(capsys):
+    code, out, _ = run(capsys, "list", "lm", "qwen2*", "--json")
+    rows = json.loads(out)
+    assert code == 0 and rows and all(r["kind"] == "lm" and r["name"].startswith("qwen2") for r in rows)
+    code, out, _ = run(capsys, "list", "model", "--json")
+    assert "tiny-clip-mlp-qwen2" in [r["name"] for r in json.loads(out)]
+
+
+def test_show_prints_the_contract(capsys):
+    code, out, _ = run(capsys, "show", "clip-vit-l-14-336", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["kind"] == "vision" and data["source"] == "transformers"
+    assert data["contract"]["hidden_size"] == 1024 and data["contract"]["tokens"] == 576
+    assert data["contract"]["num_prefix_tokens"] == 1
+
+
+def test_validate_ok_and_contract_failure(capsys, write_yaml):
+    code, out, _ = run(capsys, "validate", "tiny-clip-mlp-qwen2")
+    assert code == 0 and out.startswith("ok:")
+    bad = write_yaml("model:\n  vision: tiny-clip\n  projector: identity\n  lm: tiny-qwen2\n")
+    code, out, err = run(capsys, "validate", str(bad))
+    assert code == 2 and "identity" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["build", "--vision", "tiny-clp", "--projector", "linear", "--lm", "tiny-qwen2"], "did you mean 'tiny-clip'"),
+        (["build", "--vision", "tiny-clip", "--projector", "linear"], "needs all three"),
+        (["build", "no-such-composition"], "neither a YAML file nor a registered composition"),
+        (["show", "qwen2-7"], "did you mean"),
+    ],
+)
+def test_user_errors_exit_2_with_a_message(capsys, argv, expected):
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert err.startswith("zoo: error:") and expected in err
+
+
+def test_debug_shows_the_traceback():
+    from zoo.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError):
+        main(["--debug", "build", "--vision", "nope", "--projector", "linear", "--lm", "tiny-qwen2"])

@@ -1,0 +1,336 @@
+"""Bench grid files: parse and validate a grid, expand it, and check every combination up front.
+
+A bench file lists several choices per slot; zoo expands the product and checks each composition's
+contract on the ``meta`` device before anything is built, so that a combination that cannot work is
+listed with its reason instead of crashing the run midway::
+
+    grid:
+      vision: [tiny-clip, tiny-siglip]
+      projector: [mlp2x-gelu, {name: resampler, num_queries: 16}]
+      lm: [tiny-qwen2]
+      image_size: [32]          # optional: overrides each tower's input size
+      batch_size: [1, 4]
+      dtype: [float32]
+    repeats: 5                  # timed repeats per measurement (medians and IQR over them)
+    warmup: 1                   # untimed runs first
+    max_new_tokens: 8
+    prompt_len: 16              # text tokens besides the image positions
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo.config import DTYPES, ModelConfig, _check_keys, parse_model_config, read_yaml
+from zoo.errors import ConfigError, ZooError, suggest
+
+__all__ = [
+    "BENCH_KEYS",
+    "GRID_KEYS",
+    "BenchSpec",
+    "Case",
+    "Combination",
+    "Skipped",
+    "expand",
+    "load_bench",
+    "parse_bench",
+    "plan_grid",
+    "registered_benches",
+]
+
+GRID_KEYS = ("vision", "projector", "lm", "image_size", "batch_size", "dtype")
+BENCH_KEYS = ("grid", "repeats", "warmup", "max_new_tokens", "prompt_len", "plugins", "reference", "description")
+SLOTS = ("vision", "projector", "lm")
+_SLOT_FORBIDDEN = ("train", "lr", "lora")
+
+
+@dataclass(frozen=True)
+class BenchSpec:
+    """A validated bench file.
+
+    Attributes:
+        vision / projector / lm: slot entries, each ``{"name": ..., **options}``.
+        image_sizes: tower input sizes to try (``None``: each tower's own).
+        batch_sizes: batch sizes to measure each composition at.
+        dtypes: model dtypes (canonical names).
+        repeats: timed repeats per measurement.
+        warmup: untimed runs before the timed ones.
+        max_new_tokens: tokens generated per sample (decode latency and throughput).
+        prompt_len: text tokens per sample besides the image positions.
+        plugins: extra plugin modules to load.
+        reference: also time transformers' Llava on the same weights where the layout fits.
+        source: where the spec was read from (for messages).
+    """
+
+    vision: tuple[dict[str, Any], ...]
+    projector: tuple[dict[str, Any], ...]
+    lm: tuple[dict[str, Any], ...]
+    image_sizes: tuple[int | None, ...] = (None,)
+    batch_sizes: tuple[int, ...] = (1,)
+    dtypes: tuple[str, ...] = ("float32",)
+    repeats: int = 5
+    warmup: int = 1
+    max_new_tokens: int = 8
+    prompt_len: int = 16
+    plugins: tuple[str, ...] = ()
+    reference: bool = True
+    description: str = ""
+    source: str = "<bench>"
+
+    def slot(self, kind: str) -> tuple[dict[str, Any], ...]:
+        """The entries of ``vision``, ``projector`` or ``lm``."""
+        return getattr(self, kind)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (the report shows it; ``parse_bench`` reads it back)."""
+        grid: dict[str, Any] = {kind: [_entry_out(e) for e in self.slot(kind)] for kind in SLOTS}
+        if self.image_sizes != (None,):
+            grid["image_size"] = list(self.image_sizes)
+        grid["batch_size"] = list(self.batch_sizes)
+        grid["dtype"] = list(self.dtypes)
+        data: dict[str, Any] = {"grid": grid}
+        for key in ("repeats", "warmup", "max_new_tokens", "prompt_len", "reference"):
+            data[key] = getattr(self, key)
+        if self.plugins:
+            data["plugins"] = list(self.plugins)
+        if self.description:
+            data["description"] = self.description
+        return data
+
+
+@dataclass(frozen=True)
+class Combination:
+    """One point of the grid before validation (batch sizes are measured on the same model)."""
+
+    vision: dict[str, Any]
+    projector: dict[str, Any]
+    lm: dict[str, Any]
+    image_size: int | None
+    dtype: str
+
+    @property
+    def label(self) -> str:
+        """``tower+projector+lm`` plus the image size and dtype when they were set."""
+        text = "+".join(_entry_label(getattr(self, kind)) for kind in SLOTS)
+        size = f"@{self.image_size}" if self.image_size is not None else ""
+        return f"{text}{size}/{self.dtype}"
+
+    def model_dict(self, plugins: Sequence[str] = ()) -> dict[str, Any]:
+        """The composition as a model YAML mapping (what ``zoo build`` would read)."""
+        vision = dict(self.vision)
+        if self.image_size is not None:
+            vision["image_size"] = self.image_size
+        model = {"vision": vision, "projector": dict(self.projector), "lm": dict(self.lm), "dtype": self.dtype}
+        return {"model": model, "plugins": list(plugins)}
+
+
+@dataclass
+class Case:
+    """A combination whose contract checked out: its config and ``zoo.builder.BuildPlan``."""
+
+    combination: Combination
+    config: ModelConfig
+    plan: Any
+
+
+@dataclass
+class Skipped:
+    """A combination that cannot be built, with the reason (a contract or config error)."""
+
+    combination: Combination
+    reason: str
+    error_type: str = "ContractError"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def load_bench(target: str | Path | Mapping[str, Any] | None = None) -> BenchSpec:
+    """A ``BenchSpec`` from a YAML path, a bench name of ``registry.yaml`` (``benches:``) or a mapping.
+
+    ``None`` gives ``benches.default``.
+
+    Example:
+        >>> load_bench().batch_sizes
+        (1,)
+    """
+    if isinstance(target, Mapping):
+        return parse_bench(target)
+    if target is None:
+        target = "default"
+    path = Path(target)
+    if path.suffix in {".yaml", ".yml"} or path.exists():
+        return parse_bench(read_yaml(path), source=str(path))
+    benches = registered_benches()
+    if str(target) in benches:
+        return parse_bench(benches[str(target)], source=f"registry.yaml:benches.{target}")
+    raise ConfigError(
+        f"{str(target)!r} is neither a bench YAML file nor a bench of registry.yaml; {suggest(str(target), benches)}"
+    )
+
+
+def registered_benches() -> dict[str, Any]:
+    """The ``benches:`` section of the shipped ``registry.yaml``."""
+    from zoo.registry import registry_yaml_path
+
+    path = registry_yaml_path()
+    data = read_yaml(path) or {}
+    benches = data.get("benches") if isinstance(data, Mapping) else None
+    if benches is None:
+        return {}
+    if not isinstance(benches, Mapping):
+        raise ConfigError(f"{path}: benches = {benches!r}: expected a mapping of bench names to grids")
+    return dict(benches)
+
+
+def parse_bench(data: Any, *, source: str = "<bench>") -> BenchSpec:
+    """Validate a bench mapping: keys, types and component names (unknown ones fail here, with choices)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: expected a mapping with a 'grid' key, got {type(data).__name__}")
+    _check_keys(data, BENCH_KEYS, "", source, required=("grid",))
+    grid = data["grid"]
+    if not isinstance(grid, Mapping):
+        raise ConfigError(f"{source}: grid = {grid!r}: expected a mapping with vision, projector and lm lists")
+    _check_keys(grid, GRID_KEYS, "grid", source, required=SLOTS)
+    plugins = data.get("plugins") or []
+    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
+        raise ConfigError(f"{source}: plugins = {plugins!r}: expected a list of module names or .py paths")
+    slots = {kind: tuple(_slot_entries(grid[kind], kind, source)) for kind in SLOTS}
+    _check_names(slots, tuple(plugins), source)
+    image_sizes = grid.get("image_size")
+    sizes: tuple[int | None, ...] = (
+        (None,) if image_sizes is None else tuple(_ints(image_sizes, "grid.image_size", source, minimum=1))
+    )
+    batch_sizes = tuple(_ints(grid.get("batch_size", [1]), "grid.batch_size", source, minimum=1))
+    dtypes = tuple(_dtypes(grid.get("dtype", ["float32"]), source))
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise ConfigError(f"{source}: description = {description!r} has the wrong type; expected a string")
+    reference = data.get("reference", True)
+    if not isinstance(reference, bool):
+        raise ConfigError(f"{source}: reference = {reference!r} has the wrong type; expected true/false")
+    return BenchSpec(
+        **slots,
+        image_sizes=sizes,
+        batch_sizes=batch_sizes,
+        dtypes=dtypes,
+        repeats=_int(data.get("repeats", 5), "repeats", source, minimum=1),
+        warmup=_int(data.get("warmup", 1), "warmup", source, minimum=0),
+        max_new_tokens=_int(data.get("max_new_tokens", 8), "max_new_tokens", source, minimum=2),
+        prompt_len=_int(data.get("prompt_len", 16), "prompt_len", source, minimum=1),
+        plugins=tuple(plugins),
+        reference=reference,
+        description=description,
+        source=source,
+    )
+
+
+def _slot_entries(value: Any, kind: str, source: str) -> list[dict[str, Any]]:
+    key = f"grid.{kind}"
+    if isinstance(value, str | Mapping):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{source}: {key} = {value!r}: expected a non-empty list of names or {{name: ...}} mappings")
+    entries = []
+    for index, item in enumerate(value):
+        where = f"{key}[{index}]"
+        if isinstance(item, str):
+            item = {"name": item}
+        if not isinstance(item, Mapping) or not isinstance(item.get("name"), str) or not item["name"]:
+            raise ConfigError(f"{source}: {where} = {item!r}: expected a name or a mapping with a 'name' key")
+        for forbidden in _SLOT_FORBIDDEN:
+            if forbidden in item:
+                raise ConfigError(
+                    f"{source}: {where}.{forbidden}: the bench measures inference with shared components; "
+                    "training policy keys (train, lr, lora) are not accepted in a grid"
+                )
+        entries.append(dict(item))
+    return entries
+
+
+def _check_names(slots: Mapping[str, Sequence[dict[str, Any]]], plugins: tuple[str, ...], source: str) -> None:
+    """Resolve every name and validate every entry's options now: a typo fails before any build."""
+    from zoo.builder import component_config
+    from zoo.registry import get_registry
+
+    registry = get_registry(plugins)
+    for kind in SLOTS:
+        for index, entry in enumerate(slots[kind]):
+            where = f"grid.{kind}[{index}]"
+            spec, implied = registry.resolve(kind, entry["name"], key=f"{source}: {where}.name")
+            options = {k: v for k, v in entry.items() if k != "name"}
+            component_config(spec, options, implied=implied, key=where, source=source)
+
+
+def _int(value: Any, key: str, source: str, *, minimum: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{source}: {key} = {value!r}: expected an integer >= {minimum}")
+    return value
+
+
+def _ints(value: Any, key: str, source: str, *, minimum: int) -> list[int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{source}: {key} = {value!r}: expected a non-empty list of integers >= {minimum}")
+    return [_int(v, f"{key}[{i}]", source, minimum=minimum) for i, v in enumerate(value)]
+
+
+def _dtypes(value: Any, source: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{source}: grid.dtype = {value!r}: expected a non-empty list of dtype names")
+    found = []
+    for index, name in enumerate(value):
+        canonical = DTYPES.get(str(name).lower())
+        if canonical is None:
+            raise ConfigError(
+                f"{source}: grid.dtype[{index}] = {name!r} is not a dtype; "
+                f"{suggest(str(name), sorted(set(DTYPES.values())))}"
+            )
+        found.append(canonical)
+    return found
+
+
+def expand(spec: BenchSpec) -> list[Combination]:
+    """Every (vision, projector, lm, image_size, dtype) of the grid, in file order."""
+    return [
+        Combination(vision=v, projector=p, lm=m, image_size=size, dtype=dtype)
+        for dtype, size, v, p, m in itertools.product(
+            spec.dtypes, spec.image_sizes, spec.vision, spec.projector, spec.lm
+        )
+    ]
+
+
+def plan_grid(spec: BenchSpec) -> tuple[list[Case], list[Skipped]]:
+    """Check every combination's contract on ``meta``; return the valid ones and the skipped ones.
+
+    A contract failure (or a config value that one component rejects, such as an image size a tower
+    cannot take) skips that combination with its reason; nothing is allocated.
+    """
+    from zoo.builder import plan
+
+    cases, skipped = [], []
+    for combination in expand(spec):
+        source = f"{spec.source} [{combination.label}]"
+        try:
+            config = parse_model_config(combination.model_dict(spec.plugins), source=source)
+            cases.append(Case(combination, config, plan(config)))
+        except ZooError as error:
+            skipped.append(Skipped(combination, str(error), type(error).__name__))
+    return cases, skipped
+
+
+def _entry_label(entry: Mapping[str, Any]) -> str:
+    options = {k: v for k, v in entry.items() if k != "name"}
+    if not options:
+        return str(entry["name"])
+    inner = ",".join(f"{k}={v}" for k, v in sorted(options.items()) if not isinstance(v, Mapping))
+    return f"{entry['name']}[{inner or '...'}]"
+
+
+def _entry_out(entry: Mapping[str, Any]) -> Any:
+    return entry["name"] if set(entry) == {"name"} else dict(entry)

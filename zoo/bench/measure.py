@@ -1,0 +1,236 @@
+"""Measurement primitives: timing statistics, peak memory, FLOP counts, the matmul peak, the machine.
+
+Timings are medians and inter-quartile ranges over repeats after warm-up; the only absolute speed
+zoo reports is next to a matmul peak measured on the same machine in the same run, so a reader
+compares ratios, never a single number from another machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "PeakMemory",
+    "Stats",
+    "forward_flops",
+    "machine_info",
+    "matmul_peak",
+    "quiet_transformers",
+    "stats",
+    "synchronize",
+    "timed",
+]
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Median and inter-quartile range of a list of timings, in milliseconds."""
+
+    median_ms: float
+    iqr_ms: float
+    n: int
+
+    def to_dict(self, prefix: str) -> dict[str, float]:
+        """``{prefix}_ms_median`` and ``{prefix}_ms_iqr`` for a flat result row."""
+        return {f"{prefix}_ms_median": round(self.median_ms, 4), f"{prefix}_ms_iqr": round(self.iqr_ms, 4)}
+
+
+def stats(seconds: list[float]) -> Stats:
+    """Median and IQR of ``seconds`` (reported in milliseconds); IQR 0 for fewer than two values."""
+    ms = [s * 1e3 for s in seconds]
+    if len(ms) < 2:
+        return Stats(ms[0] if ms else float("nan"), 0.0, len(ms))
+    q1, _, q3 = statistics.quantiles(ms, n=4, method="inclusive")
+    return Stats(statistics.median(ms), q3 - q1, len(ms))
+
+
+def synchronize(device: torch.device | str) -> None:
+    """Wait for queued kernels on a CUDA device (no-op on CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn: Callable[[], Any], device: torch.device | str) -> float:
+    """Seconds one call of ``fn`` takes, synchronised on CUDA."""
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start
+
+
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def _trim_heap() -> None:
+    """Give freed heap pages back to the OS (glibc), so that an RSS delta measures new use."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class PeakMemory:
+    """Peak memory used inside a ``with`` block, in bytes above what was held on entry.
+
+    On CUDA: ``torch.cuda.max_memory_allocated`` minus the allocation on entry. On CPU: the highest
+    resident set size sampled every ``interval`` seconds by a thread (psutil), minus the RSS on entry.
+    """
+
+    def __init__(self, device: torch.device | str, interval: float = 0.001) -> None:
+        self.device = torch.device(device)
+        self.interval = interval
+        self.peak_bytes = 0
+        self.method = "cuda_max_memory_allocated" if self.device.type == "cuda" else "rss_delta"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._base = 0
+        self._max = 0
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self._max = max(self._max, _rss())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        _trim_heap()
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self._base = torch.cuda.memory_allocated(self.device)
+        else:
+            self._base = self._max = _rss()
+            self._thread = threading.Thread(target=self._sample, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            self.peak_bytes = torch.cuda.max_memory_allocated(self.device) - self._base
+        else:
+            self._stop.set()
+            if self._thread is not None:
+                self._thread.join()
+            self._max = max(self._max, _rss())
+            self.peak_bytes = max(0, self._max - self._base)
+
+
+def forward_flops(model: nn.Module, seq_len: int, batch_size: int = 1) -> dict[str, int]:
+    """FLOPs of one forward per component (``torch.utils.flop_counter``), on the model's device.
+
+    Works on ``meta`` (nothing is allocated or computed). Counts what the counter knows: matmuls,
+    convolutions and attention; element-wise ops are not counted. ``seq_len`` is the LM sequence
+    (image positions plus text) of one sample.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    vision, projector, lm = model.vision, model.projector, model.lm
+    device = lm.model.get_input_embeddings().weight.device
+    size = vision.image_size
+    counts = {}
+    # The counter's module tracker hooks autograd on inputs that require grad (a resampler's learned
+    # queries); freeze every parameter meanwhile so that no hook is needed.
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    with _frozen(trainable), torch.inference_mode():
+        pixels = torch.zeros(batch_size, 3, size, size, device=device, dtype=vision.dtype)  # [B, 3, S, S]
+        with FlopCounterMode(display=False) as counter:
+            features = vision(pixels)  # [B, N, D]
+        counts["vision"] = counter.get_total_flops()
+        proj_dtype = next(iter(projector.parameters()), features).dtype
+        with FlopCounterMode(display=False) as counter:
+            projector(features.to(proj_dtype))  # [B, M, H]
+        counts["projector"] = counter.get_total_flops()
+        embeds = torch.zeros(batch_size, seq_len, lm.hidden_size, device=device, dtype=lm.dtype)  # [B, T, H]
+        with FlopCounterMode(display=False) as counter:
+            lm(inputs_embeds=embeds, use_cache=False)
+        counts["lm"] = counter.get_total_flops()
+    counts["total"] = counts["vision"] + counts["projector"] + counts["lm"]
+    return counts
+
+
+@contextlib.contextmanager
+def _frozen(params: list[nn.Parameter]) -> Iterator[None]:
+    for param in params:
+        param.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for param in params:
+            param.requires_grad_(True)
+
+
+def matmul_peak(device: torch.device | str, dtype: torch.dtype, *, budget_s: float = 0.4) -> float:
+    """Best FLOP/s of a square matmul on this machine, now (the yardstick for achieved FLOP/s)."""
+    device = torch.device(device)
+    n = 4096 if device.type == "cuda" else 1024
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
+    with torch.inference_mode():
+        for _ in range(2):
+            a @ b
+        best, spent, runs = float("inf"), 0.0, 0
+        while runs < 3 or (spent < budget_s and runs < 50):
+            seconds = timed(lambda: a @ b, device)
+            best, spent, runs = min(best, seconds), spent + seconds, runs + 1
+    return 2.0 * n**3 / best
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' per-call generation notices while timing; restore the level after."""
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine_info(device: torch.device | str) -> dict[str, Any]:
+    """What ran the benchmark: CPU, cores, threads, GPU, library versions."""
+    import transformers
+
+    device = torch.device(device)
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": str(device),
+        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+    }
+    with contextlib.suppress(ImportError):
+        import psutil
+
+        info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
+    return info
