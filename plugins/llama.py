@@ -27,7 +27,7 @@ LLAMA_2_7B = {
 TINY_LLAMA = {
     "vocab_size": 1024, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
     "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512, "rms_norm_eps": 1e-5,
-    "tie_word_embeddings": False, "bos_token_id": 1021, "eos_token_id": 1023, "pad_token_id": 1021,
+    "tie_word_embeddings": False, "bos_token_id": 1021, "eos_token_id": 1023,
 }  # fmt: skip
 
 

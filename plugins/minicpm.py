@@ -45,7 +45,7 @@ TINY_MINICPM3 = {
     "num_attention_heads": 4, "num_key_value_heads": 4, "qk_nope_head_dim": 16, "qk_rope_head_dim": 8,
     "q_lora_rank": 32, "kv_lora_rank": 16, "max_position_embeddings": 512, "scale_emb": 12,
     "dim_model_base": 16, "scale_depth": 1.4, "tie_word_embeddings": True,
-    "bos_token_id": 1021, "eos_token_id": 1023, "pad_token_id": 1021,
+    "bos_token_id": 1021, "eos_token_id": 1023,
 }  # fmt: skip
 
 

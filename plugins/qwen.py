@@ -72,7 +72,7 @@ PRESETS: dict[str, tuple[Family, dict, str]] = {
 # Tiny random variants: the shipped tiny tokenizer (1024 tokens; <|endoftext|> 1021, <|im_end|> 1023) with
 # room for added tokens such as <image>, tied embeddings like the small Qwens.
 _TINY = {**_size(64, 128, 2, 4, 2, 1088, True, 512), "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
-         "bos_token_id": 1021, "eos_token_id": 1023, "pad_token_id": 1021}  # fmt: skip
+         "bos_token_id": 1021, "eos_token_id": 1023}  # fmt: skip
 PRESETS["tiny-qwen2"] = (QWEN2, {**_TINY, "max_window_layers": 2}, "tiny random Qwen2")
 PRESETS["tiny-qwen3"] = (QWEN3, {**_TINY, "head_dim": 16, "max_window_layers": 2}, "tiny random Qwen3")
 

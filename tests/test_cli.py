@@ -89,3 +89,34 @@ def test_debug_shows_the_traceback():
 
     with pytest.raises(UnknownNameError):
         main(["--debug", "build", "--vision", "nope", "--projector", "linear", "--lm", "tiny-qwen2"])
+
+
+def test_generate_command_with_an_image_and_streaming(capsys, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    image = tmp_path / "img.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(image)
+    code, out, err = run(capsys, "generate", "tiny-clip-mlp-qwen2", "--prompt", "what is this?", "--image", str(image),
+                         "--max-new-tokens", "4")  # fmt: skip
+    assert code == 0, err
+    import torch
+
+    import zoo
+
+    torch.manual_seed(0)  # the command's default --seed, set before it builds
+    model = zoo.build("tiny-clip-mlp-qwen2").eval()
+    processor = model.processor()
+    prompt = processor.apply_chat_template([{"role": "user", "content": "<image>\nwhat is this?"}])
+    batch = processor(prompt, images=[Image.open(image)])
+    expected = processor.decode(model.generate(**batch, max_new_tokens=4)[:, batch["input_ids"].shape[1] :])[0]
+    assert out == expected + "\n"
+    code, out, err = run(capsys, "generate", "tiny-clip-mlp-qwen2", "--prompt", "hi", "--stream", "--max-new-tokens", "3")
+    assert code == 0, err
+    code, _, err = run(capsys, "generate", "tiny-clip-mlp-qwen2", "--prompt", "hi", "--image", str(tmp_path / "none.png"))
+    assert code == 2 and "--image" in err and "none.png" in err
+
+
+def test_fsdp_wrap_classes_name_the_block_types(tiny_model):
+    names = {cls.__name__ for cls in tiny_model.fsdp_wrap_classes}
+    assert names == {"CLIPEncoderLayer", "Qwen2DecoderLayer"}

@@ -73,10 +73,9 @@ class _Projector(Projector):
         super().__init__(in_dim, out_dim)
         self.flaw = flaw
         width = out_dim + 1 if flaw == "wrong-width" else out_dim
-        self.linear = nn.Linear(in_dim, width)
+        bias = not (flaw == "meta-count" and building_on_meta())  # the meta build lacks the bias
+        self.linear = nn.Linear(in_dim, width, bias=bias)
         self.scale = nn.Parameter(torch.ones(width))
-        if flaw == "meta-count" and not building_on_meta():
-            self.extra = nn.Linear(2, 2)  # exists only in a real build
         if flaw == "unsaved-state":
             self.register_buffer("noise", torch.randn(width), persistent=False)
 

@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 from zoo.builder import build_component
 from zoo.errors import CheckpointError, ConfigError
 from zoo.registry import get_registry
+from zoo.specs import VisionTowerConfig
 
 # name -> (hidden, prefix tokens, patch tokens, encoder layer class, registering plugin)
 TINY = {
@@ -144,11 +145,13 @@ def test_checkpoint_errors_name_the_key_and_the_path(tmp_path):
         build_component("vision", "tiny-siglip", {"checkpoint": str(tmp_path / "empty")})
 
 
-def test_dtype_is_honoured_for_random_and_loaded_towers(tmp_path):
-    tower = build_component("vision", "tiny-dinov2", dtype="bfloat16")
-    assert tower.dtype == torch.bfloat16 and tower(pixels(tower)).dtype == torch.bfloat16
+def test_dtype_is_honoured_by_the_factory_for_random_and_loaded_towers(tmp_path):
+    spec = get_registry().get("vision", "tiny-dinov2")  # the factory itself, without the builder's final cast
+    tower = spec.factory(VisionTowerConfig(arch=dict(spec.defaults["arch"]), dtype="bfloat16"))
+    assert {p.dtype for p in tower.parameters()} == {torch.bfloat16}
+    assert tower(pixels(tower)).dtype == torch.bfloat16
     build("tiny-dinov2").model.save_pretrained(tmp_path / "ckpt")
-    loaded = build_component("vision", "tiny-dinov2", {"checkpoint": str(tmp_path / "ckpt")}, dtype="bfloat16")
+    loaded = spec.factory(VisionTowerConfig(checkpoint=str(tmp_path / "ckpt"), dtype="bfloat16"))
     assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
 
 

@@ -112,6 +112,26 @@ def test_timm_errors_name_the_key_and_the_choices(tmp_path):
         build_component("vision", "tiny-timm-vit", {"checkpoint": shallow})
 
 
+def test_checkpoint_at_another_resolution_is_resampled_by_the_library(tmp_path):
+    reference = timm.create_model(TINY_TIMM_VIT["model_name"], num_classes=0, **TINY_TIMM_VIT["arch"])
+    timm_file = _save(reference.state_dict(), tmp_path / "vit32.safetensors")
+    tower = build_component("vision", "tiny-timm-vit", {"checkpoint": timm_file, "image_size": 48})
+    assert (tower.num_tokens, tower(torch.randn(1, 3, 48, 48)).shape) == (36, (1, 36, 32))
+    torch.testing.assert_close(tower.model.cls_token, reference.cls_token)
+    clip_file = _save(build_component("vision", "tiny-open-clip").visual.state_dict(), tmp_path / "visual.safetensors")
+    tower = build_component("vision", "tiny-open-clip", {"checkpoint": clip_file, "image_size": 48})
+    assert (tower.visual.positional_embedding.shape, tower(torch.randn(1, 3, 48, 48)).shape) == ((37, 64), (1, 36, 64))
+
+
+def test_hub_is_never_reached_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # forces offline even when the config says offline: false
+    arch = TINY_TIMM_VIT["arch"]
+    assert build_component("vision", "timm:test_vit", {"arch": arch, "offline": False}).num_tokens == 16
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    with pytest.raises(ConfigError, match=r"model\.vision\.offline = false: open_clip towers never download"):
+        build_component("vision", "open_clip:ViT-B-16", {"offline": False}, meta=True)
+
+
 def test_meta_build_reads_no_weight_file(tmp_path):
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"not a weight file")
@@ -154,6 +174,26 @@ def test_open_clip_checkpoint_parity_with_open_clip(tmp_path, suffix):
         torch.testing.assert_close(tower(PIXELS), expected)  # select_layer -2 = after block 1 of 2
         random = build_component("vision", "tiny-open-clip").eval()
         assert not torch.allclose(random.hidden_states_upto(PIXELS, 2), last)
+
+
+def test_open_clip_timm_trunk_checkpoint_parity(tmp_path):
+    config = {**TINY_OPEN_CLIP_CONFIG, "vision_cfg": {"image_size": 160, "timm_model_name": "test_vit",
+                                                      "timm_pool": "token", "timm_proj": "linear"}}  # fmt: skip
+    config_file = tmp_path / "zoo-test-timm-trunk.json"
+    config_file.write_text(json.dumps(config))
+    open_clip.add_model_config(config_file)
+    path = _save(open_clip.create_model("zoo-test-timm-trunk").state_dict(), tmp_path / "clip.safetensors")
+    trunk = open_clip.create_model("zoo-test-timm-trunk", pretrained=path).visual.trunk.eval()
+    tower = build_component("vision", "open_clip:zoo-test-timm-trunk", {"checkpoint": path, "select_layer": 3}).eval()
+    assert (tower.hidden_size, tower.num_prefix_tokens, tower.num_tokens, tower.num_layers) == (64, 1, 100, 6)
+    pixels = torch.randn(2, 3, 160, 160)
+    with torch.no_grad():
+        ((patches, prefix),) = trunk.forward_intermediates(
+            pixels, indices=[2], output_fmt="NLC", intermediates_only=True, return_prefix_tokens=True
+        )
+        torch.testing.assert_close(tower.hidden_states_upto(pixels, 3), torch.cat([prefix, patches], 1))
+        torch.testing.assert_close(tower(pixels), patches)
+        torch.testing.assert_close(trunk.norm(tower.hidden_states_upto(pixels, 6)), trunk.forward_features(pixels))
 
 
 def test_open_clip_vit_l_14_336_on_meta():

@@ -71,6 +71,11 @@ class MultiModal(nn.Module):
         """Device of the LM's embeddings."""
         return self.lm.model.get_input_embeddings().weight.device
 
+    @property
+    def fsdp_wrap_classes(self) -> set[type[nn.Module]]:
+        """Block classes of the tower and the LM, for FSDP ``ModuleWrapPolicy`` or checkpointing."""
+        return {*self.vision.fsdp_wrap_classes, *self.lm.fsdp_wrap_classes}
+
     def processor(self, **kwargs: Any):
         """A ``MultiModalProcessor`` that turns text with placeholders plus PIL images into inputs."""
         from zoo.processor import MultiModalProcessor
@@ -200,6 +205,19 @@ class MultiModal(nn.Module):
                 if bool(finished.all()):
                     break
         return sequences
+
+    # -- persistence ----------------------------------------------------------------------------
+    def save(self, directory: Any, *, include_referenced: bool = False) -> Any:
+        """Save as a self-describing zoo checkpoint directory (see :func:`zoo.checkpoint.save`)."""
+        from zoo.checkpoint import save
+
+        return save(self, directory, include_referenced=include_referenced)
+
+    def save_hf_llava(self, directory: Any) -> Any:
+        """Export to a transformers ``LlavaForConditionalGeneration`` directory (see :mod:`zoo.hf_llava`)."""
+        from zoo.hf_llava import save_hf_llava
+
+        return save_hf_llava(self, directory)
 
     # -- reporting ------------------------------------------------------------------------------
     def parameter_counts(self) -> dict[str, dict[str, int]]:

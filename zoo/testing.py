@@ -86,9 +86,8 @@ def check_vision_tower(name: str, *, batch: int = 2, **overrides: Any) -> dict[s
         out = _check_forward(label, tower, run, (batch, tower.num_tokens, tower.hidden_size), "features")
         if "select" not in overrides and tower.select == "patch":
             everything = _build(label, "vision", name, {**overrides, "select": "all"})
-            everything.load_state_dict(tower.state_dict())
             with torch.no_grad():
-                full = everything.eval()(pixels)
+                full = _run(label, "select='all' with the same weights", _forward_with, everything, tower, pixels)
             n_all = tower.num_patches + tower.num_prefix_tokens
             _expect(
                 tuple(full.shape) == (batch, n_all, tower.hidden_size),
@@ -183,7 +182,7 @@ def check_language_model(name: str, *, batch: int = 2, seq_len: int = 8, **overr
         ids = torch.randint(0, lm.vocab_size, (batch, seq_len))
         mask = torch.ones(batch, seq_len, dtype=torch.long)
         mask[0, :2] = 0  # one left-padded row
-        embeds = lm.embed(ids)
+        embeds = _run(label, "embed(ids)", lambda m: m.embed(ids), lm)
         _expect(
             tuple(embeds.shape) == (batch, seq_len, lm.hidden_size),
             label,
@@ -195,7 +194,8 @@ def check_language_model(name: str, *, batch: int = 2, seq_len: int = 8, **overr
             return module(module.embed(ids), attention_mask=mask).logits
 
         logits = _check_forward(label, lm, run, (batch, seq_len, lm.vocab_size), "logits", finite_rows=mask.bool())
-        own = lm.model(input_ids=ids, attention_mask=mask).logits
+        with torch.no_grad():
+            own = _run(label, "forward on input_ids", lambda m: m.model(input_ids=ids, attention_mask=mask).logits, lm)
         _expect(
             torch.allclose(own, logits, atol=1e-4, rtol=1e-4),
             label,
@@ -203,7 +203,10 @@ def check_language_model(name: str, *, batch: int = 2, seq_len: int = 8, **overr
             f"input_ids=ids differ by {(own - logits).abs().max().item():.3g} (a missing embedding scale?)",
         )
         labels = ids.masked_fill(mask == 0, -100)
-        loss = lm(embeds, attention_mask=mask, labels=labels).loss
+        with torch.no_grad():
+            loss = _run(
+                label, "forward with labels", lambda m: m(m.embed(ids), attention_mask=mask, labels=labels), lm
+            ).loss
         _expect(
             loss is not None and loss.dim() == 0 and bool(torch.isfinite(loss)),
             label,
@@ -227,7 +230,8 @@ def _common_checks(
 ) -> dict[str, Any]:
     """bf16 build, fp32 -> bf16 -> fp32 round trip, safetensors save/load, meta build; returns counts."""
     module.eval()
-    reference = _run(label, "forward", run, module).detach()
+    with torch.no_grad():
+        reference = _run(label, "forward", run, module)
     bf16 = _build(label, kind, name, overrides, dtype="bfloat16", **dims).eval()
     wrong = sorted({str(p.dtype) for p in bf16.parameters() if p.is_floating_point() and p.dtype != torch.bfloat16})
     _expect(not wrong, label, f"a dtype=bfloat16 build still has parameters in {', '.join(wrong)}")
@@ -460,6 +464,11 @@ def _unique_tensors(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
         seen[ident] = key
         unique[key] = tensor.detach().contiguous().clone()
     return unique, aliases
+
+
+def _forward_with(module: nn.Module, weights_of: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    module.load_state_dict(weights_of.state_dict())
+    return module.eval()(inputs)
 
 
 def _max_diff(a: torch.Tensor, b: torch.Tensor) -> str:

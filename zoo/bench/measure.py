@@ -158,7 +158,8 @@ def forward_flops(model: nn.Module, seq_len: int, batch_size: int = 1) -> dict[s
         counts["projector"] = counter.get_total_flops()
         embeds = torch.zeros(batch_size, seq_len, lm.hidden_size, device=device, dtype=lm.dtype)  # [B, T, H]
         with FlopCounterMode(display=False) as counter:
-            lm(inputs_embeds=embeds, use_cache=False)
+            # no mask and a (fresh) cache: transformers then reads no tensor value, so this runs on meta
+            lm(inputs_embeds=embeds, use_cache=True)
         counts["lm"] = counter.get_total_flops()
     counts["total"] = counts["vision"] + counts["projector"] + counts["lm"]
     return counts

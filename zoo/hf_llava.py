@@ -1,0 +1,565 @@
+"""Interop with transformers' ``LlavaForConditionalGeneration`` layout: import, in-memory export, save.
+
+transformers' Llava is one particular composition: a CLIP or SigLIP vision model (``vision_config``),
+the hidden state ``vision_feature_layer`` with ``vision_feature_select_strategy`` (``default`` drops
+the first token, ``full`` keeps all), a ``Linear-GELU-Linear`` projector with biases, and any causal
+LM (``text_config``); each image is ``image_seq_length`` copies of ``image_token_index`` in
+``input_ids``, which ``get_placeholder_mask`` counts and fills with a masked scatter, exactly like
+``MultiModal``. The correspondence is therefore one to one:
+
+    ==============================  ===================================================
+    transformers Llava              zoo
+    ==============================  ===================================================
+    vision_config (CLIP / SigLIP)   a registered ``transformers`` tower preset + ``arch``
+    vision_feature_layer            ``model.vision.select_layer``
+    strategy default / full         ``select: patch`` (CLIP) / ``select: all``
+                                    (SigLIP has no CLS: ``full`` is ``patch``)
+    gelu + projector bias           ``mlp2x-gelu``
+    text_config                     a registered LM preset of that ``model_type`` + ``arch``
+    image_token_index               ``MultiModal.image_token_id`` (must be equal)
+    ==============================  ===================================================
+
+Importing (:func:`from_hf_llava`) goes through the registry: for each slot it picks the registered
+preset whose architecture is closest to the HF sub-config, overrides the fields that differ in
+``arch`` (so the composition YAML stays short), checks on ``meta`` that the rebuilt architecture
+equals the HF one field by field, builds once and copies the weights strictly. The result has no
+``checkpoint:`` paths, so ``model.save()`` stores every weight. Peak memory is the HF model plus the
+zoo model (the HF one is dropped at the end).
+
+Exporting (:func:`to_hf_llava`) builds the Llava skeleton on ``meta`` and attaches the zoo model's own
+parameters (shared storage, no copy); LoRA adapters are merged into fresh tensors first, the zoo model
+is not modified. Anything that does not fit the layout raises a ``ZooError`` naming the part.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from zoo.errors import CheckpointError, ZooError
+
+__all__ = ["from_hf_llava", "hf_llava_composition", "save_hf_llava", "to_hf_llava"]
+
+_VISION_TYPES = {"clip_vision_model": "CLIPVisionModel", "siglip_vision_model": "SiglipVisionModel"}
+_PREFIX_TOKENS = {"clip_vision_model": 1, "siglip_vision_model": 0}
+# fields of every transformers config that say nothing about the architecture
+_GENERIC_FIELDS = {
+    "architectures", "dtype", "torch_dtype", "transformers_version", "id2label", "label2id",
+    "output_attentions", "output_hidden_states", "return_dict", "problem_type", "chunk_size_feed_forward",
+    "is_encoder_decoder", "model_type", "use_cache", "tie_encoder_decoder", "torchscript",
+}  # fmt: skip
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+
+
+# -- import -----------------------------------------------------------------------------------------
+def from_hf_llava(directory: str | os.PathLike, device: str | torch.device | None = None, *, dtype: str | None = None):
+    """Import a transformers ``LlavaForConditionalGeneration`` directory as a ``MultiModal``.
+
+    Args:
+        directory: a ``save_pretrained`` directory (``config.json`` + safetensors, and the tokenizer).
+        device: where to put the model (default CPU).
+        dtype: override the checkpoint's dtype (``float32``, ``bfloat16``...).
+
+    Returns:
+        The model in eval mode, with the same weights, image token id and logits as the HF model.
+
+    Example:
+        >>> model = zoo.from_hf_llava("llava-1.5-7b-hf/")
+        >>> model.save("zoo-llava/")
+    """
+    from transformers import LlavaForConditionalGeneration
+
+    from zoo.builder import build, plan
+    from zoo.config import parse_model_config, torch_dtype
+
+    path = Path(directory)
+    hf_config = _read_llava_config(path)
+    data = hf_llava_composition(path, dtype=dtype, hf_config=hf_config)
+    checked = plan(parse_model_config(data, source=f"{path / 'config.json'}"))
+    _check_rebuilt_architecture(checked, hf_config, path)
+    model = build(checked)
+    try:
+        hf = LlavaForConditionalGeneration.from_pretrained(
+            path, local_files_only=True, dtype=torch_dtype(checked.config.dtype)
+        )
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: transformers cannot load it as LlavaForConditionalGeneration: {error}") from error
+    with torch.no_grad():
+        for part, zoo_module, hf_module in _parts(model, hf, lm_inner=model.lm.model):
+            _copy_strict(hf_module, zoo_module, part, path)
+    index = int(hf_config.image_token_index)
+    if model.image_token_id is None:
+        model.image_token_id = index
+    elif model.image_token_id != index:
+        raise ZooError(
+            f"{path}: image_token_index is {index} but the tokenizer gives {model.image_token!r} the id "
+            f"{model.image_token_id}; save the processor (tokenizer with the image token) into {path}"
+        )
+    generation = getattr(hf, "generation_config", None)
+    if generation is not None:
+        model.lm.model.generation_config = copy.deepcopy(generation)
+    del hf
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def hf_llava_composition(
+    directory: str | os.PathLike, *, dtype: str | None = None, hf_config: Any | None = None
+) -> dict[str, Any]:
+    """The zoo composition (YAML data) that reproduces a transformers Llava directory's architecture.
+
+    Example:
+        >>> hf_llava_composition("llava-1.5-7b-hf/")["model"]["vision"]["name"]
+        'clip-vit-l-14-336'
+    """
+    from zoo.config import DTYPES
+    from zoo.registry import get_registry
+
+    path = Path(directory)
+    config = hf_config if hf_config is not None else _read_llava_config(path)
+    vision_config, text_config = config.vision_config, config.text_config
+    where = f"{path / 'config.json'}"
+    if vision_config.model_type not in _VISION_TYPES:
+        raise ZooError(
+            f"{where}: vision_config.model_type = {vision_config.model_type!r} is not supported; zoo imports Llava "
+            f"checkpoints with a CLIP or SigLIP tower ({', '.join(repr(t) for t in _VISION_TYPES)})"
+        )
+    layer = config.vision_feature_layer
+    if not isinstance(layer, int):
+        raise ZooError(
+            f"{where}: vision_feature_layer = {layer!r} concatenates several layers; zoo towers select one layer"
+        )
+    select = _select_from_strategy(config.vision_feature_select_strategy, vision_config.model_type, where)
+    if config.projector_hidden_act != "gelu" or not config.multimodal_projector_bias:
+        raise ZooError(
+            f"{where}: projector_hidden_act = {config.projector_hidden_act!r}, multimodal_projector_bias = "
+            f"{config.multimodal_projector_bias!r}: zoo's 'mlp2x-gelu' is Linear-GELU-Linear with biases "
+            "(projector_hidden_act 'gelu', multimodal_projector_bias true)"
+        )
+    registry = get_registry()
+    vision_name, vision_arch = _closest_preset(registry, "vision", vision_config)
+    lm_name, lm_arch = _closest_preset(registry, "lm", text_config)
+    raw_dtype = dtype or _dtype_name(getattr(config, "dtype", None)) or _dtype_name(text_config.dtype) or "float32"
+    canonical = DTYPES.get(str(raw_dtype).lower())
+    if canonical is None:
+        raise ZooError(f"{where}: dtype {raw_dtype!r} is not one zoo builds in; valid: {sorted(set(DTYPES.values()))}")
+    lm: dict[str, Any] = {"name": lm_name}
+    if lm_arch:
+        lm["arch"] = lm_arch
+    image_token = "<image>"
+    if _has_tokenizer(path):
+        lm["tokenizer"] = str(path.resolve())
+        image_token = _image_token(path, int(config.image_token_index), where)
+    vision: dict[str, Any] = {"name": vision_name, "select_layer": layer, "select": select}
+    if vision_arch:
+        vision["arch"] = vision_arch
+    return {
+        "model": {
+            "vision": vision,
+            "projector": {"name": "mlp2x-gelu"},
+            "lm": lm,
+            "dtype": canonical,
+            "image_token": image_token,
+        }
+    }
+
+
+def _read_llava_config(path: Path) -> Any:
+    from transformers import LlavaConfig
+
+    file = path / "config.json"
+    if not file.is_file():
+        raise CheckpointError(f"{path}: no config.json; expected a transformers LlavaForConditionalGeneration directory")
+    try:
+        model_type = json.loads(file.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError, AttributeError) as error:
+        raise CheckpointError(f"{file}: cannot read it: {error}") from error
+    if model_type != "llava":
+        raise CheckpointError(
+            f"{file}: model_type is {model_type!r}, not 'llava'; zoo imports LlavaForConditionalGeneration "
+            "checkpoints only (LLaVA-NeXT / OneVision use other layouts)"
+        )
+    try:
+        return LlavaConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, TypeError) as error:
+        raise CheckpointError(f"{file}: transformers cannot read it as a LlavaConfig: {error}") from error
+
+
+def _select_from_strategy(strategy: str, vision_type: str, where: str) -> str:
+    if strategy == "full":
+        return "all" if _PREFIX_TOKENS[vision_type] else "patch"
+    if strategy == "default":
+        if _PREFIX_TOKENS[vision_type] == 1:
+            return "patch"
+        raise ZooError(
+            f"{where}: vision_feature_select_strategy = 'default' drops the first token, but a SigLIP tower has no "
+            "CLS token: transformers would drop a real patch, which zoo does not reproduce; such a checkpoint "
+            "should use 'full'"
+        )
+    raise ZooError(f"{where}: vision_feature_select_strategy = {strategy!r} is not 'default' or 'full'")
+
+
+def _arch_fields(config: Any) -> dict[str, Any]:
+    """A transformers config as plain data, without fields that say nothing about the architecture."""
+    data = json.loads(json.dumps(config.to_dict(), default=str))
+    return {k: v for k, v in data.items() if k not in _GENERIC_FIELDS and not k.startswith("_")}
+
+
+def _closest_preset(registry: Any, kind: str, hf_config: Any) -> tuple[str, dict[str, Any]]:
+    """The registered preset of ``kind`` closest to ``hf_config`` and the ``arch`` fields to override.
+
+    Candidates are the registered ``transformers`` specs with an ``arch``, ranked by how many fields
+    differ; the first whose meta-built module has the HF config's model type (and so the same classes)
+    wins. Nothing but configs is read.
+    """
+    from zoo.builder import build_component
+
+    from transformers.utils import logging as hf_logging
+
+    target = _arch_fields(hf_config)
+    config_cls = type(hf_config)
+    ranked = []
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # other families' presets make odd configs of this class: no warnings
+    try:
+        for spec in registry.list(kind):
+            arch = spec.defaults.get("arch")
+            if spec.pattern or spec.source != "transformers" or not isinstance(arch, Mapping):
+                continue
+            if arch.get("model_type") not in (None, hf_config.model_type):
+                continue
+            try:
+                base = _arch_fields(config_cls(**{k: v for k, v in arch.items() if k != "model_type"}))
+            except (TypeError, ValueError):
+                continue
+            override = {k: v for k, v in target.items() if base.get(k) != v}
+            ranked.append((len(override), spec.name, override))
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    for _, name, override in sorted(ranked, key=lambda item: (item[0], item[1])):
+        options = {"arch": override} if override else {}
+        try:
+            module = build_component(kind, name, options, meta=True)
+        except ZooError:
+            continue
+        if getattr(getattr(getattr(module, "model", None), "config", None), "model_type", None) == hf_config.model_type:
+            return name, override
+    what = "vision tower" if kind == "vision" else "language model"
+    raise ZooError(
+        f"no registered {what} builds transformers model_type {hf_config.model_type!r} from an arch; "
+        f"register a preset for it (see 'zoo list {kind}')"
+    )
+
+
+def _check_rebuilt_architecture(checked: Any, hf_config: Any, path: Path) -> None:
+    pairs = (
+        ("vision", checked.meta_modules["vision"].model.config, hf_config.vision_config),
+        ("lm", checked.meta_modules["lm"].model.config, hf_config.text_config),
+    )
+    for kind, rebuilt, wanted in pairs:
+        ours, theirs = _arch_fields(rebuilt), _arch_fields(wanted)
+        differing = sorted(k for k in theirs if ours.get(k) != theirs[k])
+        if differing:
+            shown = ", ".join(f"{k} ({ours.get(k)!r} vs {theirs[k]!r})" for k in differing[:4])
+            raise ZooError(
+                f"{path}: the zoo {kind} preset {checked.config.slot(kind).name!r} cannot reproduce the Llava "
+                f"{'vision_config' if kind == 'vision' else 'text_config'}: {shown}"
+            )
+
+
+def _has_tokenizer(path: Path) -> bool:
+    return any((path / name).is_file() for name in _TOKENIZER_FILES)
+
+
+def _image_token(path: Path, index: int, where: str) -> str:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{path}: cannot load its tokenizer: {error}") from error
+    token = tokenizer.convert_ids_to_tokens(index) if index < len(tokenizer) else None
+    if not token:
+        raise ZooError(
+            f"{where}: image_token_index = {index} is not a token of the tokenizer in {path} "
+            f"({len(tokenizer)} tokens); save the processor with its image token into the directory"
+        )
+    return token
+
+
+def _dtype_name(value: Any) -> str | None:
+    if value is None:
+        return None
+    return str(value).replace("torch.", "")
+
+
+# -- export -----------------------------------------------------------------------------------------
+def to_hf_llava(model: nn.Module) -> nn.Module:
+    """A transformers ``LlavaForConditionalGeneration`` computing the same function as ``model``.
+
+    The returned model shares parameter storage with ``model`` (no copy; except LoRA-adapted weights,
+    which are merged into new tensors). Use ``copy.deepcopy`` for an independent copy.
+
+    Raises:
+        ZooError: a part without a Llava layout (a timm / open_clip / DINOv2 tower, an interpolated
+            image size, a projector other than ``mlp2x-gelu``, a non-transformers or remote-code LM,
+            an LM with an embedding scale, no image token).
+
+    Example:
+        >>> hf = zoo.hf_llava.to_hf_llava(model).eval()
+    """
+    from transformers import LlavaConfig, LlavaForConditionalGeneration
+
+    names = {kind: model.config.slot(kind).name for kind in ("vision", "projector", "lm")}
+    vision_model, strategy = _exportable_vision(model.vision, names["vision"])
+    _check_projector(model.projector, names["projector"])
+    causal_lm = _exportable_lm(model, names["lm"])
+    config = LlavaConfig(
+        vision_config=copy.deepcopy(vision_model.config),
+        text_config=copy.deepcopy(causal_lm.config),
+        image_token_index=int(model.image_token_id),
+        image_seq_length=int(model.tokens_per_image),
+        projector_hidden_act="gelu",
+        vision_feature_select_strategy=strategy,
+        vision_feature_layer=int(model.vision.select_layer),
+        multimodal_projector_bias=True,
+        tie_word_embeddings=bool(getattr(causal_lm.config, "tie_word_embeddings", False)),
+    )
+    config.dtype = str(model.dtype).replace("torch.", "")
+    with torch.device("meta"):
+        hf = LlavaForConditionalGeneration(config)
+    for part, zoo_module, hf_module in _parts(model, hf, lm_inner=model.lm.model):
+        _attach(hf_module, _named_tensors(zoo_module, merge_lora=True), part, names)
+    leftover = [n for n, t in [*hf.named_parameters(), *hf.named_buffers()] if t.device.type == "meta"]
+    if leftover:
+        raise ZooError(f"internal error: the exported Llava has tensors without values: {leftover[:4]}")
+    generation = getattr(causal_lm, "generation_config", None)
+    if generation is not None:
+        hf.generation_config = copy.deepcopy(generation)
+    return hf.train(model.training)
+
+
+def save_hf_llava(model: nn.Module, directory: str | os.PathLike) -> Path:
+    """Write ``model`` as a transformers Llava directory: weights, config, tokenizer and processor.
+
+    ``LlavaForConditionalGeneration.from_pretrained(directory)`` and ``LlavaProcessor.from_pretrained
+    (directory)`` read it back; the processor expands each image token to the same number of ids as
+    ``model.processor()``. The write is atomic (temporary sibling, then swap).
+
+    Example:
+        >>> zoo.hf_llava.save_hf_llava(zoo.build("tiny-clip-mlp-qwen2"), "out/llava-tiny")
+    """
+    from zoo.checkpoint import atomic_directory
+
+    hf = to_hf_llava(model)
+    target = Path(directory)
+    with atomic_directory(target, replaceable=_is_hf_llava_dir, what="transformers Llava directory") as tmp:
+        hf.save_pretrained(str(tmp), safe_serialization=True)
+        processor = _llava_processor(model, hf.config.vision_feature_select_strategy)
+        if processor is not None:
+            processor.save_pretrained(str(tmp))
+        elif model.lm.has_tokenizer:
+            model.lm.tokenizer.save_pretrained(str(tmp))
+    return target
+
+
+def _is_hf_llava_dir(path: Path) -> bool:
+    try:
+        return json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type") == "llava"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _llava_processor(model: nn.Module, strategy: str) -> Any | None:
+    """A ``LlavaProcessor`` with the tower's image processor and the LM tokenizer (None if unavailable)."""
+    import transformers
+
+    tower = model.vision
+    processor_class = getattr(tower, "processor_class", "")
+    if not model.lm.has_tokenizer or not processor_class or not hasattr(tower, "processor_kwargs"):
+        return None
+    image_processor = getattr(transformers, processor_class)(**tower.processor_kwargs(tower.image_size))
+    tokenizer = model.lm.tokenizer
+    return transformers.LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=tower.patch_size,
+        vision_feature_select_strategy=strategy,
+        image_token=model.image_token,
+        num_additional_image_tokens=tower.num_prefix_tokens,
+        chat_template=getattr(tokenizer, "chat_template", None),
+    )
+
+
+def _exportable_vision(tower: nn.Module, name: str) -> tuple[nn.Module, str]:
+    inner = getattr(tower, "model", None)
+    model_type = getattr(getattr(inner, "config", None), "model_type", None)
+    if model_type not in _VISION_TYPES or type(inner).__name__ != _VISION_TYPES[model_type]:
+        raise ZooError(
+            f"model.vision = {name!r} ({type(tower).__name__}, source {getattr(tower, 'source', '?')!r}) does not fit "
+            "the transformers Llava layout: LlavaForConditionalGeneration hosts a transformers CLIPVisionModel or "
+            "SiglipVisionModel; timm, open_clip and DINOv2 towers cannot be exported"
+        )
+    if tower.image_size != inner.config.image_size:
+        raise ZooError(
+            f"model.vision.image_size = {tower.image_size} interpolates the position embeddings of {name!r} "
+            f"(trained at {inner.config.image_size}); transformers' Llava does not interpolate: remove the override"
+        )
+    if tower.num_prefix_tokens != _PREFIX_TOKENS[model_type]:
+        raise ZooError(f"model.vision = {name!r} declares {tower.num_prefix_tokens} prefix tokens; Llava expects "
+                       f"{_PREFIX_TOKENS[model_type]} for {model_type!r}")  # fmt: skip
+    if tower.num_prefix_tokens == 0:
+        return inner, "full"
+    return inner, "default" if tower.select == "patch" else "full"
+
+
+def _check_projector(projector: nn.Module, name: str) -> None:
+    keys = set(projector.state_dict())
+    act = getattr(projector, "act", None)
+    linear_1, linear_2 = getattr(projector, "linear_1", None), getattr(projector, "linear_2", None)
+    fits = (
+        keys == {"linear_1.weight", "linear_1.bias", "linear_2.weight", "linear_2.bias"}
+        and isinstance(linear_1, nn.Linear)
+        and isinstance(linear_2, nn.Linear)
+        and isinstance(act, nn.GELU)
+        and act.approximate == "none"
+        and projector.num_output_tokens(7) == 7
+    )
+    if not fits:
+        raise ZooError(
+            f"model.projector = {name!r} ({type(projector).__name__}) does not fit the transformers Llava layout: "
+            "LlavaMultiModalProjector is Linear-GELU-Linear with biases, token-wise (zoo 'mlp2x-gelu'); resamplers, "
+            "Perceivers, pixel-shuffle, identity, linear and deeper MLPs have no Llava equivalent"
+        )
+
+
+def _exportable_lm(model: nn.Module, name: str) -> nn.Module:
+    from transformers import PreTrainedModel
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    lm = model.lm
+    causal = lm.model.get_base_model() if hasattr(lm.model, "get_base_model") else lm.model
+    model_type = getattr(getattr(causal, "config", None), "model_type", None)
+    if not isinstance(causal, PreTrainedModel) or model_type not in MODEL_MAPPING_NAMES:
+        raise ZooError(
+            f"model.lm = {name!r} ({type(causal).__name__}, model_type {model_type!r}) does not fit the transformers "
+            "Llava layout: its text model must be built into transformers (AutoModel.from_config); "
+            "remote-code models cannot be exported"
+        )
+    if causal.base_model is causal or causal.get_output_embeddings() is None:
+        raise ZooError(f"model.lm = {name!r} ({type(causal).__name__}) is not a causal LM with a base model and a head")
+    if lm.embed_scale != 1.0:
+        raise ZooError(
+            f"model.lm = {name!r} scales its token embeddings by {lm.embed_scale} outside the embedding layer; "
+            "transformers' Llava passes unscaled embeddings to the text model, so the export would differ"
+        )
+    if model.image_token_id is None:
+        raise ZooError(
+            f"model.lm = {name!r} has no tokenizer, so the model has no image token id for image_token_index; "
+            "set model.lm.checkpoint or model.lm.tokenizer"
+        )
+    return causal
+
+
+# -- weight plumbing ---------------------------------------------------------------------------------
+def _parts(model: nn.Module, hf: nn.Module, *, lm_inner: nn.Module) -> list[tuple[str, nn.Module, nn.Module]]:
+    """``(part, zoo module, HF module)`` pairs with identical parameter names (after peft unwrapping)."""
+    causal = lm_inner.get_base_model() if hasattr(lm_inner, "get_base_model") else lm_inner
+    return [
+        ("vision tower", model.vision.model, hf.model.vision_tower),
+        ("projector", model.projector, hf.model.multi_modal_projector),
+        ("language model", causal.base_model, hf.model.language_model),
+        ("LM head", causal.get_output_embeddings(), hf.lm_head),
+    ]
+
+
+def _named_tensors(module: nn.Module, *, merge_lora: bool) -> dict[str, torch.Tensor]:
+    """Parameters and buffers (persistent or not) by canonical name, LoRA deltas merged into new tensors."""
+    from zoo.checkpoint import _is_lora_key, canonical_name
+
+    tensors: dict[str, torch.Tensor] = {}
+    for name, tensor in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
+        if not _is_lora_key(name):
+            tensors[canonical_name(name)] = tensor
+    if merge_lora:
+        tensors.update(_merged_lora_weights(module))
+    return tensors
+
+
+def _merged_lora_weights(module: nn.Module) -> dict[str, nn.Parameter]:
+    try:
+        from peft.tuners.lora import LoraLayer
+    except ImportError:
+        return {}
+    from zoo.checkpoint import canonical_name
+
+    merged = {}
+    for name, layer in module.named_modules():
+        if not isinstance(layer, LoraLayer) or layer.disable_adapters:
+            continue
+        adapters = [a for a in layer.active_adapters if a in layer.lora_A and a not in layer.merged_adapters]
+        if any(layer.use_dora.get(a, False) for a in adapters):
+            raise ZooError(f"LoRA layer {name!r} uses DoRA, which the Llava export does not merge")
+        if not adapters:
+            continue
+        base = layer.get_base_layer().weight
+        with torch.no_grad():
+            weight = base + sum(layer.get_delta_weight(a) for a in adapters).to(base.dtype)
+        merged[canonical_name(f"{name}.weight")] = nn.Parameter(weight, requires_grad=False)
+    return merged
+
+
+def _attach(hf_module: nn.Module, tensors: Mapping[str, torch.Tensor], part: str, names: Mapping[str, str]) -> None:
+    """Point every parameter and buffer of the meta-built ``hf_module`` at the zoo tensor of that name."""
+    wanted = {n for n, _ in hf_module.named_parameters(remove_duplicate=False)}
+    wanted |= {n for n, _ in hf_module.named_buffers(remove_duplicate=False)}
+    missing, unexpected = sorted(wanted - set(tensors)), sorted(set(tensors) - wanted)
+    if missing or unexpected:
+        raise ZooError(
+            f"the {part} of {names} does not map onto transformers' Llava: HF names without a zoo tensor "
+            f"{_few(missing)}; zoo tensors without an HF name {_few(unexpected)}"
+        )
+    for name in sorted(wanted):
+        owner_path, _, leaf = name.rpartition(".")
+        owner = hf_module.get_submodule(owner_path) if owner_path else hf_module
+        value = tensors[name]
+        expected = owner._parameters.get(leaf) if leaf in owner._parameters else owner._buffers.get(leaf)
+        if expected is not None and tuple(expected.shape) != tuple(value.shape):
+            raise ZooError(f"the {part}: {name} has shape {tuple(value.shape)} in zoo and {tuple(expected.shape)} in Llava")
+        if leaf in owner._parameters:
+            setattr(owner, leaf, value if isinstance(value, nn.Parameter) else nn.Parameter(value, requires_grad=False))
+        else:
+            setattr(owner, leaf, value)
+
+
+def _copy_strict(source: nn.Module, target: nn.Module, part: str, path: Path) -> None:
+    """Copy the HF ``source`` state into the zoo ``target``; the key sets must be equal."""
+    theirs, ours = source.state_dict(), target.state_dict()
+    missing, unexpected = sorted(set(ours) - set(theirs)), sorted(set(theirs) - set(ours))
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path}: the {part} weights do not fit the rebuilt zoo module: missing {_few(missing)}; "
+            f"unexpected {_few(unexpected)}"
+        )
+    for key, value in theirs.items():
+        if ours[key].shape != value.shape:
+            raise CheckpointError(
+                f"{path}: the {part} weight {key} has shape {tuple(value.shape)}, zoo expects {tuple(ours[key].shape)}"
+            )
+        ours[key].copy_(value)
+
+
+def _few(keys: list[str], limit: int = 4) -> str:
+    if not keys:
+        return "none"
+    more = f" (and {len(keys) - limit} more)" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
