@@ -239,6 +239,10 @@ def _create(config: VisionTowerConfig, model_cfg: dict[str, Any], name: str | No
     visual = _build_vision_tower(embed_dim, vision_cfg, quick_gelu=quick_gelu)
     trunk = getattr(visual, "trunk", None)
     size = vision_cfg["image_size"]
+    if not isinstance(size, int):
+        if len(set(size)) != 1:
+            raise ConfigError(f"{KEY}.name = {display!r}: input {size} is not square; set {KEY}.image_size")
+        size = int(size[0])
     if trunk is not None and vit_family(trunk) and tuple(trunk.patch_embed.img_size) != (size, size):
         trunk.set_input_size(img_size=(size, size))  # open_clip's TimmModel keeps timm's default size
     preprocess = _preprocess_cfg(name, model_cfg, size)

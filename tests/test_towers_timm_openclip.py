@@ -104,6 +104,9 @@ def test_timm_errors_name_the_key_and_the_choices(tmp_path):
     missing = str(tmp_path / "absent.safetensors")
     with pytest.raises(CheckpointError, match=r"model\.vision\.checkpoint = '.*absent\.safetensors': no such file"):
         build_component("vision", "tiny-timm-vit", {"checkpoint": missing}, meta=True)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"'.*empty': the directory holds none of model\.safetensors"):
+        build_component("vision", "tiny-timm-vit", {"checkpoint": str(tmp_path / "empty")}, meta=True)
     other = timm.create_model("test_vit", num_classes=0, **{**TINY_TIMM_VIT["arch"], "depth": 1})
     shallow = _save(other.state_dict(), tmp_path / "shallow.safetensors")
     with pytest.raises(
@@ -118,6 +121,10 @@ def test_checkpoint_at_another_resolution_is_resampled_by_the_library(tmp_path):
     tower = build_component("vision", "tiny-timm-vit", {"checkpoint": timm_file, "image_size": 48})
     assert (tower.num_tokens, tower(torch.randn(1, 3, 48, 48)).shape) == (36, (1, 36, 32))
     torch.testing.assert_close(tower.model.cls_token, reference.cls_token)
+    (tmp_path / "hub_layout").mkdir()  # timm's hub layout: a directory with model.safetensors
+    _save(reference.state_dict(), tmp_path / "hub_layout" / "model.safetensors")
+    tower = build_component("vision", "tiny-timm-vit", {"checkpoint": str(tmp_path / "hub_layout")})
+    torch.testing.assert_close(tower.model.pos_embed, reference.pos_embed)
     clip_file = _save(build_component("vision", "tiny-open-clip").visual.state_dict(), tmp_path / "visual.safetensors")
     tower = build_component("vision", "tiny-open-clip", {"checkpoint": clip_file, "image_size": 48})
     assert (tower.visual.positional_embedding.shape, tower(torch.randn(1, 3, 48, 48)).shape) == ((37, 64), (1, 36, 64))

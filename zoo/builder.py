@@ -60,7 +60,13 @@ def component_config(
             )
         data["dtype"] = canonical
     for name, value in (implied or {}).items():
-        data[name] = _coerce_implied(spec.config_cls, name, value)
+        value = _coerce_implied(spec.config_cls, name, value)
+        if name in options and options[name] != value:
+            raise ConfigError(
+                f"{source}: {key}.{name} = {options[name]!r} contradicts the name {key}.name, which implies "
+                f"{name} = {value!r}; drop {key}.{name} or change the name"
+            )
+        data[name] = value
     return config_from_dict(spec.config_cls, data, key, source)
 
 

@@ -108,7 +108,7 @@ class Registry:
         table = self._specs[kind]
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{key or kind}: expected a {KIND_TITLES[kind]} name (a string), got {name!r}")
-        if name in table:
+        if name in table and not table[name].pattern:
             return table[name], {}
         for spec in table.values():
             implied = spec.match(name)
@@ -123,8 +123,11 @@ class Registry:
                     f"{where}: unknown source {prefix!r} for a {KIND_TITLES[kind]}; valid sources: "
                     f"{', '.join(sources) or 'none registered'} (see 'zoo list {kind}')"
                 )
+        plain = [n for n, s in table.items() if not s.pattern]
+        forms = [n for n, s in table.items() if s.pattern]
+        also = f"; names of the form {', '.join(forms)} work too" if forms else ""
         raise UnknownNameError(
-            f"{where} is not a registered {KIND_TITLES[kind]}; {suggest(name, table)} (see 'zoo list {kind}')"
+            f"{where} is not a registered {KIND_TITLES[kind]}; {suggest(name, plain)}{also} (see 'zoo list {kind}')"
         )
 
     def get(self, kind: str, name: str) -> ComponentSpec:

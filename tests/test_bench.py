@@ -1,0 +1,212 @@
+"""``zoo bench``: grid parsing and validation, one real build per component, outputs of a tiny run."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from zoo.bench import ComponentCache, build_models, expand, load_bench, parse_bench, plan_grid, run_bench
+from zoo.bench.measure import stats
+from zoo.bench.report import write_outputs
+from zoo.cli import main
+from zoo.errors import ConfigError, UnknownNameError
+from zoo.registry import get_registry
+from zoo.weights import building_on_meta
+
+
+def _grid(**grid):
+    return {"grid": grid, "repeats": 2, "warmup": 0, "max_new_tokens": 2, "prompt_len": 4}
+
+
+def test_grid_expands_and_lists_contract_failures_with_their_reason():
+    spec = parse_bench(
+        _grid(
+            vision=["tiny-clip", {"name": "tiny-clip", "select": "all"}],  # 16 patches; 1 + 16 = 17 tokens
+            projector=["mlp2x-gelu", "pixel-shuffle", "identity"],
+            lm=["tiny-qwen2"],
+            batch_size=[1, 2],
+        )
+    )
+    combos = expand(spec)
+    assert len(combos) == 6
+    assert {c.label for c in combos} >= {"tiny-clip+mlp2x-gelu+tiny-qwen2/float32",
+                                         "tiny-clip[select=all]+pixel-shuffle+tiny-qwen2/float32"}  # fmt: skip
+    cases, skipped = plan_grid(spec)
+    reasons = {s.combination.label: s.reason for s in skipped}
+    assert sorted(reasons) == [
+        "tiny-clip+identity+tiny-qwen2/float32",
+        "tiny-clip[select=all]+identity+tiny-qwen2/float32",
+        "tiny-clip[select=all]+pixel-shuffle+tiny-qwen2/float32",
+    ]
+    assert "17 is not a square" in reasons["tiny-clip[select=all]+pixel-shuffle+tiny-qwen2/float32"]
+    identity = reasons["tiny-clip+identity+tiny-qwen2/float32"]
+    assert "in_dim=32" in identity and "out_dim=64" in identity
+    assert [c.plan.contract.image_tokens for c in cases] == [16, 4, 17]
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        (_grid(visoin=["tiny-clip"], projector=["linear"], lm=["tiny-qwen2"]), "unknown key 'grid.visoin'"),
+        ({**_grid(vision=["tiny-clip"], projector=["linear"], lm=["tiny-qwen2"]), "repeat": 3}, "'repeats'"),
+        (_grid(vision=[{"name": "tiny-clip", "selct": "all"}], projector=["linear"], lm=["tiny-qwen2"]),
+         "grid.vision[0].selct"),
+        (_grid(vision=["tiny-clip"], projector=["linear"], lm=["tiny-qwen2"], batch_size=[0]),
+         "grid.batch_size[0] = 0"),
+        (_grid(vision=["tiny-clip"], projector=["linear"], lm=["tiny-qwen2"], dtype=["fp33"]), "'float32'"),
+        (_grid(vision=["tiny-clip"], projector=["linear"], lm=[]), "grid.lm = []"),
+        (_grid(vision=["tiny-clip"], projector=["linear"]), "missing required key 'grid.lm'"),
+    ],
+)  # fmt: skip
+def test_bad_grid_keys_and_values_name_the_key_and_the_choices(data, expected):
+    with pytest.raises(ConfigError) as info:
+        parse_bench(data, source="bench.yaml")
+    assert expected in str(info.value) and str(info.value).startswith("bench.yaml: ")
+
+
+def test_unknown_component_name_fails_before_anything_runs():
+    data = _grid(vision=["tiny-clip"], projector=["mlp2x-gelu", "mlp2_gelu"], lm=["tiny-qwen2"])
+    with pytest.raises(UnknownNameError) as info:
+        parse_bench(data, source="bench.yaml")
+    message = str(info.value)
+    assert "grid.projector[1].name = 'mlp2_gelu'" in message and "did you mean 'mlp2x-gelu'" in message
+
+
+def test_default_grid_of_the_registry_is_valid():
+    spec = load_bench()
+    assert spec.source == "registry.yaml:benches.default"
+    cases, skipped = plan_grid(spec)
+    assert not skipped and len(cases) == len(spec.vision) * len(spec.projector) * len(spec.lm)
+    with pytest.raises(ConfigError, match="did you mean 'default'"):
+        load_bench("defualt")
+
+
+@pytest.fixture
+def counting_specs():
+    """Copies of real tiny specs whose factories count the real (non-meta) builds."""
+    registry = get_registry()
+    calls = {"vision": 0, "projector": 0, "lm": 0}
+    # Towers of one width and LMs of one width: each projector is built for one (in_dim, out_dim) pair.
+    picks = {
+        "vision": ["tiny-clip", "tiny-siglip", "tiny-dinov2"],
+        "projector": ["linear", "mlp2x-gelu", "resampler"],
+        "lm": ["tiny-qwen2", "tiny-qwen3", "tiny-llama"],
+    }
+    added = []
+
+    def counted(kind, factory):
+        def build(config):
+            if not building_on_meta():
+                calls[kind] += 1
+            return factory(config)
+
+        return build
+
+    for kind, names in picks.items():
+        for name in names:
+            spec = registry.get(kind, name)
+            copy = dataclasses.replace(spec, name=f"counted-{name}", factory=counted(kind, spec.factory), plugin="")
+            registry.add(copy, plugin="test_bench")
+            added.append((kind, copy.name))
+    try:
+        yield {kind: [f"counted-{n}" for n in names] for kind, names in picks.items()}, calls
+    finally:
+        for kind, name in added:
+            registry.remove(kind, name)
+
+
+def test_a_3x3x3_grid_builds_9_components_not_27(counting_specs):
+    names, calls = counting_specs
+    spec = parse_bench(_grid(**names))
+    cases, skipped = plan_grid(spec)
+    assert len(cases) == 27 and not skipped
+    cache = ComponentCache("cpu")
+    seen = {"vision": set(), "projector": set(), "lm": set()}
+    built = 0
+    for case, model, info in build_models(cases, cache):
+        assert model is not None, info
+        assert model.tokens_per_image == case.plan.contract.image_tokens
+        for kind in seen:
+            seen[kind].add(id(getattr(model, kind)))
+        built += 1
+    assert built == 27
+    assert calls == {"vision": 3, "projector": 3, "lm": 3}
+    assert dict(cache.builds) == calls
+    assert {kind: len(ids) for kind, ids in seen.items()} == {"vision": 3, "projector": 3, "lm": 3}
+    assert not cache.modules  # each component was released after its last combination
+
+
+def test_tiny_bench_run_writes_every_output(tmp_path):
+    spec = parse_bench(_grid(vision=["tiny-clip"], projector=["mlp2x-gelu", "pixel-shuffle", "identity"],
+                             lm=["tiny-qwen2"], batch_size=[1, 2]))  # fmt: skip
+    run = run_bench(spec, device="cpu", progress=False)
+    paths = write_outputs(run, tmp_path / "out")
+
+    results = json.loads(paths["json"].read_text())
+    assert [r["status"] for r in results] == ["ok", "ok", "ok", "ok", "skipped"]
+    by_id = {r["id"]: r for r in results}
+    llava = by_id["tiny-clip+mlp2x-gelu+tiny-qwen2/float32/bs2"]
+    for key in ("forward_latency_ratio", "generate_throughput_ratio", "prefill_latency_ratio"):
+        assert llava[key] > 0
+    assert llava["reference"] == "transformers.LlavaForConditionalGeneration"
+    assert llava["image_tokens"] == 16 and llava["batch_size"] == 2
+    assert llava["params_total"] == llava["params_vision"] + llava["params_projector"] + llava["params_lm"]
+    assert llava["trainable_total"] == llava["params_projector"]  # default policy: only the projector trains
+    assert llava["flops_per_sample"] == llava["flops_vision"] + llava["flops_projector"] + llava["flops_lm"] > 0
+    for key in ("vision_encode_ms_median", "forward_ms_median", "prefill_ms_median", "generate_ms_median"):
+        assert llava[key] > 0 and llava[key.replace("median", "iqr")] >= 0
+    assert llava["tokens_per_s"] == pytest.approx(2 * 2 / (llava["generate_ms_median"] / 1e3), rel=1e-3)
+    assert llava["peak_mem_mb"] >= 0 and llava["mem_method"] == "rss_delta"
+    assert 0 < llava["peak_fraction"] and llava["matmul_peak_flops_per_s"] > 0
+    shuffle = by_id["tiny-clip+pixel-shuffle+tiny-qwen2/float32/bs1"]
+    assert shuffle["image_tokens"] == 4 and shuffle["reference"] is None and shuffle["reference_skipped"]
+    assert not any(key.endswith("_ratio") for key in shuffle)
+    assert "identity" in results[-1]["reason"] and results[-1]["batch_size"] is None
+    assert run.component_builds == {"vision": 1, "projector": 2, "lm": 1}
+
+    with paths["csv"].open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 5 and rows[0]["id"] == results[0]["id"]
+    assert {"forward_latency_ratio", "generate_throughput_ratio", "reason", "peak_mem_mb"} <= set(rows[0])
+
+    report = paths["report"].read_text()
+    assert "## Results" in report and "| tiny-clip+mlp2x-gelu+tiny-qwen2/float32/bs1 |" in report
+    assert "**skipped** `tiny-clip+identity+tiny-qwen2/float32`" in report and "![latency](latency.png)" in report
+    for name in ("latency", "memory", "reference"):
+        data = paths[name].read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
+
+
+def test_meta_bench_reports_full_size_sizes_and_flops_without_allocating():
+    spec = parse_bench(_grid(vision=["siglip-base-16-224"], projector=["mlp2x-gelu"], lm=["qwen2-0.5b"]))
+    before = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
+    (row,) = run_bench(spec, meta=True, progress=False).results
+    assert row["status"] == "ok" and row["image_tokens"] == 196 and row["seq_len"] == 200
+    # Qwen2-0.5B: 494M parameters (model card, huggingface.co/Qwen/Qwen2-0.5B), tied embeddings
+    assert 490e6 < row["params_lm"] < 500e6
+    # a decoder forward costs about 2 FLOPs per non-embedding parameter and token
+    non_embedding = row["params_lm"] - 151_936 * 896
+    assert 2 * non_embedding * 200 < row["flops_lm"] < 4 * non_embedding * 200
+    assert row["trainable_total"] == row["params_projector"]
+    assert (torch.cuda.memory_allocated() if torch.cuda.is_available() else 0) == before
+
+
+def test_cli_bench_json_and_errors(tmp_path, capsys, write_yaml):
+    path = write_yaml("grid:\n  vision: [tiny-clip]\n  projector: [linear]\n  lm: [tiny-qwen2]\n", "bench.yaml")
+    assert main(["bench", str(path), "--meta", "--json", "--no-progress", "--out", str(tmp_path / "o")]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["id"] == "tiny-clip+linear+tiny-qwen2/float32" and row["image_tokens"] == 16
+    assert (tmp_path / "o" / "params_flops.png").stat().st_size > 0
+    path.write_text("grid:\n  vision: [tiny-clip]\n  projector: [linear]\n  lm: [tiny-qwen2]\nwarmpu: 1\n")
+    assert main(["bench", str(path), "--no-progress", "--out", str(tmp_path / "o")]) == 2
+    assert "unknown key 'warmpu'; did you mean 'warmup'?" in capsys.readouterr().err
+
+
+def test_stats_are_median_and_iqr_in_milliseconds():
+    result = stats([0.001, 0.002, 0.003, 0.004, 0.100])
+    assert result.median_ms == pytest.approx(3.0) and result.iqr_ms == pytest.approx(2.0)
+    assert stats([0.5]).iqr_ms == 0.0
