@@ -1,26 +1,26 @@
-"""The one factory behind every transformers causal-LM family (Qwen2/2.5/3, MiniCPM3, Llama, any local dir).
+"""Shared metadata of the transformers causal-LM families (Qwen2/2.5/3, MiniCPM3, Llama, any local dir).
 
-No checkpoint: ``AutoModelForCausalLM.from_config`` of the family's config class with the preset ``arch``
-(random init, on the current default device, ``meta`` included). A checkpoint: a local directory in
-transformers' layout, loaded with ``from_pretrained(local_files_only=True)``; on ``meta`` only its
-``config.json`` is read. Code shipped inside a checkpoint runs only with ``model.lm.trust_remote_code: true``.
+A family module declares a :class:`Family` (class names as strings) and registers its presets with
+:func:`lm_spec`. Nothing here imports torch or transformers, so registering and listing LMs stays instant:
+every spec's factory imports :mod:`._hf_lm_build` (which builds the model) on its first call.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from torch import nn
-
-from zoo.errors import CheckpointError, ConfigError
-from zoo.interfaces import LanguageModel
 from zoo.specs import LanguageModelConfig, LanguageModelSpec
-from zoo.weights import building_on_meta, torch_dtype_of
+
+from ._lazy import lazy_attribute
+
+if TYPE_CHECKING:  # annotations, and the names _LAZY resolves at run time (for type checkers)
+    from zoo.interfaces import LanguageModel
+
+    from ._hf_lm_build import build_language_model, infer_lora_targets
 
 __all__ = [
     "GENERIC",
@@ -32,10 +32,15 @@ __all__ = [
     "tiny_tokenizer_path",
 ]
 
-KEY = "model.lm"
+# the builder imports torch: resolved on first access (zoo_plugins._hf_lm.build_language_model)
+_LAZY = {"build_language_model": "._hf_lm_build", "infer_lora_targets": "._hf_lm_build"}
+
+
+def __getattr__(name: str) -> Any:
+    return lazy_attribute(__name__, name, _LAZY)
+
+
 LLAMA_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
-_STRUCTURE = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads", "intermediate_size")
 
 
 @dataclass(frozen=True)
@@ -61,165 +66,23 @@ GENERIC = Family()
 def lm_spec(
     name: str, family: Family, arch: dict[str, Any] | None, description: str, *, requires_checkpoint: bool = False
 ) -> LanguageModelSpec:
-    """A ``LanguageModelSpec`` whose factory is :func:`build_language_model` for this preset."""
-    factory = functools.partial(build_language_model, name=name, family=family, requires_checkpoint=requires_checkpoint)
+    """A ``LanguageModelSpec`` whose factory builds this preset (see :mod:`._hf_lm_build`)."""
+    factory = functools.partial(_build, name=name, family=family, requires_checkpoint=requires_checkpoint)
     defaults = {"arch": dict(arch)} if arch else {}
     return LanguageModelSpec(
         name=name, factory=factory, defaults=defaults, description=description, source="transformers"
     )
 
 
+def _build(
+    config: LanguageModelConfig, *, name: str, family: Family, requires_checkpoint: bool = False
+) -> LanguageModel:
+    """The factory of every preset; torch and transformers are imported here, on the first build."""
+    from ._hf_lm_build import build_language_model
+
+    return build_language_model(config, name=name, family=family, requires_checkpoint=requires_checkpoint)
+
+
 def tiny_tokenizer_path() -> Path:
     """Directory of the tokenizer shipped for the ``tiny-*`` LMs."""
     return Path(str(files("zoo.assets").joinpath("tiny_tokenizer")))
-
-
-def build_language_model(
-    config: LanguageModelConfig, *, name: str, family: Family, requires_checkpoint: bool = False
-) -> LanguageModel:
-    """Build the LM of preset ``name`` from ``config`` (see the module docstring)."""
-    import transformers
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    kwargs: dict[str, Any] = {"dtype": torch_dtype_of(config.dtype)}
-    if config.attn_implementation:
-        kwargs["attn_implementation"] = config.attn_implementation
-    trust = config.trust_remote_code
-    checkpoint = None
-    if config.checkpoint is not None:
-        checkpoint = _checkpoint_dir(config.checkpoint)
-        _check_checkpoint_config(checkpoint, config, name, family)
-        try:
-            if building_on_meta():  # config.json only: never a weight file on meta
-                hf_config = AutoConfig.from_pretrained(checkpoint, local_files_only=True, trust_remote_code=trust)
-                model = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust, **kwargs)
-            else:
-                model = AutoModelForCausalLM.from_pretrained(
-                    checkpoint, local_files_only=True, trust_remote_code=trust, **kwargs
-                )
-        except (OSError, ValueError) as error:
-            raise CheckpointError(
-                f"{KEY}.checkpoint = {config.checkpoint!r}: transformers cannot load it: {error}"
-            ) from error
-    elif requires_checkpoint or not family.config_class:
-        raise ConfigError(
-            f"{KEY}.checkpoint is required for {name!r}: set it to a local directory in transformers layout "
-            "(config.json + *.safetensors, as written by save_pretrained)"
-        )
-    else:
-        try:
-            hf_config = getattr(transformers, family.config_class)(**config.arch)
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"{KEY}.arch of {name!r} is not a valid {family.config_class}: {error}") from error
-        model = AutoModelForCausalLM.from_config(hf_config, **kwargs)
-    layer_class = _decoder_layer_class(model, family.decoder_layer)
-    targets = config.lora_targets or family.lora_targets or infer_lora_targets(model, layer_class)
-    return LanguageModel(
-        model,
-        _load_tokenizer(config, checkpoint, name),
-        lora_targets=targets,
-        decoder_layer_class=layer_class,
-        embed_scale=_embed_scale(model),
-        name=name,
-    )
-
-
-def _checkpoint_dir(path: str) -> Path:
-    directory = Path(path).expanduser()
-    if not directory.is_dir():
-        raise CheckpointError(
-            f"{KEY}.checkpoint = {path!r}: no such directory; zoo never downloads weights: fetch them yourself "
-            f"(e.g. 'huggingface-cli download <repo> --local-dir DIR') and set {KEY}.checkpoint to that directory"
-        )
-    if not (directory / "config.json").is_file():
-        raise CheckpointError(
-            f"{KEY}.checkpoint = {path!r}: no config.json there (expected a save_pretrained directory)"
-        )
-    return directory
-
-
-def _check_checkpoint_config(directory: Path, config: LanguageModelConfig, name: str, family: Family) -> None:
-    """Refuse checkpoint code without opt-in, and a checkpoint of another family or size than the preset."""
-    from transformers import CONFIG_MAPPING, __version__
-
-    try:
-        data = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{KEY}.checkpoint = {str(directory)!r}: cannot read config.json: {error}") from error
-    model_type = data.get("model_type")
-    if model_type not in CONFIG_MAPPING and not config.trust_remote_code:
-        if "auto_map" in data:
-            raise ConfigError(
-                f"{KEY}.checkpoint = {str(directory)!r} needs the modeling code shipped inside it (config.json has "
-                f"an auto_map and model_type {model_type!r} is not built into transformers {__version__}); zoo "
-                f"runs such code only if you set `{KEY}.trust_remote_code: true` (read its .py files first)"
-            )
-        raise CheckpointError(
-            f"{KEY}.checkpoint = {str(directory)!r}: model_type {model_type!r} is not known to transformers "
-            f"{__version__} and the checkpoint ships no code (no auto_map in config.json)"
-        )
-    if family.model_types and model_type not in family.model_types:
-        raise ConfigError(
-            f"{KEY}.checkpoint = {str(directory)!r} holds a {model_type!r} model, but {name!r} expects "
-            f"{' or '.join(repr(t) for t in family.model_types)}; pick the matching preset or use name: hf-causal-lm"
-        )
-    for field in _STRUCTURE:
-        if field in config.arch and field in data and config.arch[field] != data[field]:
-            raise ConfigError(
-                f"{KEY}.checkpoint = {str(directory)!r} has {field} = {data[field]}, but {name!r} has "
-                f"{field} = {config.arch[field]}; pick the preset of that size or use name: hf-causal-lm"
-            )
-
-
-def _load_tokenizer(config: LanguageModelConfig, checkpoint: Path | None, name: str) -> Any | None:
-    """``model.lm.tokenizer``, else the checkpoint's, else the shipped tiny one for ``tiny-*``, else ``None``."""
-    from transformers import AutoTokenizer
-
-    if config.tokenizer is not None:
-        source, key = Path(config.tokenizer).expanduser(), f"{KEY}.tokenizer"
-        if not source.is_dir():
-            raise CheckpointError(f"{key} = {config.tokenizer!r}: no such directory")
-    elif checkpoint is not None and any((checkpoint / f).is_file() for f in _TOKENIZER_FILES):
-        source, key = checkpoint, f"{KEY}.checkpoint"
-    elif name.startswith("tiny-"):
-        source, key = tiny_tokenizer_path(), "the shipped tiny tokenizer"
-    else:
-        return None
-    try:
-        return AutoTokenizer.from_pretrained(
-            str(source), local_files_only=True, trust_remote_code=config.trust_remote_code
-        )
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{key} = {str(source)!r}: cannot load a tokenizer from it: {error}") from error
-
-
-def _decoder_layer_class(model: nn.Module, wanted: str | None) -> type[nn.Module] | None:
-    names = [n for n in (wanted, *(getattr(model, "_no_split_modules", None) or ())) if n]
-    found = {type(m).__name__: type(m) for m in model.modules() if type(m).__name__ in names}
-    return next((found[n] for n in names if n in found), None)
-
-
-def infer_lora_targets(model: nn.Module, layer_class: type[nn.Module] | None) -> tuple[str, ...]:
-    """Leaf names of every ``nn.Linear`` inside the decoder layers (``q_proj``, ``down_proj``...)."""
-    if layer_class is None:
-        return ()
-    names = {
-        child_name.rsplit(".", 1)[-1]
-        for layer in model.modules()
-        if isinstance(layer, layer_class)
-        for child_name, child in layer.named_modules()
-        if isinstance(child, nn.Linear)
-    }
-    return tuple(sorted(names))
-
-
-def _embed_scale(model: nn.Module) -> float:
-    """The embedding scale the model applies on its ``input_ids`` path but not to ``inputs_embeds``.
-
-    MiniCPM's remote code multiplies ``embed_tokens(ids)`` by ``config.scale_emb`` in its forward; native
-    transformers MiniCPM3 does it inside its embedding module (which has ``embed_scale``), so nothing is left.
-    """
-    scale = getattr(model.config, "scale_emb", None)
-    if scale is None or hasattr(model.get_input_embeddings(), "embed_scale"):
-        return 1.0
-    return float(scale)

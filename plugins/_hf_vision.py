@@ -1,8 +1,9 @@
 """Shared code of the transformers-backed vision towers (CLIP, SigLIP, DINOv2).
 
-A family module subclasses :class:`HFVisionTower` (how to embed, which blocks, which processor) and
-registers presets whose ``arch`` is a transformers vision config as a dict (plus ``model_type``).
-:func:`tower_factory` turns a family and a preset into a spec factory that builds the tower:
+A family subclasses :class:`HFVisionTower` (how to embed, which blocks, which processor) in a private
+module (``_clip_tower``...), and its registration module (``clip``...) registers presets whose ``arch`` is a
+transformers vision config as a dict (plus ``model_type``), with a factory that imports the family class
+and calls :func:`build_tower` on first use:
 
 - no ``checkpoint``: random init from the preset's ``arch`` merged with the user's ``arch`` keys;
 - ``checkpoint`` directory: a transformers ``save_pretrained`` directory of the vision model or of the
@@ -11,14 +12,14 @@ registers presets whose ``arch`` is a transformers vision config as a dict (plus
 - ``checkpoint`` file: a state dict of the vision model (safetensors, or a legacy torch file read with
   ``weights_only=True``) loaded into the ``arch`` architecture.
 
-Nothing here imports transformers at module import time: listing components stays instant.
+This module imports torch (transformers only inside functions); the registration modules import it only
+inside their factories, so listing components stays instant.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -30,7 +31,7 @@ from zoo.interfaces import ImagePreprocessor, VisionTower
 from zoo.specs import VisionTowerConfig
 from zoo.weights import building_on_meta, load_state_dict_file, require_path, torch_dtype_of
 
-__all__ = ["CHECKPOINT_KEY", "HFVisionTower", "build_tower", "tower_factory"]
+__all__ = ["CHECKPOINT_KEY", "HFVisionTower", "build_tower"]
 
 CHECKPOINT_KEY = "model.vision.checkpoint"
 _FULL_MODEL_PREFIX = "vision_model."
@@ -126,11 +127,6 @@ class HFVisionTower(VisionTower):
             return processor(images=image, return_tensors="pt")["pixel_values"][0]  # [3, S, S]
 
         return ImagePreprocessor(transform, image_size=self.image_size, mean=self.image_mean, std=self.image_std)
-
-
-def tower_factory(tower_cls: type[HFVisionTower], arch: Mapping[str, Any]) -> Callable[[Any], HFVisionTower]:
-    """A spec factory building ``tower_cls`` with the preset ``arch`` (user ``arch`` keys override it)."""
-    return functools.partial(build_tower, tower_cls, dict(arch))
 
 
 def build_tower(tower_cls: type[HFVisionTower], preset_arch: Mapping[str, Any], config: Any) -> HFVisionTower:

@@ -7,52 +7,28 @@ A ``checkpoint`` directory may hold a ``CLIPVisionModel`` or a full ``CLIPModel`
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any, ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 import zoo
-from zoo.specs import VisionTowerSpec
+from zoo.specs import VisionTowerConfig, VisionTowerSpec
 
-from ._hf_vision import HFVisionTower, tower_factory
+from ._lazy import lazy_attribute
+
+if TYPE_CHECKING:  # annotations, and the names _LAZY resolves at run time (for type checkers)
+    from zoo.interfaces import VisionTower
+
+    from ._clip_tower import CLIPTower
 
 __all__ = ["PRESETS", "CLIPTower", "zoo_register_vision_towers"]
 
-# OpenAI CLIP normalisation (transformers' OPENAI_CLIP_MEAN / OPENAI_CLIP_STD)
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# the tower class imports torch: resolved on first access (zoo_plugins.clip.CLIPTower)
+_LAZY = {"CLIPTower": "._clip_tower"}
 
 
-class CLIPTower(HFVisionTower):
-    """``CLIPVisionModel``: CLS + patches, ``pre_layrnorm`` before the first block."""
-
-    family = "CLIP"
-    model_types: ClassVar[dict[str, tuple[str, str]]] = {
-        "clip_vision_model": ("CLIPVisionConfig", "CLIPVisionModel"),
-        "clip": ("CLIPVisionConfig", "CLIPVisionModel"),  # a full CLIPModel directory: its vision part
-    }
-    default_model_type = "clip_vision_model"
-    processor_class = "CLIPImageProcessor"
-    image_mean = OPENAI_CLIP_MEAN
-    image_std = OPENAI_CLIP_STD
-
-    @classmethod
-    def prefix_tokens(cls, config: Any) -> int:
-        return 1
-
-    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        hidden = self.model.embeddings(pixel_values, interpolate_pos_encoding=self.interpolate)  # [B, 1+N, D]
-        return self.model.pre_layrnorm(hidden)
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.model.encoder.layers
-
-    def processor_kwargs(self, image_size: int) -> dict[str, Any]:
-        # CLIP: resize the shortest edge to S (bicubic), centre-crop S x S
-        return {"size": {"shortest_edge": image_size}, "crop_size": {"height": image_size, "width": image_size}}
+def __getattr__(name: str) -> Any:
+    return lazy_attribute(__name__, name, _LAZY)
 
 
 def _vit(hidden: int, layers: int, heads: int, patch: int, image: int) -> dict[str, Any]:
@@ -89,6 +65,14 @@ PRESETS: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
+def _build(arch: dict[str, Any], config: VisionTowerConfig) -> VisionTower:
+    """Factory of every CLIP preset; torch and transformers are imported here, on the first build."""
+    from ._clip_tower import CLIPTower
+    from ._hf_vision import build_tower
+
+    return build_tower(CLIPTower, arch, config)
+
+
 @zoo.hookimpl
 def zoo_register_vision_towers(register: Callable[[VisionTowerSpec], None]) -> None:
     """Register the CLIP presets."""
@@ -96,7 +80,7 @@ def zoo_register_vision_towers(register: Callable[[VisionTowerSpec], None]) -> N
         register(
             VisionTowerSpec(
                 name=name,
-                factory=tower_factory(CLIPTower, arch),
+                factory=functools.partial(_build, dict(arch)),
                 defaults={"arch": arch},
                 description=description,
                 source="transformers",

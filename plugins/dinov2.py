@@ -8,55 +8,28 @@ resolution of 224 px (256 patches), like its preprocessor (resize 256, centre-cr
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any, ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 import zoo
-from zoo.specs import VisionTowerSpec
+from zoo.specs import VisionTowerConfig, VisionTowerSpec
 
-from ._hf_vision import HFVisionTower, tower_factory
+from ._lazy import lazy_attribute
+
+if TYPE_CHECKING:  # annotations, and the names _LAZY resolves at run time (for type checkers)
+    from zoo.interfaces import VisionTower
+
+    from ._dinov2_tower import Dinov2Tower
 
 __all__ = ["PRESETS", "Dinov2Tower", "zoo_register_vision_towers"]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+# the tower class imports torch: resolved on first access (zoo_plugins.dinov2.Dinov2Tower)
+_LAZY = {"Dinov2Tower": "._dinov2_tower"}
 
 
-class Dinov2Tower(HFVisionTower):
-    """``Dinov2Model`` / ``Dinov2WithRegistersModel``: CLS (+ registers) + patches."""
-
-    family = "DINOv2"
-    model_types: ClassVar[dict[str, tuple[str, str]]] = {
-        "dinov2": ("Dinov2Config", "Dinov2Model"),
-        "dinov2_with_registers": ("Dinov2WithRegistersConfig", "Dinov2WithRegistersModel"),
-    }
-    default_model_type = "dinov2"
-    processor_class = "BitImageProcessor"
-    image_mean = IMAGENET_MEAN
-    image_std = IMAGENET_STD
-
-    @classmethod
-    def prefix_tokens(cls, config: Any) -> int:
-        return 1 + int(getattr(config, "num_register_tokens", 0))
-
-    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.embeddings(pixel_values)  # [B, 1+R+N, D] (positions always interpolated)
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.model.encoder.layer
-
-    def processor_kwargs(self, image_size: int) -> dict[str, Any]:
-        # DINOv2: resize the shortest edge to S * 256/224 (bicubic), centre-crop S x S, ImageNet mean/std
-        return {
-            "size": {"shortest_edge": round(image_size * 256 / 224)},
-            "crop_size": {"height": image_size, "width": image_size},
-            "image_mean": list(IMAGENET_MEAN),
-            "image_std": list(IMAGENET_STD),
-        }
+def __getattr__(name: str) -> Any:
+    return lazy_attribute(__name__, name, _LAZY)
 
 
 def _vit(hidden: int, layers: int, heads: int, patch: int, image: int, registers: int = 0) -> dict[str, Any]:
@@ -98,6 +71,14 @@ PRESETS: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
+def _build(arch: dict[str, Any], config: VisionTowerConfig) -> VisionTower:
+    """Factory of every DINOv2 preset; torch and transformers are imported here, on the first build."""
+    from ._dinov2_tower import Dinov2Tower
+    from ._hf_vision import build_tower
+
+    return build_tower(Dinov2Tower, arch, config)
+
+
 @zoo.hookimpl
 def zoo_register_vision_towers(register: Callable[[VisionTowerSpec], None]) -> None:
     """Register the DINOv2 presets."""
@@ -105,7 +86,7 @@ def zoo_register_vision_towers(register: Callable[[VisionTowerSpec], None]) -> N
         register(
             VisionTowerSpec(
                 name=name,
-                factory=tower_factory(Dinov2Tower, defaults["arch"]),
+                factory=functools.partial(_build, dict(defaults["arch"])),
                 defaults=defaults,
                 description=description,
                 source="transformers",

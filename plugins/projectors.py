@@ -3,7 +3,9 @@
 Registered through ``zoo_register_projectors`` like any third-party plugin. Each factory receives a
 validated config whose ``in_dim`` / ``out_dim`` the builder filled from the neighbouring tower and LM,
 builds on the current default device (``meta`` included) and returns the module in ``config.dtype``.
-The modules themselves live in ``_proj_mlp`` (token-wise) and ``_proj_attention`` (fixed token budget).
+The modules themselves live in ``_proj_mlp`` (token-wise) and ``_proj_attention`` (fixed token budget);
+they import torch, so the factories import them on first call and the module classes re-exported here
+resolve on first access: registering and listing projectors imports no model library.
 
 Example (YAML)::
 
@@ -14,16 +16,21 @@ Example (YAML)::
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import zoo
 from zoo.errors import ConfigError
-from zoo.interfaces import Projector
 from zoo.specs import ProjectorConfig, ProjectorSpec
-from zoo.weights import torch_dtype_of
 
-from ._proj_attention import CrossAttentionResampler, PerceiverResampler, sincos_2d
-from ._proj_mlp import IdentityProjector, MlpProjector, PixelShuffleProjector, space_to_depth
+from ._lazy import lazy_attribute
+
+if TYPE_CHECKING:  # annotations, and the names _LAZY resolves at run time (for type checkers)
+    from zoo.interfaces import Projector
+
+    from ._proj_attention import CrossAttentionResampler, PerceiverResampler, sincos_2d
+    from ._proj_mlp import IdentityProjector, MlpProjector, PixelShuffleProjector, space_to_depth
 
 __all__ = [
     "CrossAttentionResampler",
@@ -37,6 +44,22 @@ __all__ = [
     "space_to_depth",
     "zoo_register_projectors",
 ]
+
+# the module classes import torch: resolved on first access (zoo_plugins.projectors.MlpProjector)
+_LAZY = {
+    "CrossAttentionResampler": "._proj_attention",
+    "PerceiverResampler": "._proj_attention",
+    "sincos_2d": "._proj_attention",
+    "IdentityProjector": "._proj_mlp",
+    "MlpProjector": "._proj_mlp",
+    "PixelShuffleProjector": "._proj_mlp",
+    "space_to_depth": "._proj_mlp",
+}
+
+
+def __getattr__(name: str) -> Any:
+    return lazy_attribute(__name__, name, _LAZY)
+
 
 KEY = "model.projector"
 MLP_PATTERN = r"mlp(?P<depth>\d+)x-gelu"
@@ -93,16 +116,22 @@ def _heads(config: ProjectorConfig, dim: int, dim_name: str, name: str) -> int:
 
 
 def _finish(module: Projector, config: ProjectorConfig) -> Projector:
+    from zoo.weights import torch_dtype_of
+
     return module.to(torch_dtype_of(config.dtype))
 
 
 def build_identity(config: ProjectorConfig) -> Projector:
     """``identity``: features unchanged; a ContractError when ``in_dim != out_dim``."""
+    from ._proj_mlp import IdentityProjector
+
     return _finish(IdentityProjector(*_dims(config, "identity")), config)
 
 
 def build_linear(config: ProjectorConfig) -> Projector:
     """``linear``: one ``Linear(in_dim, out_dim)`` (LLaVA-1.0), init N(0, 0.01), zero bias."""
+    from ._proj_mlp import MlpProjector
+
     if _positive(config, "depth", "linear") != 1:
         raise ConfigError(
             f"{KEY}.depth = {config.depth!r}: projector 'linear' has exactly one layer; "
@@ -111,8 +140,10 @@ def build_linear(config: ProjectorConfig) -> Projector:
     return _finish(MlpProjector(*_dims(config, "linear"), depth=1), config)
 
 
-def _mlp_factory(fixed_depth: int | None):
+def _mlp_factory(fixed_depth: int | None) -> Callable[[ProjectorConfig], Projector]:
     def build_mlp(config: ProjectorConfig) -> Projector:
+        from ._proj_mlp import MlpProjector
+
         depth = _positive(config, "depth", f"mlp{config.depth}x-gelu")
         name = f"mlp{depth}x-gelu"
         if fixed_depth is not None and depth != fixed_depth:
@@ -128,6 +159,8 @@ def _mlp_factory(fixed_depth: int | None):
 
 def build_resampler(config: ProjectorConfig) -> Projector:
     """``resampler``: Qwen-VL / MiniCPM-V cross-attention resampler (``num_queries`` tokens out)."""
+    from ._proj_attention import CrossAttentionResampler
+
     in_dim, out_dim = _dims(config, "resampler")
     queries = _positive(config, "num_queries", "resampler")
     heads = _heads(config, out_dim, "out_dim", "resampler")
@@ -136,6 +169,8 @@ def build_resampler(config: ProjectorConfig) -> Projector:
 
 def build_perceiver(config: ProjectorConfig) -> Projector:
     """``perceiver``: Flamingo Perceiver resampler (``num_queries`` latents, ``depth`` blocks)."""
+    from ._proj_attention import PerceiverResampler
+
     in_dim, out_dim = _dims(config, "perceiver")
     queries = _positive(config, "num_queries", "perceiver")
     depth = _positive(config, "depth", "perceiver")
@@ -146,12 +181,14 @@ def build_perceiver(config: ProjectorConfig) -> Projector:
 
 def build_pixel_shuffle(config: ProjectorConfig) -> Projector:
     """``pixel-shuffle``: space-to-depth by ``factor`` per side, then LayerNorm + Linear + GELU + Linear."""
+    from ._proj_mlp import PixelShuffleProjector
+
     factor = _positive(config, "factor", "pixel-shuffle")
     return _finish(PixelShuffleProjector(*_dims(config, "pixel-shuffle"), factor=factor), config)
 
 
 @zoo.hookimpl
-def zoo_register_projectors(register) -> None:
+def zoo_register_projectors(register: Callable[[ProjectorSpec], None]) -> None:
     """Register the built-in projectors."""
     register(
         ProjectorSpec(name="identity", factory=build_identity, description="no-op; tower width must equal LM width")

@@ -12,47 +12,28 @@ A ``checkpoint`` directory may hold a ``SiglipVisionModel`` or a full ``SiglipMo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
-from typing import Any, ClassVar
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 import zoo
-from zoo.specs import VisionTowerSpec
+from zoo.specs import VisionTowerConfig, VisionTowerSpec
 
-from ._hf_vision import HFVisionTower, tower_factory
+from ._lazy import lazy_attribute
+
+if TYPE_CHECKING:  # annotations, and the names _LAZY resolves at run time (for type checkers)
+    from zoo.interfaces import VisionTower
+
+    from ._siglip_tower import SiglipTower
 
 __all__ = ["PRESETS", "SiglipTower", "zoo_register_vision_towers"]
 
+# the tower class imports torch: resolved on first access (zoo_plugins.siglip.SiglipTower)
+_LAZY = {"SiglipTower": "._siglip_tower"}
 
-class SiglipTower(HFVisionTower):
-    """``SiglipVisionModel``: patches only, no prefix tokens."""
 
-    family = "SigLIP"
-    model_types: ClassVar[dict[str, tuple[str, str]]] = {
-        "siglip_vision_model": ("SiglipVisionConfig", "SiglipVisionModel"),
-        "siglip": ("SiglipVisionConfig", "SiglipVisionModel"),  # a full SiglipModel directory (SigLIP / SigLIP2 FixRes)
-    }
-    default_model_type = "siglip_vision_model"
-    processor_class = "SiglipImageProcessor"
-    image_mean = (0.5, 0.5, 0.5)
-    image_std = (0.5, 0.5, 0.5)
-
-    @classmethod
-    def prefix_tokens(cls, config: Any) -> int:
-        return 0
-
-    def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.model.embeddings(pixel_values, interpolate_pos_encoding=self.interpolate)  # [B, N, D]
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.model.encoder.layers
-
-    def processor_kwargs(self, image_size: int) -> dict[str, Any]:
-        # SigLIP: resize straight to S x S (bicubic), no crop, mean = std = 0.5
-        return {"size": {"height": image_size, "width": image_size}}
+def __getattr__(name: str) -> Any:
+    return lazy_attribute(__name__, name, _LAZY)
 
 
 def _vit(hidden: int, mlp: int, layers: int, heads: int, patch: int, image: int) -> dict[str, Any]:
@@ -93,6 +74,14 @@ PRESETS: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
+def _build(arch: dict[str, Any], config: VisionTowerConfig) -> VisionTower:
+    """Factory of every SigLIP preset; torch and transformers are imported here, on the first build."""
+    from ._hf_vision import build_tower
+    from ._siglip_tower import SiglipTower
+
+    return build_tower(SiglipTower, arch, config)
+
+
 @zoo.hookimpl
 def zoo_register_vision_towers(register: Callable[[VisionTowerSpec], None]) -> None:
     """Register the SigLIP and SigLIP2 (fixed-resolution) presets."""
@@ -100,7 +89,7 @@ def zoo_register_vision_towers(register: Callable[[VisionTowerSpec], None]) -> N
         register(
             VisionTowerSpec(
                 name=name,
-                factory=tower_factory(SiglipTower, arch),
+                factory=functools.partial(_build, dict(arch)),
                 defaults={"arch": arch},
                 description=description,
                 source="transformers",

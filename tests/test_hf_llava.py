@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 import zoo
+from zoo.builder import build_component
 from zoo.cli import main
 from zoo.errors import CheckpointError, ZooError
 from zoo.hf_llava import from_hf_llava, hf_llava_composition, save_hf_llava, to_hf_llava
@@ -23,7 +24,6 @@ TOKENS = 16  # (32 px / patch 8)^2 patches; CLIP's CLS dropped by 'default', Sig
 
 def _tokenizer():
     from transformers import AutoTokenizer
-
     from zoo_plugins._hf_lm import tiny_tokenizer_path
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_tokenizer_path()))
@@ -33,7 +33,13 @@ def _tokenizer():
 
 def _write_llava(path, *, vision: str = "clip", strategy: str = "default", layer: int = -2, seed: int = 0):
     """A random tiny transformers Llava saved with its tokenizer (the image token added) to ``path``."""
-    from transformers import CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration, Qwen2Config, SiglipVisionConfig
+    from transformers import (
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
 
     tokenizer = _tokenizer()
     image_id = tokenizer.convert_tokens_to_ids("<image>")
@@ -133,16 +139,16 @@ def test_import_siglip_full_keeps_every_patch(tmp_path):
 
 def test_import_refuses_siglip_default_strategy(tmp_path):
     _write_llava(tmp_path / "llava", vision="siglip", strategy="default")
-    with pytest.raises(ZooError, match="vision_feature_select_strategy = 'default'.*real patch"):
+    with pytest.raises(ZooError, match=r"vision_feature_select_strategy = 'default'.*real patch"):
         from_hf_llava(tmp_path / "llava")
 
 
 def test_import_refuses_a_directory_that_is_not_llava(tmp_path):
-    lm = zoo.builder.build_component("lm", "tiny-qwen2")
+    lm = build_component("lm", "tiny-qwen2")
     lm.model.save_pretrained(tmp_path / "qwen")
     with pytest.raises(CheckpointError, match="model_type is 'qwen2', not 'llava'"):
         from_hf_llava(tmp_path / "qwen")
-    with pytest.raises(CheckpointError, match="no config.json"):
+    with pytest.raises(CheckpointError, match=r"no config\.json"):
         from_hf_llava(tmp_path)
 
 

@@ -22,8 +22,9 @@ Which weights are saved:
   absolute path and a fingerprint (file names and sizes), and loading rebuilds it from there. This keeps
   a LoRA checkpoint of a 7B model at adapter + projector size, like the reference design. If the LM's
   vocabulary grew (the image token was added past the checkpoint's embedding rows), the new rows are
-  saved in ``lm.added_rows.safetensors``. ``save(..., include_referenced=True)`` saves such components in
-  full instead, for a checkpoint that does not depend on any other path.
+  saved in ``lm.added_rows.safetensors``. A component built from a ``checkpoint:`` path reads its
+  architecture (``config.json``) from that path at load time even when its weights are saved (trained
+  in full), so such paths must stay where they were; a missing one is a clear error at load.
 
 Loading rebuilds the composition through :func:`zoo.builder.plan` (a ``meta`` pass that reads no
 weight) and checks the stored component configs and contract against it, then builds for real exactly
@@ -83,15 +84,13 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
 # -- saving -----------------------------------------------------------------------------------------
-def save(model: nn.Module, directory: str | os.PathLike, *, include_referenced: bool = False) -> Path:
+def save(model: nn.Module, directory: str | os.PathLike) -> Path:
     """Save ``model`` (a ``MultiModal``) as a self-describing checkpoint directory, atomically.
 
     Args:
         model: the composed model.
         directory: where to write; an existing zoo checkpoint there is replaced only once the new one
             is complete. Any other non-empty directory is refused.
-        include_referenced: also save the frozen components that were built from a ``checkpoint:``
-            path (by default they are referenced by that path).
 
     Returns:
         The checkpoint directory.
@@ -108,7 +107,7 @@ def save(model: nn.Module, directory: str | os.PathLike, *, include_referenced: 
     components: dict[str, Any] = {}
     with atomic_directory(target, replaceable=_is_checkpoint, what="zoo checkpoint") as tmp:
         for kind in SLOTS:
-            components[kind] = _save_component(model, kind, checked, tmp, include_referenced)
+            components[kind] = _save_component(model, kind, checked, tmp)
         tokenizer = _save_tokenizer(model, tmp)
         manifest = {
             "format": FORMAT,
@@ -133,7 +132,7 @@ def save(model: nn.Module, directory: str | os.PathLike, *, include_referenced: 
     return target
 
 
-def _save_component(model: nn.Module, kind: str, checked: Any, tmp: Path, include_referenced: bool) -> dict[str, Any]:
+def _save_component(model: nn.Module, kind: str, checked: Any, tmp: Path) -> dict[str, Any]:
     module = getattr(model, kind)
     spec = checked.specs[kind]
     config = model.component_configs.get(kind, checked.configs[kind])
@@ -153,12 +152,8 @@ def _save_component(model: nn.Module, kind: str, checked: Any, tmp: Path, includ
         "trainable": sum(p.numel() for p in params if p.requires_grad),
     }
     lora = kind == "lm" and choice.train == "lora"
-    if kind == "projector" or choice.train == "full" or checkpoint is None or include_referenced:
-        reason = (
-            "trained" if kind == "projector" or choice.train == "full"
-            else "random init (no checkpoint)" if checkpoint is None
-            else "include_referenced"
-        )  # fmt: skip
+    if kind == "projector" or choice.train == "full" or checkpoint is None:
+        reason = "trained" if kind == "projector" or choice.train == "full" else "random init (no checkpoint)"
         file = f"{kind}.safetensors"
         tensors = canonical_state(module)
         _write_safetensors(tensors, tmp / file)
@@ -296,7 +291,7 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     except (OSError, ValueError) as error:
         raise CheckpointError(f"{file}: cannot read the manifest: {error}") from error
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise CheckpointError(f"{file}: not a zoo checkpoint manifest (expected \"format\": {FORMAT!r})")
+        raise CheckpointError(f'{file}: not a zoo checkpoint manifest (expected "format": {FORMAT!r})')
     version = manifest.get("format_version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
         raise CheckpointError(
@@ -392,8 +387,7 @@ def _check_references(manifest: Mapping[str, Any], where: str) -> None:
         if not reference.exists():
             raise CheckpointError(
                 f"{where}: the {kind} weights are not in the checkpoint but referenced at {str(reference)!r} "
-                f"(model.{kind}.checkpoint when it was saved), which does not exist; restore that path, or "
-                "save the model with include_referenced=True to make a self-contained checkpoint"
+                f"(model.{kind}.checkpoint when it was saved), which does not exist; restore that path"
             )
         now = _fingerprint(reference)
         if now != weights.get("fingerprint", now):
@@ -490,9 +484,7 @@ def load_state_into(module: nn.Module, tensors: Mapping[str, torch.Tensor], labe
         targets[key] = tensor
         groups.setdefault(_view_key(tensor), []).append(key)
     unexpected = sorted(set(tensors) - set(targets))
-    missing = sorted(
-        key for members in groups.values() if not any(m in tensors for m in members) for key in members
-    )
+    missing = sorted(key for members in groups.values() if not any(m in tensors for m in members) for key in members)
     if missing or unexpected:
         raise CheckpointError(
             f"{label}: the saved tensors do not fit the rebuilt module: missing {_few(missing)}; "

@@ -90,7 +90,9 @@ def from_hf_llava(directory: str | os.PathLike, device: str | torch.device | Non
             path, local_files_only=True, dtype=torch_dtype(checked.config.dtype)
         )
     except (OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: transformers cannot load it as LlavaForConditionalGeneration: {error}") from error
+        raise CheckpointError(
+            f"{path}: transformers cannot load it as LlavaForConditionalGeneration: {error}"
+        ) from error
     with torch.no_grad():
         for part, zoo_module, hf_module in _parts(model, hf, lm_inner=model.lm.model):
             _copy_strict(hf_module, zoo_module, part, path)
@@ -178,7 +180,9 @@ def _read_llava_config(path: Path) -> Any:
 
     file = path / "config.json"
     if not file.is_file():
-        raise CheckpointError(f"{path}: no config.json; expected a transformers LlavaForConditionalGeneration directory")
+        raise CheckpointError(
+            f"{path}: no config.json; expected a transformers LlavaForConditionalGeneration directory"
+        )
     try:
         model_type = json.loads(file.read_text(encoding="utf-8")).get("model_type")
     except (OSError, ValueError, AttributeError) as error:
@@ -221,9 +225,9 @@ def _closest_preset(registry: Any, kind: str, hf_config: Any) -> tuple[str, dict
     differ; the first whose meta-built module has the HF config's model type (and so the same classes)
     wins. Nothing but configs is read.
     """
-    from zoo.builder import build_component
-
     from transformers.utils import logging as hf_logging
+
+    from zoo.builder import build_component
 
     target = _arch_fields(hf_config)
     config_cls = type(hf_config)
@@ -306,8 +310,9 @@ def _dtype_name(value: Any) -> str | None:
 def to_hf_llava(model: nn.Module) -> nn.Module:
     """A transformers ``LlavaForConditionalGeneration`` computing the same function as ``model``.
 
-    The returned model shares parameter storage with ``model`` (no copy; except LoRA-adapted weights,
-    which are merged into new tensors). Use ``copy.deepcopy`` for an independent copy.
+    The returned model shares its parameters with ``model`` (the same ``nn.Parameter`` objects, no
+    copy; LoRA-adapted weights are merged into new tensors instead). Moving or casting one therefore
+    moves the other; use ``copy.deepcopy`` for an independent copy.
 
     Raises:
         ZooError: a part without a Llava layout (a timm / open_clip / DINOv2 tower, an interpolated
@@ -320,6 +325,8 @@ def to_hf_llava(model: nn.Module) -> nn.Module:
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 
     names = {kind: model.config.slot(kind).name for kind in ("vision", "projector", "lm")}
+    if any(p.device.type == "meta" for p in model.parameters()):
+        raise ZooError("the model lives on the meta device (built with meta=True); build it for real to export it")
     vision_model, strategy = _exportable_vision(model.vision, names["vision"])
     _check_projector(model.projector, names["projector"])
     causal_lm = _exportable_lm(model, names["lm"])
@@ -487,7 +494,10 @@ def _named_tensors(module: nn.Module, *, merge_lora: bool) -> dict[str, torch.Te
     from zoo.checkpoint import _is_lora_key, canonical_name
 
     tensors: dict[str, torch.Tensor] = {}
-    for name, tensor in [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]:
+    for name, tensor in [
+        *module.named_parameters(remove_duplicate=False),
+        *module.named_buffers(remove_duplicate=False),
+    ]:
         if not _is_lora_key(name):
             tensors[canonical_name(name)] = tensor
     if merge_lora:
@@ -534,7 +544,9 @@ def _attach(hf_module: nn.Module, tensors: Mapping[str, torch.Tensor], part: str
         value = tensors[name]
         expected = owner._parameters.get(leaf) if leaf in owner._parameters else owner._buffers.get(leaf)
         if expected is not None and tuple(expected.shape) != tuple(value.shape):
-            raise ZooError(f"the {part}: {name} has shape {tuple(value.shape)} in zoo and {tuple(expected.shape)} in Llava")
+            raise ZooError(
+                f"the {part}: {name} has shape {tuple(value.shape)} in zoo and {tuple(expected.shape)} in Llava"
+            )
         if leaf in owner._parameters:
             setattr(owner, leaf, value if isinstance(value, nn.Parameter) else nn.Parameter(value, requires_grad=False))
         else:

@@ -207,11 +207,11 @@ class MultiModal(nn.Module):
         return sequences
 
     # -- persistence ----------------------------------------------------------------------------
-    def save(self, directory: Any, *, include_referenced: bool = False) -> Any:
+    def save(self, directory: Any) -> Any:
         """Save as a self-describing zoo checkpoint directory (see :func:`zoo.checkpoint.save`)."""
         from zoo.checkpoint import save
 
-        return save(self, directory, include_referenced=include_referenced)
+        return save(self, directory)
 
     def save_hf_llava(self, directory: Any) -> Any:
         """Export to a transformers ``LlavaForConditionalGeneration`` directory (see :mod:`zoo.hf_llava`)."""

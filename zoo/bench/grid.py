@@ -6,8 +6,8 @@ listed with its reason instead of crashing the run midway::
 
     grid:
       vision: [tiny-clip, tiny-siglip]
-      projector: [mlp2x-gelu, {name: resampler, num_queries: 16}]
-      lm: [tiny-qwen2]
+      projector: [mlp2x-gelu, {name: resampler, num_queries: 16}]   # a name, or a name plus options
+      lm: [tiny-qwen2, {name: tiny-qwen2, label: qwen2-wide, arch: {hidden_size: 128}}]
       image_size: [32]          # optional: overrides each tower's input size
       batch_size: [1, 4]
       dtype: [float32]
@@ -19,6 +19,7 @@ listed with its reason instead of crashing the run midway::
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -121,10 +122,12 @@ class Combination:
 
     def model_dict(self, plugins: Sequence[str] = ()) -> dict[str, Any]:
         """The composition as a model YAML mapping (what ``zoo build`` would read)."""
-        vision = dict(self.vision)
+        vision = {"name": self.vision["name"], **_options(self.vision)}
         if self.image_size is not None:
             vision["image_size"] = self.image_size
-        model = {"vision": vision, "projector": dict(self.projector), "lm": dict(self.lm), "dtype": self.dtype}
+        model: dict[str, Any] = {"vision": vision, "dtype": self.dtype}
+        for kind in ("projector", "lm"):
+            model[kind] = {"name": getattr(self, kind)["name"], **_options(getattr(self, kind))}
         return {"model": model, "plugins": list(plugins)}
 
 
@@ -240,6 +243,8 @@ def _slot_entries(value: Any, kind: str, source: str) -> list[dict[str, Any]]:
             item = {"name": item}
         if not isinstance(item, Mapping) or not isinstance(item.get("name"), str) or not item["name"]:
             raise ConfigError(f"{source}: {where} = {item!r}: expected a name or a mapping with a 'name' key")
+        if "label" in item and not isinstance(item["label"], str):
+            raise ConfigError(f"{source}: {where}.label = {item['label']!r}: expected a string (the name shown)")
         for forbidden in _SLOT_FORBIDDEN:
             if forbidden in item:
                 raise ConfigError(
@@ -260,7 +265,7 @@ def _check_names(slots: Mapping[str, Sequence[dict[str, Any]]], plugins: tuple[s
         for index, entry in enumerate(slots[kind]):
             where = f"grid.{kind}[{index}]"
             spec, implied = registry.resolve(kind, entry["name"], key=f"{source}: {where}.name")
-            options = {k: v for k, v in entry.items() if k != "name"}
+            options = _options(entry)
             component_config(spec, options, implied=implied, key=where, source=source)
 
 
@@ -314,18 +319,29 @@ def plan_grid(spec: BenchSpec) -> tuple[list[Case], list[Skipped]]:
     from zoo.builder import plan
 
     cases, skipped = [], []
-    for combination in expand(spec):
+    combinations = expand(spec)
+    with contextlib.suppress(ZooError):  # the first plan pays one-time imports; keep them out of plan_s
+        plan(parse_model_config(combinations[0].model_dict(spec.plugins)))
+    for combination in combinations:
         source = f"{spec.source} [{combination.label}]"
         try:
             config = parse_model_config(combination.model_dict(spec.plugins), source=source)
             cases.append(Case(combination, config, plan(config)))
         except ZooError as error:
-            skipped.append(Skipped(combination, str(error), type(error).__name__))
+            reason = str(error).removeprefix(f"{source}: ")  # the row names the combination already
+            skipped.append(Skipped(combination, reason, type(error).__name__))
     return cases, skipped
 
 
+def _options(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A slot entry's component options (everything but ``name`` and the display ``label``)."""
+    return {k: v for k, v in entry.items() if k not in ("name", "label")}
+
+
 def _entry_label(entry: Mapping[str, Any]) -> str:
-    options = {k: v for k, v in entry.items() if k != "name"}
+    if "label" in entry:
+        return str(entry["label"])
+    options = _options(entry)
     if not options:
         return str(entry["name"])
     inner = ",".join(f"{k}={v}" for k, v in sorted(options.items()) if not isinstance(v, Mapping))

@@ -37,24 +37,36 @@ __all__ = [
 
 @dataclass(frozen=True)
 class Stats:
-    """Median and inter-quartile range of a list of timings, in milliseconds."""
+    """Median, quartiles and inter-quartile range of a list of timings, in milliseconds."""
 
     median_ms: float
-    iqr_ms: float
+    q1_ms: float
+    q3_ms: float
     n: int
 
+    @property
+    def iqr_ms(self) -> float:
+        """Third minus first quartile."""
+        return self.q3_ms - self.q1_ms
+
     def to_dict(self, prefix: str) -> dict[str, float]:
-        """``{prefix}_ms_median`` and ``{prefix}_ms_iqr`` for a flat result row."""
-        return {f"{prefix}_ms_median": round(self.median_ms, 4), f"{prefix}_ms_iqr": round(self.iqr_ms, 4)}
+        """``{prefix}_ms_median``, ``_iqr``, ``_q1`` and ``_q3`` for a flat result row."""
+        return {
+            f"{prefix}_ms_median": round(self.median_ms, 4),
+            f"{prefix}_ms_iqr": round(self.iqr_ms, 4),
+            f"{prefix}_ms_q1": round(self.q1_ms, 4),
+            f"{prefix}_ms_q3": round(self.q3_ms, 4),
+        }
 
 
 def stats(seconds: list[float]) -> Stats:
-    """Median and IQR of ``seconds`` (reported in milliseconds); IQR 0 for fewer than two values."""
+    """Median and quartiles of ``seconds`` (reported in milliseconds); IQR 0 for fewer than two values."""
     ms = [s * 1e3 for s in seconds]
     if len(ms) < 2:
-        return Stats(ms[0] if ms else float("nan"), 0.0, len(ms))
-    q1, _, q3 = statistics.quantiles(ms, n=4, method="inclusive")
-    return Stats(statistics.median(ms), q3 - q1, len(ms))
+        value = ms[0] if ms else float("nan")
+        return Stats(value, value, value, len(ms))
+    q1, median, q3 = statistics.quantiles(ms, n=4, method="inclusive")
+    return Stats(median, q1, q3, len(ms))
 
 
 def synchronize(device: torch.device | str) -> None:

@@ -128,13 +128,13 @@ def write_csv(run: BenchRun, path: str | Path) -> Path:
     return path
 
 
-def _bar_chart(ax, labels: list[str], series: dict[str, list[float]], errors: dict[str, list[float]] | None = None):
+def _bar_chart(ax, labels: list[str], series: dict[str, list[float]], errors: dict[str, Any] | None = None):
     count = max(1, len(series))
     height = 0.8 / count
     for index, (name, values) in enumerate(series.items()):
         positions = [i + (index - (count - 1) / 2) * height for i in range(len(labels))]
         xerr = errors.get(name) if errors else None
-        ax.barh(positions, values, height=height, xerr=xerr, label=name, capsize=2)
+        ax.barh(positions, values, height=height, xerr=xerr, label=name, capsize=2, error_kw={"elinewidth": 0.8})
     ax.set_yticks(range(len(labels)))
     ax.set_yticklabels(labels, fontsize=7)
     ax.invert_yaxis()
@@ -178,9 +178,15 @@ def plot(run: BenchRun, out: str | Path) -> list[Path]:
 
     plt, fig, axes = _figure(len(rows))
     series = {c: [r[f"{c}_ms_median"] for r in rows] for c in LATENCY_CALLS}
-    errors = {c: [r[f"{c}_ms_iqr"] / 2 for r in rows] for c in LATENCY_CALLS}
+    errors = {  # whiskers from the first to the third quartile
+        c: [[max(0.0, r[f"{c}_ms_median"] - r[f"{c}_ms_q1"]) for r in rows],
+            [max(0.0, r[f"{c}_ms_q3"] - r[f"{c}_ms_median"]) for r in rows]]
+        for c in LATENCY_CALLS
+    }  # fmt: skip
     _bar_chart(axes[0][0], labels, series, errors)
-    axes[0][0].set_xlabel("milliseconds (median; bars: IQR)")
+    if rows and min(min(v) for v in series.values()) > 0:
+        axes[0][0].set_xscale("log")
+    axes[0][0].set_xlabel("milliseconds (median; whiskers: first to third quartile)")
     save(fig, plt, "latency.png", "latency per combination")
 
     plt, fig, axes = _figure(len(rows))

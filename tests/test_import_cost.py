@@ -1,0 +1,106 @@
+"""Import cost: registering and listing built-in components imports no model library, so ``zoo list`` is instant.
+
+Each check runs in a fresh interpreter (this test process has torch loaded already) and reports which of
+torch / transformers / timm / open_clip got imported, and by which plugin module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from zoo.plugin_manager import BUILTIN_PLUGINS
+
+REPO = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "transformers", "timm", "open_clip")
+
+# Built-in plugin modules that import and register without any of HEAVY; their factories import the
+# model code on first call. Add "zoo_plugins.timm_towers" and "zoo_plugins.open_clip_towers" here once
+# they import their libraries lazily too (then the listing test below covers every built-in).
+TORCH_FREE_PLUGINS = (
+    "zoo_plugins.clip",
+    "zoo_plugins.siglip",
+    "zoo_plugins.dinov2",
+    "zoo_plugins.projectors",
+    "zoo_plugins.qwen",
+    "zoo_plugins.minicpm",
+    "zoo_plugins.llama",
+    "zoo_plugins.hf_causal_lm",
+)
+# modules whose public names partly resolve lazily (module ``__getattr__``)
+LAZY_EXPORTERS = (*TORCH_FREE_PLUGINS, "zoo_plugins._hf_lm")
+
+
+def _run(code: str, **env: str) -> dict:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ZOO_")}
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, env={**environ, **env}, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_plugin_modules_import_no_model_library():
+    code = f"""
+import importlib, json, sys
+heavy = {HEAVY!r}
+for name in {TORCH_FREE_PLUGINS!r}:
+    importlib.import_module(name)
+    loaded = sorted(m for m in heavy if m in sys.modules)
+    if loaded:
+        print(json.dumps({{"culprit": name, "loaded": loaded}}))
+        break
+else:
+    print(json.dumps({{"culprit": None, "loaded": []}}))
+"""
+    report = _run(code)
+    assert report == {"culprit": None, "loaded": []}, f"{report['culprit']} imports {report['loaded']} at import time"
+
+
+def test_registering_and_listing_imports_no_model_library():
+    blocked = [name for name in BUILTIN_PLUGINS if name not in TORCH_FREE_PLUGINS]
+    blocked += [ep.name for ep in importlib.metadata.entry_points(group="zoo")]  # third-party plugins: not ours
+    code = f"""
+import json, sys
+from zoo.registry import get_registry
+registry = get_registry()
+specs = registry.list()
+print(json.dumps({{
+    "loaded": sorted(m for m in {HEAVY!r} if m in sys.modules),
+    "plugins": sorted({{spec.plugin for spec in specs}}),
+    "failures": [f.error for f in registry.host.failures],
+    "kinds": sorted({{spec.kind for spec in specs}}),
+}}))
+"""
+    report = _run(code, ZOO_DISABLE_PLUGINS=",".join(blocked))
+    assert report["failures"] == []
+    assert report["plugins"] == sorted(TORCH_FREE_PLUGINS)  # every torch-free plugin registered something
+    assert report["kinds"] == ["lm", "projector", "vision"]
+    assert report["loaded"] == [], f"listing imported {report['loaded']}"
+
+
+@pytest.mark.parametrize("module_name", LAZY_EXPORTERS)
+def test_public_names_resolve_and_unknown_names_raise(module_name):
+    module = importlib.import_module(module_name)
+    missing = [name for name in module.__all__ if getattr(module, name, None) is None]
+    assert missing == []
+    assert set(module.__all__) <= set(dir(module))
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchName'"):
+        _ = module.NoSuchName
+
+
+def test_lazy_names_are_the_implementation_objects():
+    from zoo_plugins import _clip_tower, _hf_lm_build, _proj_attention, _proj_mlp, clip, projectors
+    from zoo_plugins import _hf_lm as hf_lm
+
+    assert clip.CLIPTower is _clip_tower.CLIPTower
+    assert projectors.sincos_2d is _proj_attention.sincos_2d
+    assert projectors.MlpProjector is _proj_mlp.MlpProjector
+    assert hf_lm.build_language_model is _hf_lm_build.build_language_model
