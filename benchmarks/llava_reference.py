@@ -44,12 +44,16 @@ def main() -> None:
             "machine": machine_line(run.machine["device"]),
             "grid": args.grid,
             "per_combination": {
-                r["id"]: {"forward_latency_ratio": r["forward_latency_ratio"],
-                          "generate_throughput_ratio": r["generate_throughput_ratio"],
-                          "zoo_forward_ms": r["forward_ms_median"], "hf_forward_ms": r["ref_forward_ms_median"],
-                          "zoo_tokens_per_s": r["tokens_per_s"], "hf_tokens_per_s": r["ref_tokens_per_s"]}
+                r["id"]: {
+                    "forward_latency_ratio": r["forward_latency_ratio"],
+                    "generate_throughput_ratio": r["generate_throughput_ratio"],
+                    "zoo_forward_ms": r["forward_ms_median"],
+                    "hf_forward_ms": r["ref_forward_ms_median"],
+                    "zoo_tokens_per_s": r["tokens_per_s"],
+                    "hf_tokens_per_s": r["ref_tokens_per_s"],
+                }
                 for r in rows
-            },  # fmt: skip
+            },
             "forward_latency_ratio_median": round(median(forward), 4),
             "generate_throughput_ratio_median": round(median(generate), 4),
             "goals": "forward_latency_ratio <= 1.0, generate_throughput_ratio >= 1.0",

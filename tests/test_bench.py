@@ -13,7 +13,7 @@ from zoo.bench import ComponentCache, build_models, expand, load_bench, parse_be
 from zoo.bench.measure import stats
 from zoo.bench.report import write_outputs
 from zoo.cli import main
-from zoo.errors import ConfigError, UnknownNameError
+from zoo.errors import CheckpointError, ConfigError, UnknownNameError
 from zoo.registry import get_registry
 from zoo.weights import building_on_meta
 
@@ -46,6 +46,16 @@ def test_grid_expands_and_lists_contract_failures_with_their_reason():
     identity = reasons["tiny-clip+identity+tiny-qwen2/float32"]
     assert "in_dim=32" in identity and "out_dim=64" in identity
     assert [c.plan.contract.image_tokens for c in cases] == [16, 4, 17]
+
+
+def test_entry_label_names_the_combination_and_is_not_a_component_option():
+    entry = {"name": "tiny-clip", "label": "clip-all", "select": "all"}
+    spec = parse_bench(_grid(vision=[entry], projector=["linear"], lm=["tiny-qwen2"]))
+    (combo,) = expand(spec)
+    assert combo.label == "clip-all+linear+tiny-qwen2/float32"
+    assert combo.model_dict()["model"]["vision"] == {"name": "tiny-clip", "select": "all"}
+    (case,), _ = plan_grid(spec)
+    assert case.plan.contract.image_tokens == 17
 
 
 @pytest.mark.parametrize(
@@ -138,6 +148,27 @@ def test_a_3x3x3_grid_builds_9_components_not_27(counting_specs):
     assert dict(cache.builds) == calls
     assert {kind: len(ids) for kind, ids in seen.items()} == {"vision": 3, "projector": 3, "lm": 3}
     assert not cache.modules  # each component was released after its last combination
+
+
+def test_a_combination_that_fails_to_build_is_reported_and_the_grid_goes_on():
+    registry = get_registry()
+    real = registry.get("lm", "tiny-qwen2")
+
+    def broken(config):
+        if not building_on_meta():
+            raise CheckpointError("model.lm.checkpoint = '/gone': no such directory")
+        return real.factory(config)
+
+    registry.add(dataclasses.replace(real, name="broken-lm", factory=broken, plugin=""), plugin="test_bench")
+    try:
+        spec = parse_bench({**_grid(vision=["tiny-clip"], projector=["linear"], lm=["broken-lm", "tiny-qwen2"]),
+                            "reference": False, "repeats": 1})  # fmt: skip
+        run = run_bench(spec, device="cpu", progress=False)
+    finally:
+        registry.remove("lm", "broken-lm")
+    failed, ok = run.results
+    assert failed["status"] == "failed" and "'/gone': no such directory" in failed["reason"]
+    assert ok["status"] == "ok" and ok["lm"] == "tiny-qwen2" and ok["reference_skipped"] == "reference disabled"
 
 
 def test_tiny_bench_run_writes_every_output(tmp_path):

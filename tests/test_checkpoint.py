@@ -109,6 +109,30 @@ def test_lora_model_round_trip_after_a_training_step(tmp_path):
     assert any("lora_A" in n for n in trainable) and any(n.startswith("projector.") for n in trainable)
 
 
+def test_load_builds_each_component_once(tmp_path, tiny_model):
+    """The reference design built its LM twice at load; zoo builds on meta to plan, then once for real."""
+    from zoo.registry import get_registry
+    from zoo.weights import building_on_meta
+
+    directory = save(tiny_model, tmp_path / "ckpt")
+    registry = get_registry()
+    original = registry.get("lm", "tiny-qwen2")
+    calls = []
+
+    def counting(config):
+        calls.append("meta" if building_on_meta() else "real")
+        return original.factory(config)
+
+    registry.remove("lm", "tiny-qwen2")
+    registry.add(dataclasses.replace(original, factory=counting), plugin=original.plugin)
+    try:
+        load(directory)
+    finally:
+        registry.remove("lm", "tiny-qwen2")
+        registry.add(original, plugin=original.plugin)
+    assert calls == ["meta", "real"]
+
+
 def _lm_checkpoint(path: Path, vocab_size: int) -> Path:
     torch.manual_seed(3)
     lm = build_component("lm", "tiny-qwen2", {"arch": {"vocab_size": vocab_size}})

@@ -22,12 +22,13 @@ REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "timm", "open_clip")
 
 # Built-in plugin modules that import and register without any of HEAVY; their factories import the
-# model code on first call. Add "zoo_plugins.timm_towers" and "zoo_plugins.open_clip_towers" here once
-# they import their libraries lazily too (then the listing test below covers every built-in).
+# model code on first call.
 TORCH_FREE_PLUGINS = (
     "zoo_plugins.clip",
     "zoo_plugins.siglip",
     "zoo_plugins.dinov2",
+    "zoo_plugins.timm_towers",
+    "zoo_plugins.open_clip_towers",
     "zoo_plugins.projectors",
     "zoo_plugins.qwen",
     "zoo_plugins.minicpm",
@@ -97,10 +98,25 @@ def test_public_names_resolve_and_unknown_names_raise(module_name):
 
 
 def test_lazy_names_are_the_implementation_objects():
-    from zoo_plugins import _clip_tower, _hf_lm_build, _proj_attention, _proj_mlp, clip, projectors
+    from zoo_plugins import (
+        _clip_tower,
+        _hf_lm_build,
+        _open_clip_tower,
+        _proj_attention,
+        _proj_mlp,
+        _timm_tower,
+        clip,
+        open_clip_towers,
+        projectors,
+        timm_towers,
+    )
     from zoo_plugins import _hf_lm as hf_lm
 
     assert clip.CLIPTower is _clip_tower.CLIPTower
+    assert timm_towers.TimmVisionTower is _timm_tower.TimmVisionTower
+    assert timm_towers.load_strict is _timm_tower.load_strict
+    assert open_clip_towers.OpenClipVisionTower is _open_clip_tower.OpenClipVisionTower
+    assert open_clip_towers.open_clip_model_config is _open_clip_tower.open_clip_model_config
     assert projectors.sincos_2d is _proj_attention.sincos_2d
     assert projectors.MlpProjector is _proj_mlp.MlpProjector
     assert hf_lm.build_language_model is _hf_lm_build.build_language_model
