@@ -111,9 +111,13 @@ def test_generate_command_with_an_image_and_streaming(capsys, tmp_path):
     batch = processor(prompt, images=[Image.open(image)])
     expected = processor.decode(model.generate(**batch, max_new_tokens=4)[:, batch["input_ids"].shape[1] :])[0]
     assert out == expected + "\n"
-    code, out, err = run(capsys, "generate", "tiny-clip-mlp-qwen2", "--prompt", "hi", "--stream", "--max-new-tokens", "3")
+    code, out, err = run(
+        capsys, "generate", "tiny-clip-mlp-qwen2", "--prompt", "hi", "--stream", "--max-new-tokens", "3"
+    )
     assert code == 0, err
-    code, _, err = run(capsys, "generate", "tiny-clip-mlp-qwen2", "--prompt", "hi", "--image", str(tmp_path / "none.png"))
+    code, _, err = run(
+        capsys, "generate", "tiny-clip-mlp-qwen2", "--prompt", "hi", "--image", str(tmp_path / "none.png")
+    )
     assert code == 2 and "--image" in err and "none.png" in err
 
 

@@ -58,6 +58,8 @@ def test_composition_builds_and_runs(tower, projector, lm):
 
 def test_grid_covers_the_catalogue():
     assert {"tiny-clip", "tiny-siglip", "tiny-dinov2", "tiny-timm-vit", "tiny-open-clip"} <= set(TOWERS)
-    assert {"identity", "linear", "mlp2x-gelu", "mlp3x-gelu", "resampler", "perceiver", "pixel-shuffle"} <= set(PROJECTORS)
+    assert {"identity", "linear", "mlp2x-gelu", "mlp3x-gelu", "resampler", "perceiver", "pixel-shuffle"} <= set(
+        PROJECTORS
+    )
     assert {"tiny-qwen2", "tiny-qwen3", "tiny-minicpm3", "tiny-llama"} <= set(LMS)
     assert zoo.list_components("lm", "tiny-*") == LMS

@@ -68,7 +68,13 @@ def test_pattern_display_names_do_not_build_and_names_win_over_contradicting_opt
     from zoo.builder import build_component
     from zoo.errors import ConfigError
 
-    with pytest.raises(UnknownNameError, match=r"'mlp<N>x-gelu' is not a registered projector; did you mean 'mlp2x-gelu'.*names of the form mlp<N>x-gelu work too"):
+    with pytest.raises(
+        UnknownNameError,
+        match=r"'mlp<N>x-gelu' is not a registered projector; did you mean 'mlp2x-gelu'.*names of the form mlp<N>x-gelu work too",
+    ):
         build_component("projector", "mlp<N>x-gelu", in_dim=8, out_dim=8)
-    with pytest.raises(ConfigError, match=r"model\.projector\.depth = 4 contradicts the name model\.projector\.name, which implies depth = 3"):
+    with pytest.raises(
+        ConfigError,
+        match=r"model\.projector\.depth = 4 contradicts the name model\.projector\.name, which implies depth = 3",
+    ):
         build_component("projector", "mlp3x-gelu", {"depth": 4}, in_dim=8, out_dim=8)

@@ -53,7 +53,9 @@ def test_lora_step_changes_only_adapters_and_projector():
 
 def test_unknown_lora_target_is_a_clear_error():
     config = {"model": {**LORA["model"], "lm": {"name": "tiny-qwen2", "train": "lora", "lora": {"targets": ["qkv"]}}}}
-    with pytest.raises(ConfigError, match=r"model\.lm\.lora\.targets = \['qkv'\]: \['qkv'\] are not modules of 'tiny-qwen2'"):
+    with pytest.raises(
+        ConfigError, match=r"model\.lm\.lora\.targets = \['qkv'\]: \['qkv'\] are not modules of 'tiny-qwen2'"
+    ):
         zoo.build(config)
 
 
