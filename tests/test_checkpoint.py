@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import zoo
+import zoo.atomic
 from zoo.builder import build_component
 from zoo.checkpoint import MANIFEST, canonical_state, load, read_manifest, save
 from zoo.errors import CheckpointError
@@ -224,7 +225,7 @@ def test_a_failed_save_changes_nothing(tmp_path, tiny_model, monkeypatch):
 def test_rename_aside_swap_without_renameat2(tmp_path, tiny_model, monkeypatch):
     target = tmp_path / "ckpt"
     save(tiny_model, target)
-    monkeypatch.setattr(zoo.checkpoint, "_exchange", lambda a, b: False)  # e.g. not Linux
+    monkeypatch.setattr(zoo.atomic, "_exchange", lambda a, b: False)  # e.g. not Linux
     torch.manual_seed(5)
     other = zoo.build("tiny-clip-mlp-qwen2").eval()
     save(other, target)

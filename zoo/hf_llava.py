@@ -365,7 +365,7 @@ def save_hf_llava(model: nn.Module, directory: str | os.PathLike) -> Path:
     Example:
         >>> zoo.hf_llava.save_hf_llava(zoo.build("tiny-clip-mlp-qwen2"), "out/llava-tiny")
     """
-    from zoo.checkpoint import atomic_directory
+    from zoo.atomic import atomic_directory
 
     hf = to_hf_llava(model)
     target = Path(directory)
