@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,8 +14,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_wheel_installs_and_works_outside_the_repo(tmp_path):
     wheels = tmp_path / "wheels"
+    source = tmp_path / "src"  # build from a copy: setuptools writes build/ next to the sources
+    shutil.copytree(
+        REPO, source, ignore=shutil.ignore_patterns(".git", ".venv*", "build", "bench-out", "*.egg-info", "__pycache__")
+    )
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)],
         check=True, capture_output=True, timeout=300,
     )  # fmt: skip
     (wheel,) = wheels.glob("zoo_vlm-*.whl")
