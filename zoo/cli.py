@@ -129,8 +129,11 @@ def _target(args: argparse.Namespace) -> Any:
             raise ZooError("the inline form needs all three of --vision, --projector and --lm")
         if args.target:
             raise ZooError(f"give either CONFIG_OR_NAME ({args.target!r}) or --vision/--projector/--lm, not both")
-        return {"model": {"vision": args.vision, "projector": args.projector, "lm": args.lm,
+        from zoo.config import parse_model_config
+
+        data = {"model": {"vision": args.vision, "projector": args.projector, "lm": args.lm,
                           "dtype": args.dtype or "float32"}}  # fmt: skip
+        return parse_model_config(data, source="command line")
     if not args.target:
         raise ZooError("give a config file or a composition name (see 'zoo list model'), or --vision/--projector/--lm")
     return args.target
