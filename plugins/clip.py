@@ -7,18 +7,15 @@ A ``checkpoint`` directory may hold a ``CLIPVisionModel`` or a full ``CLIPModel`
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import zoo
-from zoo.specs import VisionTowerConfig, VisionTowerSpec
+from zoo.specs import VisionTowerSpec
 
-from ._lazy import lazy_attribute
+from ._lazy import hf_tower_factory, lazy_attribute
 
 if TYPE_CHECKING:  # annotations, and the names _LAZY resolves at run time (for type checkers)
-    from zoo.interfaces import VisionTower
-
     from ._clip_tower import CLIPTower
 
 __all__ = ["PRESETS", "CLIPTower", "zoo_register_vision_towers"]
@@ -65,14 +62,6 @@ PRESETS: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
-def _build(arch: dict[str, Any], config: VisionTowerConfig) -> VisionTower:
-    """Factory of every CLIP preset; torch and transformers are imported here, on the first build."""
-    from ._clip_tower import CLIPTower
-    from ._hf_vision import build_tower
-
-    return build_tower(CLIPTower, arch, config)
-
-
 @zoo.hookimpl
 def zoo_register_vision_towers(register: Callable[[VisionTowerSpec], None]) -> None:
     """Register the CLIP presets."""
@@ -80,7 +69,7 @@ def zoo_register_vision_towers(register: Callable[[VisionTowerSpec], None]) -> N
         register(
             VisionTowerSpec(
                 name=name,
-                factory=functools.partial(_build, dict(arch)),
+                factory=hf_tower_factory("._clip_tower", "CLIPTower", arch),
                 defaults={"arch": arch},
                 description=description,
                 source="transformers",

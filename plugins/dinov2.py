@@ -8,18 +8,15 @@ resolution of 224 px (256 patches), like its preprocessor (resize 256, centre-cr
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import zoo
-from zoo.specs import VisionTowerConfig, VisionTowerSpec
+from zoo.specs import VisionTowerSpec
 
-from ._lazy import lazy_attribute
+from ._lazy import hf_tower_factory, lazy_attribute
 
 if TYPE_CHECKING:  # annotations, and the names _LAZY resolves at run time (for type checkers)
-    from zoo.interfaces import VisionTower
-
     from ._dinov2_tower import Dinov2Tower
 
 __all__ = ["PRESETS", "Dinov2Tower", "zoo_register_vision_towers"]
@@ -71,14 +68,6 @@ PRESETS: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
-def _build(arch: dict[str, Any], config: VisionTowerConfig) -> VisionTower:
-    """Factory of every DINOv2 preset; torch and transformers are imported here, on the first build."""
-    from ._dinov2_tower import Dinov2Tower
-    from ._hf_vision import build_tower
-
-    return build_tower(Dinov2Tower, arch, config)
-
-
 @zoo.hookimpl
 def zoo_register_vision_towers(register: Callable[[VisionTowerSpec], None]) -> None:
     """Register the DINOv2 presets."""
@@ -86,7 +75,7 @@ def zoo_register_vision_towers(register: Callable[[VisionTowerSpec], None]) -> N
         register(
             VisionTowerSpec(
                 name=name,
-                factory=functools.partial(_build, dict(defaults["arch"])),
+                factory=hf_tower_factory("._dinov2_tower", "Dinov2Tower", defaults["arch"]),
                 defaults=defaults,
                 description=description,
                 source="transformers",

@@ -12,18 +12,15 @@ A ``checkpoint`` directory may hold a ``SiglipVisionModel`` or a full ``SiglipMo
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import zoo
-from zoo.specs import VisionTowerConfig, VisionTowerSpec
+from zoo.specs import VisionTowerSpec
 
-from ._lazy import lazy_attribute
+from ._lazy import hf_tower_factory, lazy_attribute
 
 if TYPE_CHECKING:  # annotations, and the names _LAZY resolves at run time (for type checkers)
-    from zoo.interfaces import VisionTower
-
     from ._siglip_tower import SiglipTower
 
 __all__ = ["PRESETS", "SiglipTower", "zoo_register_vision_towers"]
@@ -74,14 +71,6 @@ PRESETS: dict[str, tuple[dict[str, Any], str]] = {
 }
 
 
-def _build(arch: dict[str, Any], config: VisionTowerConfig) -> VisionTower:
-    """Factory of every SigLIP preset; torch and transformers are imported here, on the first build."""
-    from ._hf_vision import build_tower
-    from ._siglip_tower import SiglipTower
-
-    return build_tower(SiglipTower, arch, config)
-
-
 @zoo.hookimpl
 def zoo_register_vision_towers(register: Callable[[VisionTowerSpec], None]) -> None:
     """Register the SigLIP and SigLIP2 (fixed-resolution) presets."""
@@ -89,7 +78,7 @@ def zoo_register_vision_towers(register: Callable[[VisionTowerSpec], None]) -> N
         register(
             VisionTowerSpec(
                 name=name,
-                factory=functools.partial(_build, dict(arch)),
+                factory=hf_tower_factory("._siglip_tower", "SiglipTower", arch),
                 defaults={"arch": arch},
                 description=description,
                 source="transformers",
