@@ -128,6 +128,18 @@ def write_csv(run: BenchRun, path: str | Path) -> Path:
     return path
 
 
+def _stacked_chart(ax, labels: list[str], series: dict[str, list[float]]) -> None:
+    left = [0.0] * len(labels)
+    for name, values in series.items():
+        ax.barh(range(len(labels)), values, left=left, height=0.7, label=name)
+        left = [a + b for a, b in zip(left, values)]
+    ax.set_yticks(range(len(labels)))
+    ax.set_yticklabels(labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.legend(fontsize=7)
+    ax.grid(axis="x", alpha=0.3)
+
+
 def _bar_chart(ax, labels: list[str], series: dict[str, list[float]], errors: dict[str, Any] | None = None):
     count = max(1, len(series))
     height = 0.8 / count
@@ -168,10 +180,10 @@ def plot(run: BenchRun, out: str | Path) -> list[Path]:
 
     if run.meta:
         plt, fig, axes = _figure(len(rows), 2)
-        series = {k: [r[f"params_{k}"] / 1e6 for r in rows] for k in ("vision", "projector", "lm")}
-        _bar_chart(axes[0][0], labels, series)
+        kinds = ("vision", "projector", "lm")
+        _stacked_chart(axes[0][0], labels, {k: [r[f"params_{k}"] / 1e6 for r in rows] for k in kinds})
         axes[0][0].set_xlabel("parameters (M)")
-        _bar_chart(axes[0][1], labels, {"forward": [r["flops_per_sample"] / 1e9 for r in rows]})
+        _stacked_chart(axes[0][1], labels, {k: [r[f"flops_{k}"] / 1e9 for r in rows] for k in kinds})
         axes[0][1].set_xlabel("GFLOP per sample (one forward)")
         save(fig, plt, "params_flops.png", "zoo bench --meta: sizes and FLOPs")
         return written

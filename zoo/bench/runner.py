@@ -232,7 +232,7 @@ def _skipped_row(skip: Skipped, spec: BenchSpec) -> dict[str, Any]:
 
 
 def _measure_batch(
-    model: nn.Module, ref: nn.Module | None, case: Case, batch_size: int, spec: BenchSpec, device: torch.device
+    model: nn.Module, ref: nn.Module | None, batch_size: int, spec: BenchSpec, device: torch.device
 ) -> dict[str, Any]:
     new_tokens = spec.max_new_tokens
     inputs = make_inputs(model, batch_size, spec.prompt_len)
@@ -326,7 +326,7 @@ def _measure_case(case, model, info, spec, device, use_reference, run, bar) -> l
         peak = run.matmul_peak_flops[case.config.dtype]
         for batch_size in spec.batch_sizes:
             row = {**_base_row(case, batch_size, spec), **common}
-            row.update(_measure_batch(model, ref, case, batch_size, spec, device))
+            row.update(_measure_batch(model, ref, batch_size, spec, device))
             achieved = row["flops_per_sample"] * batch_size / (row["forward_ms_median"] / 1e3)
             row["achieved_flops_per_s"] = round(achieved, 1)
             row["matmul_peak_flops_per_s"] = round(peak, 1)
