@@ -120,3 +120,18 @@ def test_lazy_names_are_the_implementation_objects():
     assert projectors.sincos_2d is _proj_attention.sincos_2d
     assert projectors.MlpProjector is _proj_mlp.MlpProjector
     assert hf_lm.build_language_model is _hf_lm_build.build_language_model
+
+
+def test_zoo_list_imports_no_model_library():
+    """``zoo list`` (the CLI parser included, with every subcommand) answers without importing torch."""
+    script = (
+        "import contextlib, io, sys\n"
+        "import zoo.cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        "    assert zoo.cli.main(['list']) == 0\n"
+        "assert 'tiny-clip' in out.getvalue()\n"
+        "heavy = sorted({'torch', 'transformers', 'timm', 'open_clip', 'peft'} & set(sys.modules))\n"
+        "assert not heavy, heavy\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr

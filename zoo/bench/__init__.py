@@ -8,10 +8,23 @@ Example:
 
 from __future__ import annotations
 
-from zoo.bench.cache import ComponentCache
-from zoo.bench.grid import BenchSpec, Combination, expand, load_bench, parse_bench, plan_grid
-from zoo.bench.report import format_table, write_outputs
-from zoo.bench.runner import BenchRun, build_models, run_bench
+import importlib
+from typing import Any
+
+_LAZY = {
+    "ComponentCache": "zoo.bench.cache",
+    "BenchSpec": "zoo.bench.grid",
+    "Combination": "zoo.bench.grid",
+    "expand": "zoo.bench.grid",
+    "load_bench": "zoo.bench.grid",
+    "parse_bench": "zoo.bench.grid",
+    "plan_grid": "zoo.bench.grid",
+    "format_table": "zoo.bench.report",
+    "write_outputs": "zoo.bench.report",
+    "BenchRun": "zoo.bench.runner",
+    "build_models": "zoo.bench.runner",
+    "run_bench": "zoo.bench.runner",
+}
 
 __all__ = [
     "BenchRun",
@@ -27,3 +40,10 @@ __all__ = [
     "run_bench",
     "write_outputs",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # lazy, so that `zoo list` (whose parser imports zoo.bench.command) never imports torch
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'zoo.bench' has no attribute {name!r}")
