@@ -319,3 +319,25 @@ def test_canonical_state_keeps_tied_weights_once(tiny_model):
     assert inner.get_input_embeddings().weight is inner.get_output_embeddings().weight  # tiny-qwen2 ties them
     state = canonical_state(tiny_model.lm)
     assert "model.model.embed_tokens.weight" in state and "model.lm_head.weight" not in state
+
+
+def test_fully_saved_components_load_without_random_init(tmp_path, monkeypatch):
+    """Components whose every weight is in the checkpoint are built with parameters on meta and the
+    saved tensors become the parameters: no random init is allocated and then overwritten."""
+    torch.manual_seed(0)
+    model = zoo.build({"model": {"vision": "tiny-clip", "projector": "mlp2x-gelu", "lm": "tiny-qwen2"}}).eval()
+    save(model, tmp_path / "ckpt")
+    inits = []
+    original = torch.nn.Linear.reset_parameters
+    monkeypatch.setattr(
+        torch.nn.Linear, "reset_parameters", lambda self: inits.append(self.weight.device.type) or original(self)
+    )
+    loaded = load(tmp_path / "ckpt")
+    assert inits and set(inits) == {"meta"}  # every Linear was initialised on meta only
+    assert all(p.device.type == "cpu" for p in loaded.parameters())
+    lm = loaded.lm.model
+    assert lm.config.tie_word_embeddings and lm.lm_head.weight is lm.model.embed_tokens.weight  # tie kept
+    assert [p.requires_grad for p in loaded.projector.parameters()] == [True] * 4
+    assert not any(p.requires_grad for p in loaded.vision.parameters())
+    inputs = _inputs(model)
+    assert torch.equal(_logits(loaded, inputs), _logits(model, inputs))

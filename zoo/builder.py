@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,8 +77,10 @@ def _coerce_implied(cls: type, name: str, value: Any) -> Any:
     return value
 
 
-def _call_factory(spec: ComponentSpec, config: Any, key: str, source: str, meta: bool) -> nn.Module:
-    device = torch.device("meta") if meta else contextlib.nullcontext()
+def _call_factory(
+    spec: ComponentSpec, config: Any, key: str, source: str, meta: bool, empty: bool = False
+) -> nn.Module:
+    device = torch.device("meta") if meta else _empty_parameters() if empty else contextlib.nullcontext()
     try:
         with device:
             module = spec.factory(config)
@@ -94,6 +96,25 @@ def _call_factory(spec: ComponentSpec, config: Any, key: str, source: str, meta:
         ) from error
     dtype = getattr(config, "dtype", None)
     return module.to(getattr(torch, dtype)) if dtype else module
+
+
+@contextlib.contextmanager
+def _empty_parameters() -> Iterator[None]:
+    """Parameters go to ``meta`` as they are registered, buffers stay real: for weights that the caller
+    assigns right after. A parameter already on ``meta`` is kept as it is, so ties (an output layer given
+    the input embedding's parameter) survive."""
+    register = nn.Module.register_parameter
+
+    def register_on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        if param is not None and param.device.type != "meta":
+            param = type(param)(param.to("meta"), requires_grad=param.requires_grad)
+        register(module, name, param)
+
+    nn.Module.register_parameter = register_on_meta  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register  # type: ignore[method-assign]
 
 
 def build_component(
@@ -179,6 +200,7 @@ def build(
     device: str | torch.device | None = None,
     plugins: Sequence[str] = (),
     prebuilt: Mapping[str, nn.Module] | None = None,
+    empty_weights: Collection[str] = (),
 ):
     """Build a ``MultiModal`` from a YAML path, a registered composition name, a mapping or a plan.
 
@@ -188,6 +210,8 @@ def build(
         device: where to put the real model (default CPU).
         plugins: extra plugin modules or ``.py`` files to load first.
         prebuilt: already-built components by slot (the bench reuses them across a grid).
+        empty_weights: slots to build with parameters on ``meta`` (no random init): the caller assigns
+            every parameter afterwards (``zoo.load`` does, from a checkpoint that saved them all).
 
     Example:
         >>> model = build("tiny-clip-mlp-qwen2")
@@ -205,7 +229,9 @@ def build(
         modules = dict(prebuilt or {})
         for kind in ("vision", "lm", "projector"):
             if kind not in modules:
-                modules[kind] = _call_factory(checked.specs[kind], checked.configs[kind], f"model.{kind}", src, False)
+                modules[kind] = _call_factory(
+                    checked.specs[kind], checked.configs[kind], f"model.{kind}", src, False, kind in empty_weights
+                )
     model = MultiModal(
         modules["vision"],
         modules["projector"],

@@ -340,10 +340,12 @@ def load(directory: str | os.PathLike, device: str | torch.device | None = None)
     except ZooError as error:
         raise CheckpointError(f"{where}: the stored composition no longer builds: {error}") from error
     _check_plan(checked, manifest, where)
-    model = build(checked)  # the one real build
+    records = manifest["components"]
+    assignable = [kind for kind in SLOTS if _fully_saved(records[kind])]
+    model = build(checked, empty_weights=assignable)  # the one real build; no random init where all is saved
     _check_image_token(model, manifest, where)
     for kind in SLOTS:
-        _load_component(model, kind, manifest["components"][kind], path, where)
+        _load_component(model, kind, records[kind], path, where, assign=kind in assignable)
     model.eval()
     if device is not None:
         model.to(device)
@@ -446,7 +448,16 @@ def _check_image_token(model: nn.Module, manifest: Mapping[str, Any], where: str
         )
 
 
-def _load_component(model: nn.Module, kind: str, record: Mapping[str, Any], path: Path, where: str) -> None:
+def _fully_saved(record: Mapping[str, Any]) -> bool:
+    """Every parameter of this component is in the checkpoint: build it without random init."""
+    weights = record.get("weights") or {}
+    config = record.get("config") or {}
+    return weights.get("mode") == "saved" and not record.get("lora") and not config.get("checkpoint")
+
+
+def _load_component(
+    model: nn.Module, kind: str, record: Mapping[str, Any], path: Path, where: str, *, assign: bool = False
+) -> None:
     from zoo.weights import load_state_dict_file
 
     module = getattr(model, kind)
@@ -454,7 +465,7 @@ def _load_component(model: nn.Module, kind: str, record: Mapping[str, Any], path
     label = f"{where}: {kind} {record.get('name')!r}"
     if weights.get("mode") == "saved":
         tensors = load_state_dict_file(path / weights["file"], key=f"{kind} weights")
-        load_state_into(module, tensors, label)
+        load_state_into(module, tensors, label, assign=assign)
     elif weights.get("mode") != "referenced":
         raise CheckpointError(f"{label}: unknown weights mode {weights.get('mode')!r} in the manifest")
     rows = record.get("added_rows")
@@ -465,15 +476,18 @@ def _load_component(model: nn.Module, kind: str, record: Mapping[str, Any], path
         _load_adapter(module, path / adapter["dir"], adapter, label)
 
 
-def load_state_into(module: nn.Module, tensors: Mapping[str, torch.Tensor], label: str) -> None:
+def load_state_into(
+    module: nn.Module, tensors: Mapping[str, torch.Tensor], label: str, *, assign: bool = False
+) -> None:
     """Copy ``tensors`` (canonical names, see :func:`canonical_state`) into ``module``, strictly.
 
     A key of the module is satisfied by itself or by a tensor tied to it; any missing, unexpected or
-    mis-shaped key is a CheckpointError naming ``label`` and the keys.
+    mis-shaped key is a CheckpointError naming ``label`` and the keys. With ``assign`` the loaded tensors
+    become the parameters (the module was built with parameters on ``meta``), and ties are restored.
     """
     targets: dict[str, torch.Tensor] = {}
     groups: dict[tuple, list[str]] = {}
-    for name, tensor in module.state_dict().items():
+    for name, tensor in module.state_dict(keep_vars=True).items():
         if _is_lora_key(name):
             continue
         key = canonical_name(name)
@@ -493,9 +507,28 @@ def load_state_into(module: nn.Module, tensors: Mapping[str, torch.Tensor], labe
     ]
     if wrong:
         raise CheckpointError(f"{label}: tensors of the wrong shape: {_few(wrong)}")
+    if assign:
+        _assign_state(module, tensors, [members for members in groups.values()])
+        return
     with torch.no_grad():
         for name, value in tensors.items():
             targets[name].copy_(value)
+
+
+def _assign_state(module: nn.Module, tensors: Mapping[str, torch.Tensor], tied: list[list[str]]) -> None:
+    """Make the loaded tensors the module's parameters and buffers; members of a tie share one."""
+    state = {}
+    for members in tied:
+        source = next(tensors[m] for m in members if m in tensors)
+        state.update(dict.fromkeys(members, source))
+    module.load_state_dict(state, strict=True, assign=True)
+    for members in tied:
+        first = members[0]
+        if len(members) > 1 and first in dict(module.named_parameters()):
+            shared = module.get_parameter(first)
+            for other in members[1:]:
+                owner, _, attr = other.rpartition(".")
+                setattr(module.get_submodule(owner), attr, shared)
 
 
 def _load_added_rows(lm: nn.Module, file: Path, start: int, label: str) -> None:

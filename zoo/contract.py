@@ -66,7 +66,11 @@ def check_contract(vision: Any, projector: Any, lm: Any, names: dict[str, str], 
         raise ContractError(
             f"{source}: projector {p!r} (model.projector.name) cannot take the {tokens_in} tokens of vision "
             f"tower {v!r} ({rows}x{cols} patches{prefix}, model.vision.select = {vision.select!r}): {problem}; "
-            + ("set model.vision.select: patch, " if vision.select == "all" else "set another model.vision.image_size, ")
+            + (
+                "set model.vision.select: patch, "
+                if vision.select == "all"
+                else "set another model.vision.image_size, "
+            )
             + "or choose a projector without grid requirements"
         )
     image_tokens = projector.num_output_tokens(tokens_in)

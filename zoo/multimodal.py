@@ -52,7 +52,7 @@ class MultiModal(nn.Module):
         self.component_configs = dict(component_configs or {})
         self.image_token = config.image_token
         self.image_token_id: int | None = None
-        if lm.has_tokenizer and not _on_meta(lm):
+        if lm.has_tokenizer:  # on meta too: the embeddings grow there without allocating
             (self.image_token_id,) = lm.add_tokens([config.image_token])
 
     # -- contract -------------------------------------------------------------------------------
@@ -244,10 +244,6 @@ class MultiModal(nn.Module):
             "contract": self.contract.to_dict(),
             "dtype": self.config.dtype,
         }
-
-
-def _on_meta(module: nn.Module) -> bool:
-    return any(p.device.type == "meta" for p in module.parameters())
 
 
 def _param_dtype(module: nn.Module, fallback: torch.dtype) -> torch.dtype:
