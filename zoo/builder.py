@@ -14,7 +14,7 @@ import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -24,6 +24,10 @@ from zoo.contract import Contract, check_contract, check_declared_dims
 from zoo.errors import ConfigError, ZooError
 from zoo.registry import Registry, get_registry
 from zoo.specs import ComponentSpec
+
+if TYPE_CHECKING:
+    from zoo.interfaces import LanguageModel, Projector, VisionTower
+    from zoo.multimodal import MultiModal
 
 __all__ = ["BuildPlan", "build", "build_component", "component_config", "plan"]
 
@@ -110,7 +114,7 @@ def _empty_parameters() -> Iterator[None]:
             param = type(param)(param.to("meta"), requires_grad=param.requires_grad)
         register(module, name, param)
 
-    nn.Module.register_parameter = register_on_meta  # type: ignore[method-assign]
+    nn.Module.register_parameter = register_on_meta  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:
@@ -180,7 +184,7 @@ def plan(target: str | Path | Mapping[str, Any] | ModelConfig, *, plugins: Seque
             key=f"model.{kind}", source=src,
         )  # fmt: skip
         modules[kind] = _call_factory(specs[kind], configs[kind], f"model.{kind}", src, meta=True)
-    vision, lm = modules["vision"], modules["lm"]
+    vision, lm = cast("VisionTower", modules["vision"]), cast("LanguageModel", modules["lm"])
     declared = {k: config.projector.options.get(k) for k in ("in_dim", "out_dim")}
     check_declared_dims(declared, config.vision.name, vision.hidden_size, config.lm.name, lm.hidden_size, src)
     configs["projector"] = component_config(
@@ -201,7 +205,7 @@ def build(
     plugins: Sequence[str] = (),
     prebuilt: Mapping[str, nn.Module] | None = None,
     empty_weights: Collection[str] = (),
-):
+) -> MultiModal:
     """Build a ``MultiModal`` from a YAML path, a registered composition name, a mapping or a plan.
 
     Args:
@@ -233,9 +237,9 @@ def build(
                     checked.specs[kind], checked.configs[kind], f"model.{kind}", src, False, kind in empty_weights
                 )
     model = MultiModal(
-        modules["vision"],
-        modules["projector"],
-        modules["lm"],
+        cast("VisionTower", modules["vision"]),
+        cast("Projector", modules["projector"]),
+        cast("LanguageModel", modules["lm"]),
         config=checked.config,
         contract=checked.contract,
         component_configs=checked.configs,

@@ -49,13 +49,19 @@ import sys
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 
 from zoo.atomic import atomic_directory
 from zoo.errors import CheckpointError, PluginError, UnknownNameError, ZooError
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
+
+    from zoo.interfaces import LanguageModel
+    from zoo.multimodal import MultiModal
 
 __all__ = [
     "FORMAT",
@@ -80,7 +86,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
 
 # -- saving -----------------------------------------------------------------------------------------
-def save(model: nn.Module, directory: str | os.PathLike) -> Path:
+def save(model: MultiModal, directory: str | os.PathLike) -> Path:
     """Save ``model`` (a ``MultiModal``) as a self-describing checkpoint directory, atomically.
 
     Args:
@@ -128,7 +134,7 @@ def save(model: nn.Module, directory: str | os.PathLike) -> Path:
     return target
 
 
-def _save_component(model: nn.Module, kind: str, checked: Any, tmp: Path) -> dict[str, Any]:
+def _save_component(model: MultiModal, kind: str, checked: Any, tmp: Path) -> dict[str, Any]:
     module = getattr(model, kind)
     spec = checked.specs[kind]
     config = model.component_configs.get(kind, checked.configs[kind])
@@ -164,7 +170,7 @@ def _save_component(model: nn.Module, kind: str, checked: Any, tmp: Path) -> dic
     return record
 
 
-def _save_added_rows(lm: nn.Module, base_vocab: int, tmp: Path) -> dict[str, Any] | None:
+def _save_added_rows(lm: LanguageModel, base_vocab: int, tmp: Path) -> dict[str, Any] | None:
     """Embedding rows past the checkpoint's vocabulary (tokens zoo added), input and output side."""
     if lm.vocab_size <= base_vocab:
         return None
@@ -178,23 +184,23 @@ def _save_added_rows(lm: nn.Module, base_vocab: int, tmp: Path) -> dict[str, Any
     return {"file": file, "from": base_vocab, "to": lm.vocab_size}
 
 
-def _save_adapter(lm: nn.Module, tmp: Path) -> dict[str, Any]:
+def _save_adapter(lm: LanguageModel, tmp: Path) -> dict[str, Any]:
     from peft import PeftModel
 
     if not isinstance(lm.model, PeftModel):
         raise CheckpointError("the language model is configured with train: lora but holds no peft adapter")
     lm.model.save_pretrained(str(tmp / ADAPTER_DIR), safe_serialization=True, save_embedding_layers=False)
-    adapter = lm.model.peft_config["default"]
+    adapter = cast("LoraConfig", lm.model.peft_config["default"])  # zoo's adapters are LoRA (zoo.training)
     return {
         "dir": ADAPTER_DIR,
         "r": adapter.r,
         "alpha": adapter.lora_alpha,
         "dropout": adapter.lora_dropout,
-        "targets": sorted(adapter.target_modules),
+        "targets": sorted(cast("set[str]", adapter.target_modules)),  # peft keeps zoo's list as a set
     }
 
 
-def _save_tokenizer(model: nn.Module, tmp: Path) -> dict[str, Any]:
+def _save_tokenizer(model: MultiModal, tmp: Path) -> dict[str, Any]:
     if not model.lm.has_tokenizer:
         return {"saved": False}
     tokenizer = model.lm.tokenizer
@@ -303,7 +309,7 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def load(directory: str | os.PathLike, device: str | torch.device | None = None) -> nn.Module:
+def load(directory: str | os.PathLike, device: str | torch.device | None = None) -> MultiModal:
     """Load a checkpoint written by :func:`save`; the model comes back in eval mode.
 
     The composition is rebuilt through the registry from the manifest (plugins it names are loaded),
@@ -439,7 +445,7 @@ def _check_plan(checked: Any, manifest: Mapping[str, Any], where: str) -> None:
         )
 
 
-def _check_image_token(model: nn.Module, manifest: Mapping[str, Any], where: str) -> None:
+def _check_image_token(model: MultiModal, manifest: Mapping[str, Any], where: str) -> None:
     expected = manifest.get("image_token_id")
     if model.image_token_id != expected:
         raise CheckpointError(
@@ -456,7 +462,7 @@ def _fully_saved(record: Mapping[str, Any]) -> bool:
 
 
 def _load_component(
-    model: nn.Module, kind: str, record: Mapping[str, Any], path: Path, where: str, *, assign: bool = False
+    model: MultiModal, kind: str, record: Mapping[str, Any], path: Path, where: str, *, assign: bool = False
 ) -> None:
     from zoo.weights import load_state_dict_file
 
@@ -531,7 +537,7 @@ def _assign_state(module: nn.Module, tensors: Mapping[str, torch.Tensor], tied: 
                 setattr(module.get_submodule(owner), attr, shared)
 
 
-def _load_added_rows(lm: nn.Module, file: Path, start: int, label: str) -> None:
+def _load_added_rows(lm: LanguageModel, file: Path, start: int, label: str) -> None:
     from zoo.weights import load_state_dict_file
 
     rows = load_state_dict_file(file, key="lm added rows")
@@ -552,7 +558,7 @@ def _load_added_rows(lm: nn.Module, file: Path, start: int, label: str) -> None:
             layer.weight[start:].copy_(value)
 
 
-def _load_adapter(lm: nn.Module, directory: Path, record: Mapping[str, Any], label: str) -> None:
+def _load_adapter(lm: LanguageModel, directory: Path, record: Mapping[str, Any], label: str) -> None:
     from peft import PeftModel
     from peft.utils import get_peft_model_state_dict, set_peft_model_state_dict
 
@@ -560,9 +566,10 @@ def _load_adapter(lm: nn.Module, directory: Path, record: Mapping[str, Any], lab
 
     if not isinstance(lm.model, PeftModel):
         raise CheckpointError(f"{label}: the manifest has a LoRA adapter but the rebuilt LM is not trained with LoRA")
-    current = lm.model.peft_config["default"]
+    current = cast("LoraConfig", lm.model.peft_config["default"])  # zoo's adapters are LoRA (zoo.training)
     saved_config = _read_json(directory / "adapter_config.json", label)
-    expected = {"r": current.r, "lora_alpha": current.lora_alpha, "target_modules": sorted(current.target_modules)}
+    targets = cast("set[str]", current.target_modules)  # peft keeps zoo's list as a set
+    expected = {"r": current.r, "lora_alpha": current.lora_alpha, "target_modules": sorted(targets)}
     found = {
         "r": saved_config.get("r"),
         "lora_alpha": saved_config.get("lora_alpha"),

@@ -12,9 +12,12 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from zoo.errors import ZooError
+
+if TYPE_CHECKING:
+    from zoo.interfaces import LanguageModel, Projector, VisionTower
 
 __all__ = ["main"]
 
@@ -108,13 +111,13 @@ def cmd_show(args: argparse.Namespace) -> int:
         )
     kind, spec, _ = found[0]
     dims = {"in_dim": args.in_dim, "out_dim": args.out_dim} if kind == "projector" else {}
-    module = build_component(kind, args.name, meta=True, **dims)
+    module = cast("VisionTower | Projector | LanguageModel", build_component(kind, args.name, meta=True, **dims))
     contract = module.contract()
     data = {"kind": kind, "name": args.name, "source": spec.source, "plugin": spec.plugin,
             "description": spec.description, "params": sum(p.numel() for p in module.parameters()),
             "contract": contract}  # fmt: skip
     if kind == "projector":
-        data["contract"]["tokens_out_for_576"] = module.num_output_tokens(576)
+        data["contract"]["tokens_out_for_576"] = cast("Projector", module).num_output_tokens(576)
     text = "\n".join(
         [f"{args.name} ({kind}, {spec.source}, plugin {spec.plugin})", f"  {spec.description}",
          f"  params: {data['params']:,}"] + [f"  {k}: {v}" for k, v in contract.items()]
@@ -187,7 +190,7 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
 def _common_options(suppress: bool) -> argparse.ArgumentParser:
     """Options accepted before and after the command; after it they must not reset earlier values."""
     common = argparse.ArgumentParser(add_help=False)
-    default = {"default": argparse.SUPPRESS} if suppress else {}
+    default: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
     common.add_argument(
         "--plugin", action="append", metavar="MODULE_OR_FILE", help="extra plugin to load (repeatable)", **default
     )

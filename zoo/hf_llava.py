@@ -38,12 +38,18 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 from torch import nn
 
 from zoo.errors import CheckpointError, ZooError
+
+if TYPE_CHECKING:
+    from transformers import LlavaForConditionalGeneration, PreTrainedModel
+
+    from zoo.interfaces import Projector, VisionTower
+    from zoo.multimodal import MultiModal
 
 __all__ = ["from_hf_llava", "hf_llava_composition", "save_hf_llava", "to_hf_llava"]
 
@@ -297,7 +303,7 @@ def _image_token(path: Path, index: int, where: str) -> str:
             f"{where}: image_token_index = {index} is not a token of the tokenizer in {path} "
             f"({len(tokenizer)} tokens); save the processor with its image token into the directory"
         )
-    return token
+    return cast(str, token)  # one id in, one token out
 
 
 def _dtype_name(value: Any) -> str | None:
@@ -307,7 +313,7 @@ def _dtype_name(value: Any) -> str | None:
 
 
 # -- export -----------------------------------------------------------------------------------------
-def to_hf_llava(model: nn.Module) -> nn.Module:
+def to_hf_llava(model: MultiModal) -> LlavaForConditionalGeneration:
     """A transformers ``LlavaForConditionalGeneration`` computing the same function as ``model``.
 
     The returned model shares its parameters with ``model`` (the same ``nn.Parameter`` objects, no
@@ -333,7 +339,7 @@ def to_hf_llava(model: nn.Module) -> nn.Module:
     config = LlavaConfig(
         vision_config=copy.deepcopy(vision_model.config),
         text_config=copy.deepcopy(causal_lm.config),
-        image_token_index=int(model.image_token_id),
+        image_token_index=int(cast(int, model.image_token_id)),  # not None: _exportable_lm checked it
         image_seq_length=int(model.tokens_per_image),
         projector_hidden_act="gelu",
         vision_feature_select_strategy=strategy,
@@ -355,7 +361,7 @@ def to_hf_llava(model: nn.Module) -> nn.Module:
     return hf.train(model.training)
 
 
-def save_hf_llava(model: nn.Module, directory: str | os.PathLike) -> Path:
+def save_hf_llava(model: MultiModal, directory: str | os.PathLike) -> Path:
     """Write ``model`` as a transformers Llava directory: weights, config, tokenizer and processor.
 
     ``LlavaForConditionalGeneration.from_pretrained(directory)`` and ``LlavaProcessor.from_pretrained
@@ -386,15 +392,16 @@ def _is_hf_llava_dir(path: Path) -> bool:
         return False
 
 
-def _llava_processor(model: nn.Module, strategy: str) -> Any | None:
+def _llava_processor(model: MultiModal, strategy: str) -> Any | None:
     """A ``LlavaProcessor`` with the tower's image processor and the LM tokenizer (None if unavailable)."""
     import transformers
 
     tower = model.vision
     processor_class = getattr(tower, "processor_class", "")
-    if not model.lm.has_tokenizer or not processor_class or not hasattr(tower, "processor_kwargs"):
+    processor_kwargs = getattr(tower, "processor_kwargs", None)
+    if not model.lm.has_tokenizer or not processor_class or processor_kwargs is None:
         return None
-    image_processor = getattr(transformers, processor_class)(**tower.processor_kwargs(tower.image_size))
+    image_processor = getattr(transformers, processor_class)(**processor_kwargs(tower.image_size))
     tokenizer = model.lm.tokenizer
     return transformers.LlavaProcessor(
         image_processor=image_processor,
@@ -407,10 +414,10 @@ def _llava_processor(model: nn.Module, strategy: str) -> Any | None:
     )
 
 
-def _exportable_vision(tower: nn.Module, name: str) -> tuple[nn.Module, str]:
+def _exportable_vision(tower: VisionTower, name: str) -> tuple[PreTrainedModel, Literal["default", "full"]]:
     inner = getattr(tower, "model", None)
     model_type = getattr(getattr(inner, "config", None), "model_type", None)
-    if model_type not in _VISION_TYPES or type(inner).__name__ != _VISION_TYPES[model_type]:
+    if inner is None or model_type not in _VISION_TYPES or type(inner).__name__ != _VISION_TYPES[model_type]:
         raise ZooError(
             f"model.vision = {name!r} ({type(tower).__name__}, source {getattr(tower, 'source', '?')!r}) does not fit "
             "the transformers Llava layout: LlavaForConditionalGeneration hosts a transformers CLIPVisionModel or "
@@ -429,7 +436,7 @@ def _exportable_vision(tower: nn.Module, name: str) -> tuple[nn.Module, str]:
     return inner, "default" if tower.select == "patch" else "full"
 
 
-def _check_projector(projector: nn.Module, name: str) -> None:
+def _check_projector(projector: Projector, name: str) -> None:
     keys = set(projector.state_dict())
     act = getattr(projector, "act", None)
     linear_1, linear_2 = getattr(projector, "linear_1", None), getattr(projector, "linear_2", None)
@@ -449,7 +456,7 @@ def _check_projector(projector: nn.Module, name: str) -> None:
         )
 
 
-def _exportable_lm(model: nn.Module, name: str) -> nn.Module:
+def _exportable_lm(model: MultiModal, name: str) -> PreTrainedModel:
     from transformers import PreTrainedModel
     from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
 
@@ -478,7 +485,9 @@ def _exportable_lm(model: nn.Module, name: str) -> nn.Module:
 
 
 # -- weight plumbing ---------------------------------------------------------------------------------
-def _parts(model: nn.Module, hf: nn.Module, *, lm_inner: nn.Module) -> list[tuple[str, nn.Module, nn.Module]]:
+def _parts(
+    model: MultiModal, hf: LlavaForConditionalGeneration, *, lm_inner: Any
+) -> list[tuple[str, nn.Module, nn.Module]]:
     """``(part, zoo module, HF module)`` pairs with identical parameter names (after peft unwrapping)."""
     causal = lm_inner.get_base_model() if hasattr(lm_inner, "get_base_model") else lm_inner
     return [
@@ -521,9 +530,11 @@ def _merged_lora_weights(module: nn.Module) -> dict[str, nn.Parameter]:
             raise ZooError(f"LoRA layer {name!r} uses DoRA, which the Llava export does not merge")
         if not adapters:
             continue
-        base = layer.get_base_layer().weight
+        base = cast(torch.Tensor, layer.get_base_layer().weight)
         with torch.no_grad():
-            weight = base + sum(layer.get_delta_weight(a) for a in adapters).to(base.dtype)
+            # get_delta_weight is defined by LoraLayer's concrete subclasses (Linear, Embedding, Conv...)
+            delta = cast(torch.Tensor, sum(layer.get_delta_weight(a) for a in adapters))  # type: ignore[attr-defined]
+            weight = base + delta.to(base.dtype)
         merged[canonical_name(f"{name}.weight")] = nn.Parameter(weight, requires_grad=False)
     return merged
 

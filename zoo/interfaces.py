@@ -217,7 +217,8 @@ class LanguageModel(nn.Module):
         name: str = "",
     ) -> None:
         super().__init__()
-        self.model = model
+        # a transformers ``...ForCausalLM``, used duck-typed (config, generate, get_input_embeddings...)
+        self.model: Any = model
         self._tokenizer = tokenizer
         self.lora_targets = tuple(lora_targets)
         self.decoder_layer_class = decoder_layer_class

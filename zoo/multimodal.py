@@ -108,7 +108,7 @@ class MultiModal(nn.Module):
                 f"tokens per image = {given} image features were given; each image needs exactly one "
                 f"{self.image_token!r} placeholder expanded to {self.tokens_per_image} ids (use model.processor())"
             )
-        if given == 0:
+        if given == 0 or image_features is None:  # (given is 0 when image_features is None)
             return embeds
         features = image_features.reshape(-1, embeds.shape[-1]).to(embeds.dtype)  # [N_img * M, H]
         return embeds.masked_scatter(image_mask.unsqueeze(-1), features)  # [B, T, H]

@@ -6,6 +6,7 @@ modules (a config's ``plugins:``, ``--plugin``) can be added later; only their h
 
 from __future__ import annotations
 
+import builtins
 import fnmatch
 import re
 from collections.abc import Iterable, Sequence
@@ -162,7 +163,7 @@ class Registry:
             self._compositions = dict(data.get("models") or {})
         return self._compositions
 
-    def list_compositions(self, pattern: str = "*") -> list[str]:
+    def list_compositions(self, pattern: str = "*") -> builtins.list[str]:
         """Names of compositions matching the wildcard, naturally sorted."""
         return sorted((n for n in self.compositions if fnmatch.fnmatchcase(n, pattern)), key=natural_key)
 

@@ -25,18 +25,23 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import torch
 from torch import nn
 
 from zoo.errors import ContractError, ZooError
 
+if TYPE_CHECKING:
+    from zoo.interfaces import LanguageModel, Projector, VisionTower
+
+    Component: TypeAlias = VisionTower | Projector | LanguageModel
+
 __all__ = ["check_component", "check_language_model", "check_projector", "check_vision_tower"]
 
-Run = Callable[[nn.Module, torch.dtype], torch.Tensor]  # (module, dtype it was built in) -> output
+Run = Callable[[Any, torch.dtype], torch.Tensor]  # (module under test, dtype it was built in) -> output
 PROJECTOR_IN_DIM, PROJECTOR_OUT_DIM = 32, 48
 GRID_TOKENS = (16, 36, 64, 144, 256, 576)  # square grids tried when no ``n_in`` is given
 
@@ -67,7 +72,7 @@ def check_vision_tower(name: str, *, batch: int = 2, **overrides: Any) -> dict[s
     """
     label = f"vision tower {name!r}"
     with _seeded():
-        tower = _build(label, "vision", name, overrides)
+        tower = cast("VisionTower", _build(label, "vision", name, overrides))
         side = tower.image_size
         pixels = torch.randn(batch, 3, side, side)
         _check_contract_types(label, tower, ("hidden_size", "num_prefix_tokens", "num_tokens", "patch_size"))
@@ -134,12 +139,12 @@ def check_projector(
     dims = {"in_dim": in_dim, "out_dim": PROJECTOR_OUT_DIM if out_dim is None else out_dim}
     with _seeded():
         try:
-            projector = _build(label, "projector", name, overrides, raw=True, **dims)
+            projector = cast("Projector", _build(label, "projector", name, overrides, raw=True, dims=dims))
         except ContractError as error:
             if out_dim is not None:
                 raise AssertionError(f"{label} could not be built with {dims}: {error}") from error
             dims["out_dim"] = in_dim  # a width-preserving projector (identity)
-            projector = _build(label, "projector", name, overrides, **dims)
+            projector = cast("Projector", _build(label, "projector", name, overrides, dims=dims))
         except ZooError as error:
             raise AssertionError(f"{label} could not be built with {dims}: {error}") from error
         _check_contract_types(label, projector, ("in_dim", "out_dim"))
@@ -177,7 +182,7 @@ def check_language_model(name: str, *, batch: int = 2, seq_len: int = 8, **overr
     """
     label = f"language model {name!r}"
     with _seeded():
-        lm = _build(label, "lm", name, overrides)
+        lm = cast("LanguageModel", _build(label, "lm", name, overrides))
         _check_contract_types(label, lm, ("hidden_size", "vocab_size"))
         ids = torch.randint(0, lm.vocab_size, (batch, seq_len))
         mask = torch.ones(batch, seq_len, dtype=torch.long)
@@ -190,7 +195,7 @@ def check_language_model(name: str, *, batch: int = 2, seq_len: int = 8, **overr
             f"{lm.hidden_size}] (hidden_size)",
         )
 
-        def run(module: nn.Module, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        def run(module: LanguageModel, dtype: torch.dtype = torch.float32) -> torch.Tensor:
             return module(module.embed(ids), attention_mask=mask).logits
 
         logits = _check_forward(label, lm, run, (batch, seq_len, lm.vocab_size), "logits", finite_rows=mask.bool())
@@ -226,13 +231,13 @@ def check_language_model(name: str, *, batch: int = 2, seq_len: int = 8, **overr
 
 # -- shared checks ----------------------------------------------------------------------------------
 def _common_checks(
-    label: str, kind: str, name: str, overrides: dict[str, Any], module: nn.Module, run: Run, dims: dict[str, int]
+    label: str, kind: str, name: str, overrides: dict[str, Any], module: Component, run: Run, dims: dict[str, int]
 ) -> dict[str, Any]:
     """bf16 build, fp32 -> bf16 -> fp32 round trip, safetensors save/load, meta build; returns counts."""
     module.eval()
     with torch.no_grad():
         reference = _run(label, "forward", run, module)
-    bf16 = _build(label, kind, name, overrides, dtype="bfloat16", **dims).eval()
+    bf16 = _build(label, kind, name, overrides, dtype="bfloat16", dims=dims).eval()
     wrong = sorted({str(p.dtype) for p in bf16.parameters() if p.is_floating_point() and p.dtype != torch.bfloat16})
     _expect(not wrong, label, f"a dtype=bfloat16 build still has parameters in {', '.join(wrong)}")
     with torch.no_grad():
@@ -241,7 +246,7 @@ def _common_checks(
     _expect(bool(torch.isfinite(out.float()).all()), label, "a dtype=bfloat16 build returned NaN or inf")
     _check_cast_round_trip(label, module, run, reference)
     _check_save_load(label, kind, name, overrides, module, run, reference, dims)
-    meta = _build(label, kind, name, overrides, meta=True, **dims)
+    meta = cast("Component", _build(label, kind, name, overrides, meta=True, dims=dims))
     on_device = [n for n, p in meta.named_parameters() if not p.is_meta]
     _expect(not on_device, label, f"a meta build allocated real parameters: {_few(on_device)}")
     real_count, meta_count = _count(module), _count(meta)
@@ -285,11 +290,11 @@ def _check_forward(
 def _check_gradients(
     label: str,
     module: nn.Module,
-    forward: Callable[[nn.Module, torch.Tensor | None], torch.Tensor],
+    forward: Callable[[Any, torch.Tensor | None], torch.Tensor],
     inputs: torch.Tensor | None,
     *,
     every_parameter: bool = False,
-    must_reach: tuple[tuple[str, Callable[[nn.Module], torch.Tensor]], ...] | list = (),
+    must_reach: Sequence[tuple[str, Callable[[Any], torch.Tensor]]] = (),
 ) -> None:
     """Backward through ``forward(module, inputs)``: gradients reach the inputs and the parameters.
 
@@ -366,7 +371,7 @@ def _check_save_load(
         save_file(state, str(path))
         loaded = load_file(str(path))
     torch.manual_seed(12345)  # a fresh build with other random weights
-    fresh = _build(label, kind, name, overrides, **dims)
+    fresh = _build(label, kind, name, overrides, dims=dims)
     try:
         missing, unexpected = fresh.load_state_dict(loaded, strict=False)
     except RuntimeError as error:
@@ -383,7 +388,7 @@ def _check_save_load(
     )
 
 
-def _check_preprocessor(tower: nn.Module, label: str) -> None:
+def _check_preprocessor(tower: VisionTower, label: str) -> None:
     from PIL import Image
 
     preprocessor = tower.preprocessor
@@ -400,7 +405,7 @@ def _check_preprocessor(tower: nn.Module, label: str) -> None:
     )
 
 
-def _check_lm_structure(label: str, lm: nn.Module) -> None:
+def _check_lm_structure(label: str, lm: LanguageModel) -> None:
     names = [n for n, _ in lm.model.named_modules()]
     targets = list(getattr(lm, "lora_targets", ()))
     _expect(bool(targets), label, "declares no default LoRA target modules")
@@ -432,12 +437,15 @@ def _build(
     dtype: str = "float32",
     meta: bool = False,
     raw: bool = False,
-    **dims: int,
+    dims: Mapping[str, int] | None = None,
 ) -> nn.Module:
     from zoo.builder import build_component
 
+    dims = dict(dims or {})  # in_dim / out_dim of a projector
     try:
-        return build_component(kind, name, dict(overrides), dtype=dtype, meta=meta, **dims)
+        return build_component(
+            kind, name, dict(overrides), dtype=dtype, meta=meta, in_dim=dims.get("in_dim"), out_dim=dims.get("out_dim")
+        )
     except ZooError as error:
         if raw:
             raise
@@ -445,7 +453,7 @@ def _build(
         raise AssertionError(f"{label} could not be built ({how}): {error}") from error
 
 
-def _accepted_tokens(label: str, projector: nn.Module) -> int:
+def _accepted_tokens(label: str, projector: Projector) -> int:
     for tokens in GRID_TOKENS:
         if projector.check_input_tokens(tokens) is None:
             return tokens
@@ -454,7 +462,7 @@ def _accepted_tokens(label: str, projector: nn.Module) -> int:
 
 def _unique_tensors(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], set[str]]:
     """Drop aliases of shared tensors (tied embeddings): safetensors refuses shared storage."""
-    seen: dict[tuple[int, int, tuple[int, ...]], str] = {}
+    seen: dict[tuple[int, int | torch.SymInt, tuple[int, ...]], str] = {}
     unique, aliases = {}, set()
     for key, tensor in state.items():
         ident = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from zoo.config import ModelConfig
 from zoo.errors import ConfigError
+
+if TYPE_CHECKING:
+    from zoo.interfaces import LanguageModel
+    from zoo.multimodal import MultiModal
 
 __all__ = ["apply_training_policy", "lora_config", "param_groups"]
 
@@ -29,7 +31,7 @@ def lora_config(model_config: ModelConfig, default_targets: tuple[str, ...]):
     )
 
 
-def apply_training_policy(model: nn.Module, config: ModelConfig) -> None:
+def apply_training_policy(model: MultiModal, config: ModelConfig) -> None:
     """Freeze, unfreeze or LoRA-wrap each component as ``config`` says (in place)."""
     for kind in SLOTS:
         module = getattr(model, kind)
@@ -43,7 +45,7 @@ def apply_training_policy(model: nn.Module, config: ModelConfig) -> None:
         model.lm.model.config.use_cache = False
 
 
-def add_lora(lm: nn.Module, config: ModelConfig) -> None:
+def add_lora(lm: LanguageModel, config: ModelConfig) -> None:
     """Wrap the LM's transformers model with peft LoRA adapters (base weights frozen)."""
     from peft import get_peft_model
 
@@ -58,7 +60,7 @@ def add_lora(lm: nn.Module, config: ModelConfig) -> None:
     lm.model = get_peft_model(lm.model, peft_config)
 
 
-def param_groups(model: nn.Module, default_lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
+def param_groups(model: MultiModal, default_lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:
     """Optimizer parameter groups, one per component that trains, with its ``lr`` from the config.
 
     Example:

@@ -17,10 +17,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from zoo.multimodal import MultiModal
 
 __all__ = [
     "PeakMemory",
@@ -143,7 +146,7 @@ class PeakMemory:
             self.peak_bytes = max(0, self._max - self._base)
 
 
-def forward_flops(model: nn.Module, seq_len: int, batch_size: int = 1) -> dict[str, int]:
+def forward_flops(model: MultiModal, seq_len: int, batch_size: int = 1) -> dict[str, int]:
     """FLOPs of one forward per component (``torch.utils.flop_counter``), on the model's device.
 
     Works on ``meta`` (nothing is allocated or computed). Counts what the counter knows: matmuls,

@@ -13,15 +13,19 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
-from torch import nn
 
 from zoo.bench.cache import SLOTS, ComponentCache
 from zoo.bench.grid import BenchSpec, Case, Skipped, plan_grid
 from zoo.bench.measure import PeakMemory, forward_flops, machine_info, matmul_peak, quiet_transformers, stats, timed
 from zoo.errors import ZooError
+
+if TYPE_CHECKING:
+    from transformers import LlavaForConditionalGeneration
+
+    from zoo.multimodal import MultiModal
 
 __all__ = ["BenchRun", "build_models", "make_inputs", "run_bench"]
 
@@ -52,7 +56,7 @@ def _tqdm(iterable: Any, progress: bool, **kwargs: Any) -> Any:
     return tqdm(iterable, file=sys.stderr, disable=not progress, dynamic_ncols=True, **kwargs)
 
 
-def build_models(cases: list[Case], cache: ComponentCache) -> Iterator[tuple[Case, nn.Module, dict[str, Any]]]:
+def build_models(cases: list[Case], cache: ComponentCache) -> Iterator[tuple[Case, MultiModal | None, dict[str, Any]]]:
     """Yield ``(case, MultiModal, build info)`` for every case, sharing components through ``cache``.
 
     The components of a case are released from the cache once the consumer moves on to the next case.
@@ -78,7 +82,7 @@ def build_models(cases: list[Case], cache: ComponentCache) -> Iterator[tuple[Cas
             cache.release(case)
 
 
-def make_inputs(model: nn.Module, batch_size: int, prompt_len: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def make_inputs(model: MultiModal, batch_size: int, prompt_len: int, seed: int = 0) -> dict[str, torch.Tensor]:
     """Random pixels and a prompt ``[text, <image> x tokens_per_image, text...]`` per sample."""
     if model.image_token_id is None:
         raise ZooError(
@@ -96,19 +100,20 @@ def make_inputs(model: nn.Module, batch_size: int, prompt_len: int, seed: int = 
     return {"pixel_values": pixels, "input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
 
 
-def _reference(model: nn.Module, device: torch.device) -> tuple[nn.Module | None, str | None]:
+def _reference(model: MultiModal, device: torch.device) -> tuple[LlavaForConditionalGeneration | None, str | None]:
     """transformers' ``LlavaForConditionalGeneration`` with the same weights, or why there is none."""
     try:
         from zoo.hf_llava import to_hf_llava
     except ImportError as error:
         return None, f"zoo.hf_llava is not available ({error})"
     try:
-        return to_hf_llava(model).to(device).eval(), None
+        # transformers wraps PreTrainedModel.to with functools.wraps, whose stub does not bind ``self``
+        return to_hf_llava(model).to(device).eval(), None  # type: ignore[arg-type]
     except ZooError as error:
         return None, str(error)
 
 
-def _generate_kwargs(model: nn.Module, new_tokens: int) -> dict[str, Any]:
+def _generate_kwargs(model: MultiModal, new_tokens: int) -> dict[str, Any]:
     tokenizer = model.lm.tokenizer
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return {
@@ -120,7 +125,9 @@ def _generate_kwargs(model: nn.Module, new_tokens: int) -> dict[str, Any]:
     }
 
 
-def _calls(model: nn.Module, ref: nn.Module | None, inputs: dict[str, torch.Tensor], new_tokens: int):
+def _calls(
+    model: MultiModal, ref: LlavaForConditionalGeneration | None, inputs: dict[str, torch.Tensor], new_tokens: int
+):
     """The timed calls of each side: name -> zero-argument function."""
     pixels, ids, mask = inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"]
     one, many = _generate_kwargs(model, 1), _generate_kwargs(model, new_tokens)
@@ -133,7 +140,8 @@ def _calls(model: nn.Module, ref: nn.Module | None, inputs: dict[str, torch.Tens
         }
     }
     if ref is not None:
-        ref_ids = ids.masked_fill(ids == model.image_token_id, ref.config.image_token_id)  # [B, T]
+        image_id = cast(int, model.image_token_id)  # not None: make_inputs checked it
+        ref_ids = ids.masked_fill(ids == image_id, ref.config.image_token_id)  # [B, T]
         sides["ref"] = {
             "forward": lambda: ref(pixel_values=pixels, input_ids=ref_ids, attention_mask=mask, use_cache=False),
             "prefill": lambda: ref.generate(input_ids=ref_ids, pixel_values=pixels, attention_mask=mask, **one),
@@ -145,7 +153,7 @@ def _calls(model: nn.Module, ref: nn.Module | None, inputs: dict[str, torch.Tens
 def _time_sides(sides, repeats: int, warmup: int, device: torch.device) -> dict[str, dict[str, list[float]]]:
     """Warm up, then time every call of every side, alternating which side goes first (ABBA) per repeat."""
     names = list(sides)
-    times = {side: {call: [] for call in calls} for side, calls in sides.items()}
+    times: dict[str, dict[str, list[float]]] = {side: {call: [] for call in calls} for side, calls in sides.items()}
     for _ in range(warmup):
         for side in names:
             for fn in sides[side].values():
@@ -170,7 +178,7 @@ def _side_metrics(times: dict[str, list[float]], batch_size: int, new_tokens: in
     return row
 
 
-def _component_rows(model: nn.Module, meta: bool) -> dict[str, Any]:
+def _component_rows(model: MultiModal, meta: bool) -> dict[str, Any]:
     counts = model.parameter_counts()
     row: dict[str, Any] = {}
     for kind in SLOTS:
@@ -214,7 +222,7 @@ def _contract_row(case: Case) -> dict[str, Any]:
     }
 
 
-def _flops_row(model: nn.Module, case: Case, spec: BenchSpec) -> dict[str, Any]:
+def _flops_row(model: MultiModal, case: Case, spec: BenchSpec) -> dict[str, Any]:
     seq_len = case.plan.contract.image_tokens + spec.prompt_len
     flops = forward_flops(model, seq_len)
     return {"seq_len": seq_len, **{f"flops_{k}": v for k, v in flops.items() if k != "total"},
@@ -232,7 +240,7 @@ def _skipped_row(skip: Skipped, spec: BenchSpec) -> dict[str, Any]:
 
 
 def _measure_batch(
-    model: nn.Module, ref: nn.Module | None, batch_size: int, spec: BenchSpec, device: torch.device
+    model: MultiModal, ref: LlavaForConditionalGeneration | None, batch_size: int, spec: BenchSpec, device: torch.device
 ) -> dict[str, Any]:
     new_tokens = spec.max_new_tokens
     inputs = make_inputs(model, batch_size, spec.prompt_len)
@@ -284,6 +292,7 @@ def run_bench(
     cases, skipped = plan_grid(spec)
     results: list[dict[str, Any]] = []
     run = BenchRun(spec, results, machine_info("meta" if meta else device), meta=meta)
+    model: MultiModal | None
     if meta:
         for case in _tqdm(cases, progress, desc="zoo bench --meta", unit="combo"):
             built = time.perf_counter()
