@@ -21,20 +21,9 @@ from zoo.plugin_manager import BUILTIN_PLUGINS
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "timm", "open_clip")
 
-# Built-in plugin modules that import and register without any of HEAVY; their factories import the
-# model code on first call.
-TORCH_FREE_PLUGINS = (
-    "zoo_plugins.clip",
-    "zoo_plugins.siglip",
-    "zoo_plugins.dinov2",
-    "zoo_plugins.timm_towers",
-    "zoo_plugins.open_clip_towers",
-    "zoo_plugins.projectors",
-    "zoo_plugins.qwen",
-    "zoo_plugins.minicpm",
-    "zoo_plugins.llama",
-    "zoo_plugins.hf_causal_lm",
-)
+# Every built-in plugin module imports and registers without any of HEAVY; factories import the model
+# code on first call. (A new built-in must keep to this: it is listed in BUILTIN_PLUGINS.)
+TORCH_FREE_PLUGINS = BUILTIN_PLUGINS
 # modules whose public names partly resolve lazily (module ``__getattr__``)
 LAZY_EXPORTERS = (*TORCH_FREE_PLUGINS, "zoo_plugins._hf_lm")
 
