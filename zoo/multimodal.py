@@ -166,7 +166,8 @@ class MultiModal(nn.Module):
         embeds = self.embed_inputs(input_ids, pixel_values)  # [B, T, H]
         tokenizer = self.lm._tokenizer
         if tokenizer is not None:
-            generate_kwargs.setdefault("pad_token_id", tokenizer.pad_token_id or tokenizer.eos_token_id)
+            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+            generate_kwargs.setdefault("pad_token_id", pad)
             generate_kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
         if not use_cache:
             return self._greedy_without_cache(input_ids, embeds, attention_mask, **generate_kwargs)

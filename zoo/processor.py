@@ -106,7 +106,7 @@ class MultiModalProcessor:
     def _pad(self, rows: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
         pad_id = self.tokenizer.pad_token_id
         if pad_id is None:
-            pad_id = self.tokenizer.eos_token_id or 0
+            pad_id = self.tokenizer.eos_token_id if self.tokenizer.eos_token_id is not None else 0
         length = max((len(r) for r in rows), default=0)
         ids = torch.full((len(rows), length), pad_id, dtype=torch.long)  # [B, T]
         mask = torch.zeros((len(rows), length), dtype=torch.long)  # [B, T]
