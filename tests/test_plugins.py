@@ -116,3 +116,17 @@ def test_example_plugin_entry_point_shows_in_list(example_plugin_site):
     )
     assert built.returncode == 0, built.stderr
     assert '"example-mlp-relu"' in built.stdout
+
+
+def test_plugins_listed_in_a_config_file_are_loaded(fresh_registry, tmp_path):
+    import zoo
+
+    config = tmp_path / "model.yaml"
+    config.write_text(
+        f"plugins: [{str(PLUGIN_FILES / 'good_plugin.py')!r}]\n"
+        "model:\n  vision: tiny-clip\n  projector: test-double\n  lm: tiny-qwen2\n",
+        encoding="utf-8",
+    )
+    model = zoo.build(config)
+    assert type(model.projector).__name__ == "Double"
+    assert model.config.plugins == (str(PLUGIN_FILES / "good_plugin.py"),)
