@@ -18,6 +18,7 @@ inside their factories, so listing components stays instant.
 
 from __future__ import annotations
 
+import abc
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,7 +38,7 @@ CHECKPOINT_KEY = "model.vision.checkpoint"
 _FULL_MODEL_PREFIX = "vision_model."
 
 
-class HFVisionTower(VisionTower):
+class HFVisionTower(VisionTower, abc.ABC):
     """A vision tower around a transformers vision model; runs only the blocks it needs.
 
     Subclasses set the class attributes and implement :meth:`embed` and :attr:`blocks`.
@@ -84,22 +85,22 @@ class HFVisionTower(VisionTower):
 
     # -- family hooks ---------------------------------------------------------------------------
     @classmethod
+    @abc.abstractmethod
     def prefix_tokens(cls, config: Any) -> int:
         """CLS / register tokens the model puts before the patches."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def embed(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Input of the first block, ``[B, 3, H, W] -> [B, P + N, D]``."""
-        raise NotImplementedError
 
     @property
+    @abc.abstractmethod
     def blocks(self) -> nn.ModuleList:
         """The encoder blocks, in order."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def processor_kwargs(self, image_size: int) -> dict[str, Any]:
         """Keyword arguments of ``processor_class`` for a square input of ``image_size``."""
-        raise NotImplementedError
 
     # -- contract and compute -------------------------------------------------------------------
     @property

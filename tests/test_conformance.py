@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from zoo.interfaces import LanguageModel, Projector, VisionTower
+from zoo.interfaces import ImagePreprocessor, LanguageModel, Projector, VisionTower
 from zoo.registry import get_registry
 from zoo.specs import LanguageModelSpec, ProjectorSpec, VisionTowerSpec
 from zoo.testing import check_component, check_language_model, check_projector, check_vision_tower
@@ -100,6 +100,17 @@ class _Tower(VisionTower):
         super().__init__(hidden_size=16, num_prefix_tokens=1, patch_size=8, image_size=32, num_layers=1)
         self.patch = nn.Conv2d(3, 16, 8, 8)
         self.block = nn.Linear(16, 16)
+
+    @property
+    def preprocessor(self) -> ImagePreprocessor:
+        from torchvision.transforms.functional import pil_to_tensor, resize
+
+        return ImagePreprocessor(
+            lambda image: resize(pil_to_tensor(image).float() / 255, [32, 32]),
+            image_size=32,
+            mean=[0.0] * 3,
+            std=[1.0] * 3,
+        )
 
     def hidden_states_upto(self, pixel_values: torch.Tensor, layer: int) -> torch.Tensor:
         hidden = self.patch(pixel_values).flatten(2).transpose(1, 2)  # [B, 16, D]

@@ -7,6 +7,7 @@ inputs, embedding of ids) lives here once.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -51,7 +52,7 @@ class ImagePreprocessor:
         return f"ImagePreprocessor(image_size={self.image_size}, mean={self.mean}, std={self.std})"
 
 
-class VisionTower(nn.Module):
+class VisionTower(nn.Module, abc.ABC):
     """A ViT-like image encoder: ``forward(pixel_values [B, 3, H, W]) -> [B, N, D]``.
 
     Subclasses set the contract attributes in ``__init__`` and implement ``hidden_states_upto``.
@@ -129,9 +130,9 @@ class VisionTower(nn.Module):
         return ()
 
     @property
+    @abc.abstractmethod
     def preprocessor(self) -> ImagePreprocessor:
         """This tower's own image preprocessing."""
-        raise NotImplementedError(f"{type(self).__name__} does not define its preprocessing")
 
     def contract(self) -> dict[str, Any]:
         """The declared contract as plain data (for ``zoo show`` and the manifest)."""
@@ -149,9 +150,9 @@ class VisionTower(nn.Module):
         }
 
     # -- compute --------------------------------------------------------------------------------
+    @abc.abstractmethod
     def hidden_states_upto(self, pixel_values: torch.Tensor, layer: int) -> torch.Tensor:
         """Hidden state after ``layer`` blocks (0: embeddings), ``[B, P + N, D]``; later blocks never run."""
-        raise NotImplementedError(f"{type(self).__name__} must implement hidden_states_upto")
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """Features of the selected layer, ``[B, num_tokens, hidden_size]``."""
