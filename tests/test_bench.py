@@ -150,13 +150,20 @@ def test_a_3x3x3_grid_builds_9_components_not_27(counting_specs):
     assert not cache.modules  # each component was released after its last combination
 
 
-def test_a_combination_that_fails_to_build_is_reported_and_the_grid_goes_on():
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (CheckpointError("model.lm.checkpoint = '/gone': no such directory"), "'/gone': no such directory"),
+        (RuntimeError("CUDA out of memory"), "RuntimeError: CUDA out of memory"),  # not a ZooError
+    ],
+)
+def test_a_combination_that_fails_to_build_is_reported_and_the_grid_goes_on(error, reason):
     registry = get_registry()
     real = registry.get("lm", "tiny-qwen2")
 
     def broken(config):
         if not building_on_meta():
-            raise CheckpointError("model.lm.checkpoint = '/gone': no such directory")
+            raise error
         return real.factory(config)
 
     registry.add(dataclasses.replace(real, name="broken-lm", factory=broken, plugin=""), plugin="test_bench")
@@ -167,7 +174,7 @@ def test_a_combination_that_fails_to_build_is_reported_and_the_grid_goes_on():
     finally:
         registry.remove("lm", "broken-lm")
     failed, ok = run.results
-    assert failed["status"] == "failed" and "'/gone': no such directory" in failed["reason"]
+    assert failed["status"] == "failed" and reason in failed["reason"]
     assert ok["status"] == "ok" and ok["lm"] == "tiny-qwen2" and ok["reference_skipped"] == "reference disabled"
 
 

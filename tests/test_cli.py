@@ -124,3 +124,29 @@ def test_generate_command_with_an_image_and_streaming(capsys, tmp_path):
 def test_fsdp_wrap_classes_name_the_block_types(tiny_model):
     names = {cls.__name__ for cls in tiny_model.fsdp_wrap_classes}
     assert names == {"CLIPEncoderLayer", "Qwen2DecoderLayer"}
+
+
+def test_dtype_override_save_with_meta_and_list_typo(capsys, tmp_path):
+    code, out, _ = run(capsys, "build", "tiny-clip-mlp-qwen2", "--dtype", "bf16", "--meta", "--json")
+    assert code == 0 and json.loads(out)["dtype"] == "bfloat16"
+    code, _, err = run(capsys, "build", "tiny-clip-mlp-qwen2", "--meta", "--save", str(tmp_path / "x"))
+    assert code == 2 and "--save needs real weights" in err and not (tmp_path / "x").exists()
+    code, _, err = run(capsys, "list", "vison")
+    assert code == 2 and "'vison' is neither a kind" in err and "did you mean 'vision'" in err
+    code, out, _ = run(capsys, "list", "tiny-clip")
+    assert code == 0 and "tiny-clip" in out
+
+
+def test_a_failing_config_plugin_is_reported(capsys, write_yaml):
+    from zoo.registry import reset_registry
+
+    reset_registry()
+    try:
+        bad = write_yaml(
+            "plugins: [zoo_no_such_plugin_module]\nmodel:\n  vision: my-tower\n  projector: linear\n  lm: tiny-qwen2\n"
+        )
+        code, _, err = run(capsys, "validate", str(bad))
+        assert code == 2
+        assert "zoo_no_such_plugin_module" in err and "failed to load" in err
+    finally:
+        reset_registry()

@@ -23,7 +23,6 @@ def test_good_file_parses_and_round_trips(write_yaml):
     assert config.dtype == "bfloat16"
     assert config.vision.options == {"select_layer": -2, "select": "patch"}
     assert config.vision.train == "frozen" and config.projector.train == "full" and config.lm.train == "frozen"
-    assert parse_model_config(config.to_dict()) == parse_model_config(config.to_dict())
     again = parse_model_config(config.to_dict(), source=config.source)
     assert again == config
 
@@ -121,3 +120,13 @@ def test_lora_only_on_lm(write_yaml):
     path = write_yaml(GOOD.replace("{name: mlp2x-gelu}", "{name: mlp2x-gelu, train: lora}"))
     with pytest.raises(ConfigError, match=r"model\.projector\.train = 'lora': LoRA applies to the language model"):
         load_model_config(path)
+
+
+def test_image_token_must_be_a_placeholder_not_a_word():
+    import zoo
+
+    base = {"vision": "tiny-clip", "projector": "linear", "lm": "tiny-qwen2"}
+    with pytest.raises(ConfigError, match=r"model\.image_token = 'the' is an ordinary token of 'tiny-qwen2'"):
+        zoo.build({"model": {**base, "image_token": "the"}})
+    with pytest.raises(ConfigError, match=r"model\.image_token = '': expected a non-empty token"):
+        load_model_config({"model": {**base, "image_token": ""}})

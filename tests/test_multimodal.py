@@ -160,3 +160,14 @@ def test_pixel_values_follow_the_tower_dtype():
     with torch.no_grad():
         logits = model(**batch).logits
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+
+
+def test_generation_config_stop_tokens_win_over_the_tokenizer(tiny_model):
+    batch = tiny_model.processor()("<image> hi", images=_images(1))
+    first = tiny_model.generate(**batch, max_new_tokens=1)[0, -1].item()
+    tiny_model.lm.model.generation_config.eos_token_id = first  # like a chat checkpoint's stop token
+    try:
+        out = tiny_model.generate(**batch, max_new_tokens=8)
+    finally:
+        tiny_model.lm.model.generation_config.eos_token_id = None
+    assert out.shape[1] == batch["input_ids"].shape[1] + 1 and out[0, -1].item() == first

@@ -130,3 +130,11 @@ def test_plugins_listed_in_a_config_file_are_loaded(fresh_registry, tmp_path):
     model = zoo.build(config)
     assert type(model.projector).__name__ == "Double"
     assert model.config.plugins == (str(PLUGIN_FILES / "good_plugin.py"),)
+
+
+def test_a_plugin_registering_the_wrong_kind_is_reported_not_fatal(fresh_registry):
+    registry = get_registry([str(PLUGIN_FILES / "wrong_kind_plugin.py")])
+    (failure,) = registry.host.failures
+    assert "passed a ProjectorSpec ('oops') to zoo_register_vision_towers; expected a VisionTowerSpec" in failure.error
+    assert not registry.list("vision", "wrong-kind-ok")  # its partial registrations are dropped
+    assert registry.list("vision", "tiny-clip")

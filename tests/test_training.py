@@ -54,7 +54,8 @@ def test_lora_step_changes_only_adapters_and_projector():
 def test_unknown_lora_target_is_a_clear_error():
     config = {"model": {**LORA["model"], "lm": {"name": "tiny-qwen2", "train": "lora", "lora": {"targets": ["qkv"]}}}}
     with pytest.raises(
-        ConfigError, match=r"model\.lm\.lora\.targets = \['qkv'\]: \['qkv'\] are not modules of 'tiny-qwen2'"
+        ConfigError,
+        match=r"model\.lm\.lora\.targets = \['qkv'\]: \['qkv'\] are not linear modules of 'tiny-qwen2'; its linear modules are \[.*'q_proj'",
     ):
         zoo.build(config)
 
@@ -75,3 +76,26 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     assert plain.keys() == checkpointed.keys() and plain
     for name in plain:
         assert torch.allclose(plain[name], checkpointed[name], atol=1e-5), name
+
+
+@pytest.mark.parametrize(
+    ("lm", "message"),
+    [
+        (
+            {"name": "tiny-qwen2", "train": "lora", "lora": {"r": 0}},
+            r"model\.lm\.lora\.r = 0 is not valid; it must be a positive integer",
+        ),
+        (
+            {"name": "tiny-qwen2", "train": "lora", "lora": {"dropout": 1.5}},
+            r"model\.lm\.lora\.dropout = 1\.5 is not valid; it must be in \[0, 1\)",
+        ),
+        ({"name": "tiny-qwen2", "lora": {"r": 4}}, r"model\.lm\.lora is set but model\.lm\.train = 'frozen'"),
+        (
+            {"name": "tiny-qwen2", "train": "lora", "lora_targets": ["nope"]},
+            r"model\.lm\.lora_targets = \['nope'\]: \['nope'\] are not linear modules",
+        ),
+    ],
+)
+def test_bad_lora_settings_are_one_line_errors(lm, message):
+    with pytest.raises(ConfigError, match=message):
+        zoo.build({"model": {"vision": "tiny-clip", "projector": "mlp2x-gelu", "lm": lm}})

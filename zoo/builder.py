@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from zoo.interfaces import LanguageModel, Projector, VisionTower
     from zoo.multimodal import MultiModal
 
-__all__ = ["BuildPlan", "build", "build_component", "component_config", "plan"]
+__all__ = ["BuildPlan", "build", "build_component", "call_factory", "component_config", "plan"]
 
 
 def component_config(
@@ -81,25 +81,42 @@ def _coerce_implied(cls: type, name: str, value: Any) -> Any:
     return value
 
 
-def _call_factory(
-    spec: ComponentSpec, config: Any, key: str, source: str, meta: bool, empty: bool = False
+def call_factory(
+    spec: ComponentSpec,
+    config: Any,
+    *,
+    key: str,
+    source: str,
+    meta: bool = False,
+    empty: bool = False,
+    device: str | torch.device | None = None,
 ) -> nn.Module:
-    device = torch.device("meta") if meta else _empty_parameters() if empty else contextlib.nullcontext()
+    """Run ``spec.factory(config)`` on ``meta``, with empty parameters, or on ``device``, in ``config.dtype``.
+
+    Any failure becomes a one-line ``ZooError`` that names ``source``, the YAML ``key`` and the component.
+    """
+    if meta:
+        context: Any = torch.device("meta")
+    elif empty:
+        context = _empty_parameters()
+    else:
+        context = torch.device(device) if device is not None else contextlib.nullcontext()
     try:
-        with device:
+        with context:
             module = spec.factory(config)
     except ZooError as error:
         message = str(error)
-        if source in message or message.startswith("model."):
+        if source in message:
             raise
-        raise type(error)(f"{source}: {key} ({spec.name!r}): {message}") from error
-    except (TypeError, ValueError, KeyError, OSError) as error:
+        where = f"{source}: " if message.startswith("model.") else f"{source}: {key} ({spec.name!r}): "
+        raise type(error)(where + message) from error
+    except Exception as error:
         raise ConfigError(
             f"{source}: {key} ({spec.name!r}) could not be built: {type(error).__name__}: {error} "
             "(run with --debug for the traceback)"
         ) from error
     dtype = getattr(config, "dtype", None)
-    return module.to(getattr(torch, dtype)) if dtype else module
+    return cast("nn.Module", module.to(getattr(torch, dtype)) if dtype else module)
 
 
 @contextlib.contextmanager
@@ -142,7 +159,7 @@ def build_component(
     spec, implied = registry.resolve(kind, name, key=f"{key}.name")
     extra = {k: v for k, v in {"in_dim": in_dim, "out_dim": out_dim}.items() if v is not None}
     config = component_config(spec, overrides or {}, implied=implied, dtype=dtype, key=key, extra=extra)
-    return _call_factory(spec, config, key, "<build_component>", meta)
+    return call_factory(spec, config, key=key, source="<build_component>", meta=meta)
 
 
 @dataclass
@@ -183,7 +200,7 @@ def plan(target: str | Path | Mapping[str, Any] | ModelConfig, *, plugins: Seque
             specs[kind], config.slot(kind).options, implied=implied[kind], dtype=config.dtype,
             key=f"model.{kind}", source=src,
         )  # fmt: skip
-        modules[kind] = _call_factory(specs[kind], configs[kind], f"model.{kind}", src, meta=True)
+        modules[kind] = call_factory(specs[kind], configs[kind], key=f"model.{kind}", source=src, meta=True)
     vision, lm = cast("VisionTower", modules["vision"]), cast("LanguageModel", modules["lm"])
     declared = {k: config.projector.options.get(k) for k in ("in_dim", "out_dim")}
     check_declared_dims(declared, config.vision.name, vision.hidden_size, config.lm.name, lm.hidden_size, src)
@@ -191,7 +208,9 @@ def plan(target: str | Path | Mapping[str, Any] | ModelConfig, *, plugins: Seque
         specs["projector"], config.projector.options, implied=implied["projector"], dtype=config.dtype,
         key="model.projector", source=src, extra={"in_dim": vision.hidden_size, "out_dim": lm.hidden_size},
     )  # fmt: skip
-    modules["projector"] = _call_factory(specs["projector"], configs["projector"], "model.projector", src, meta=True)
+    modules["projector"] = call_factory(
+        specs["projector"], configs["projector"], key="model.projector", source=src, meta=True
+    )
     names = {kind: config.slot(kind).name for kind in ("vision", "projector", "lm")}
     contract = check_contract(vision, modules["projector"], lm, names, src)
     return BuildPlan(config, specs, configs, contract, modules, time.perf_counter() - start)
@@ -233,9 +252,10 @@ def build(
         modules = dict(prebuilt or {})
         for kind in ("vision", "lm", "projector"):
             if kind not in modules:
-                modules[kind] = _call_factory(
-                    checked.specs[kind], checked.configs[kind], f"model.{kind}", src, False, kind in empty_weights
-                )
+                modules[kind] = call_factory(
+                    checked.specs[kind], checked.configs[kind], key=f"model.{kind}", source=src,
+                    empty=kind in empty_weights,
+                )  # fmt: skip
     model = MultiModal(
         cast("VisionTower", modules["vision"]),
         cast("Projector", modules["projector"]),

@@ -34,9 +34,17 @@ def _registry(args: argparse.Namespace):
     from zoo.registry import get_registry
 
     registry = get_registry(tuple(args.plugin or ()), strict=args.strict_plugins or None)
-    for line in registry.host.warnings():
-        print(line, file=sys.stderr)
+    _report_plugin_failures()
     return registry
+
+
+def _report_plugin_failures() -> None:
+    """Print, once each, the plugins that failed to load so far (a config's plugins load late)."""
+    from zoo.registry import loaded_registry
+
+    registry = loaded_registry()
+    for line in registry.host.unreported_warnings() if registry else ():
+        print(line, file=sys.stderr)
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -78,6 +86,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     if kind in (None, "model"):
         for name in registry.list_compositions(pattern):
             rows.append({"kind": "model", "name": name, "source": "registry.yaml", "plugin": "", "description": ""})
+    if not rows and args.kind and kind is None and not set("*?[") & set(args.kind):
+        from zoo.errors import UnknownNameError, suggest
+
+        choices = ["vision", "projector", "lm", "model", *(s.name for s in registry.list()), *registry.compositions]
+        raise UnknownNameError(f"{args.kind!r} is neither a kind (vision, projector, lm, model) nor a registered "
+                               f"name; {suggest(args.kind, choices)}")  # fmt: skip
     text = "\n".join(f"{r['kind']:<10} {r['name']:<32} {r['source']:<13} {r['description']}" for r in rows)
     _emit(args, rows, text)
     return 0
@@ -140,6 +154,13 @@ def _target(args: argparse.Namespace) -> Any:
         return parse_model_config(data, source="command line")
     if not args.target:
         raise ZooError("give a config file or a composition name (see 'zoo list model'), or --vision/--projector/--lm")
+    if args.dtype:
+        import dataclasses
+
+        from zoo.config import load_model_config, torch_dtype
+
+        config = load_model_config(args.target)
+        return dataclasses.replace(config, dtype=str(torch_dtype(args.dtype, key="--dtype")).removeprefix("torch."))
     return args.target
 
 
@@ -160,6 +181,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     from zoo.builder import build
 
     _registry(args)
+    if args.save and args.meta:
+        raise ZooError("--save needs real weights; drop --meta to save the model")
     target = _target(args)
     start = time.perf_counter()
     model = build(target, meta=args.meta, plugins=tuple(args.plugin or ()))
@@ -184,7 +207,7 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vision", help="vision tower name (inline form)")
     parser.add_argument("--projector", help="projector name (inline form)")
     parser.add_argument("--lm", help="language model name (inline form)")
-    parser.add_argument("--dtype", help="model dtype for the inline form (default float32)")
+    parser.add_argument("--dtype", help="model dtype (overrides the config's; default float32 for the inline form)")
 
 
 def _common_options(suppress: bool) -> argparse.ArgumentParser:
@@ -260,11 +283,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ZooError as error:
         if args.debug:
             raise
+        _report_plugin_failures()
         print(f"zoo: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("zoo: interrupted", file=sys.stderr)
         return 130
+    finally:
+        _report_plugin_failures()
 
 
 if __name__ == "__main__":

@@ -170,6 +170,10 @@ def parse_model_config(data: Any, *, source: str = "<config>") -> ModelConfig:
             f"{source}: model.dtype = {dtype!r} is not a dtype; {suggest(str(dtype), sorted(set(DTYPES.values())))}"
         )
     image_token = _typed(model.get("image_token", "<image>"), str, "model.image_token", source)
+    if not image_token.strip() or image_token != image_token.strip():
+        raise ConfigError(
+            f"{source}: model.image_token = {image_token!r}: expected a non-empty token such as '<image>'"
+        )
     checkpointing = _typed(model.get("gradient_checkpointing", False), bool, "model.gradient_checkpointing", source)
     slots = {kind: _parse_slot(kind, model[kind], source) for kind in SLOT_KEYS}
     return ModelConfig(
@@ -202,8 +206,18 @@ def _parse_slot(kind: str, value: Any, source: str) -> ComponentChoice:
     lr = options.pop("lr", None)
     if lr is not None:
         lr = _typed(lr, float, f"{key}.lr", source)
-    lora_data = options.pop("lora", None) or {}
-    lora = config_from_dict(LoraSettings, lora_data, f"{key}.lora", source)
+    lora_data = options.pop("lora", None)
+    if lora_data is not None and train != "lora":
+        raise ConfigError(f"{source}: {key}.lora is set but {key}.train = {train!r}; set {key}.train: lora or drop it")
+    lora = config_from_dict(LoraSettings, lora_data or {}, f"{key}.lora", source)
+    for field_name, ok, rule in (
+        ("r", lora.r >= 1, "a positive integer"),
+        ("alpha", lora.alpha > 0, "positive"),
+        ("dropout", 0 <= lora.dropout < 1, "in [0, 1)"),
+    ):
+        if not ok:
+            value = getattr(lora, field_name)
+            raise ConfigError(f"{source}: {key}.lora.{field_name} = {value!r} is not valid; it must be {rule}")
     return ComponentChoice(name=name, options=options, train=train, lr=lr, lora=lora)
 
 

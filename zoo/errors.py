@@ -12,6 +12,7 @@ __all__ = [
     "CheckpointError",
     "ConfigError",
     "ContractError",
+    "DuplicateNameError",
     "PluginError",
     "UnknownNameError",
     "ZooError",
@@ -38,6 +39,10 @@ class ContractError(ZooError):
 
 class PluginError(ZooError):
     """A plugin failed to import, used an unknown hook, or registered a name twice."""
+
+
+class DuplicateNameError(PluginError):
+    """Two plugins registered the same component name (always fatal: which one wins is undefined)."""
 
 
 class CheckpointError(ZooError):

@@ -281,7 +281,15 @@ class LanguageModel(nn.Module):
     def add_tokens(self, tokens: Sequence[str]) -> list[int]:
         """Add special tokens to the tokenizer (growing the embeddings if needed); return their ids."""
         tokenizer = self.tokenizer
-        missing = [t for t in tokens if t not in tokenizer.get_vocab()]
+        vocab, added = tokenizer.get_vocab(), set(tokenizer.get_added_vocab())
+        ordinary = [t for t in tokens if t in vocab and t not in added]
+        if ordinary:
+            raise ConfigError(
+                f"model.image_token = {ordinary[0]!r} is an ordinary token of {self.name!r}'s tokenizer: every "
+                "occurrence in a text would become an image position; choose a placeholder that is not in the "
+                "vocabulary, such as '<image>'"
+            )
+        missing = [t for t in tokens if t not in vocab]
         if missing:
             # transformers 5 names them ``extra_special_tokens`` (``additional_...`` is a deprecated alias)
             tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)

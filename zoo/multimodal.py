@@ -164,11 +164,14 @@ class MultiModal(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         embeds = self.embed_inputs(input_ids, pixel_values)  # [B, T, H]
-        tokenizer = self.lm._tokenizer
-        if tokenizer is not None:
+        # the model's generation_config (chat checkpoints list their stop tokens there) wins over the
+        # tokenizer, which only fills what the config leaves unset
+        tokenizer, defaults = self.lm._tokenizer, self.lm.model.generation_config
+        if tokenizer is not None and defaults.eos_token_id is None:
+            generate_kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
+        if tokenizer is not None and defaults.pad_token_id is None:
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
             generate_kwargs.setdefault("pad_token_id", pad)
-            generate_kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
         if not use_cache:
             return self._greedy_without_cache(input_ids, embeds, attention_mask, **generate_kwargs)
         return self.lm.model.generate(

@@ -90,6 +90,7 @@ class PluginHost:
         self.loaded: list[PluginInfo] = []
         self.failures: list[PluginFailure] = []
         self.blocked = set(_env_list("ZOO_DISABLE_PLUGINS"))
+        self._reported = 0
         if env_flag("ZOO_TRACE_PLUGINS"):
             self.pm.trace.root.setwriter(sys.stderr.write)
             self.pm.enable_tracing()
@@ -157,6 +158,12 @@ class PluginHost:
         if self.strict:
             where = f" (distribution {dist})" if dist else ""
             raise PluginError(f"plugin {name!r}{where} failed to load: {failure.error}") from error
+
+    def unreported_warnings(self) -> list[str]:
+        """The warnings not handed out before (a config's plugins may fail after the first report)."""
+        lines = self.warnings()[self._reported :]
+        self._reported += len(lines)
+        return lines
 
     def warnings(self) -> list[str]:
         """One line per failed plugin, for the CLI to print to stderr."""

@@ -71,6 +71,7 @@ class MultiModalProcessor:
         images: Sequence[Any] | None = None,
         *,
         padding_side: str | None = None,
+        add_special_tokens: bool = True,
     ) -> dict[str, torch.Tensor]:
         """Encode a batch.
 
@@ -78,6 +79,7 @@ class MultiModalProcessor:
             text: one prompt or a list; each image is marked by one ``image_token``.
             images: a flat list of PIL images in order of appearance, or one list per prompt.
             padding_side: override the processor's padding side.
+            add_special_tokens: let the tokenizer add its own specials (a BOS for Llama), as transformers does.
 
         Returns:
             ``input_ids`` and ``attention_mask`` ``[B, T]``, ``pixel_values`` ``[N_img, 3, H, W]``.
@@ -95,7 +97,7 @@ class MultiModalProcessor:
             if per_prompt != counts:
                 raise ZooError(f"images per prompt {per_prompt} do not match placeholders per prompt {counts}")
         expanded = [p.replace(self.image_token, self.image_token * self.tokens_per_image) for p in prompts]
-        rows = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in expanded]
+        rows = [self.tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in expanded]
         input_ids, attention_mask = self._pad(rows, padding_side or self.padding_side)
         return {
             "input_ids": input_ids,

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from zoo.errors import ConfigError, PluginError, UnknownNameError, suggest
+from zoo.errors import ConfigError, DuplicateNameError, PluginError, UnknownNameError, suggest
 from zoo.plugin_manager import PluginHost
 from zoo.specs import KINDS, ComponentSpec, LanguageModelSpec, ProjectorSpec, VisionTowerSpec
 
@@ -24,6 +24,7 @@ __all__ = [
     "Registry",
     "get_registry",
     "list_components",
+    "loaded_registry",
     "natural_key",
     "registry_yaml_path",
     "reset_registry",
@@ -70,8 +71,8 @@ class Registry:
         def register(spec: ComponentSpec) -> None:
             if getattr(spec, "kind", None) != kind:
                 raise PluginError(
-                    f"plugin {plugin_name!r} passed {spec!r} to the {KIND_TITLES[kind]} hook; "
-                    f"expected a {_SPEC_TYPES[kind].__name__}"
+                    f"plugin {plugin_name!r} passed a {type(spec).__name__} "
+                    f"({getattr(spec, 'name', '?')!r}) to {_HOOKS[kind]}; expected a {_SPEC_TYPES[kind].__name__}"
                 )
             self.add(spec, plugin=plugin_name)
 
@@ -87,12 +88,18 @@ class Registry:
         table = self._specs[spec.kind]
         if spec.name in table:
             first = table[spec.name].plugin
-            raise PluginError(
+            raise DuplicateNameError(
                 f"{KIND_TITLES[spec.kind]} {spec.name!r} is registered twice: by plugin {first!r} and "
                 f"by plugin {plugin!r}; rename one or disable a plugin with ZOO_DISABLE_PLUGINS"
             )
         object.__setattr__(spec, "plugin", plugin)
         table[spec.name] = spec
+
+    def forget_plugin(self, plugin: str) -> None:
+        """Drop every spec a plugin registered (it failed half-way through its hooks)."""
+        for table in self._specs.values():
+            for name in [n for n, spec in table.items() if spec.plugin == plugin]:
+                del table[name]
 
     def remove(self, kind: str, name: str) -> None:
         """Forget one spec (used by tests that register throwaway components)."""
@@ -127,8 +134,10 @@ class Registry:
         plain = [n for n, s in table.items() if not s.pattern]
         forms = [n for n, s in table.items() if s.pattern]
         also = f"; names of the form {', '.join(forms)} work too" if forms else ""
+        failed = "".join(f"; note: plugin {f.name!r} failed to load ({f.error})" for f in self.host.failures)
         raise UnknownNameError(
-            f"{where} is not a registered {KIND_TITLES[kind]}; {suggest(name, plain)}{also} (see 'zoo list {kind}')"
+            f"{where} is not a registered {KIND_TITLES[kind]}; {suggest(name, plain)}{also} "
+            f"(see 'zoo list {kind}'){failed}"
         )
 
     def get(self, kind: str, name: str) -> ComponentSpec:
@@ -207,12 +216,18 @@ def _collect_each(registry: Registry, plugins: Iterable[object]) -> None:
     for plugin in plugins:
         try:
             registry.collect(plugin)
-        except PluginError:
+        except DuplicateNameError:
             raise
         except Exception as error:  # noqa: BLE001 - a plugin whose hook raises is reported, not fatal
             name = registry.host.pm.get_name(plugin) or repr(plugin)
             registry.host.pm.unregister(plugin)
+            registry.forget_plugin(name)
             registry.host._fail(name, "hook", "", error)
+
+
+def loaded_registry() -> Registry | None:
+    """The registry if it was loaded in this process, else ``None`` (loads nothing)."""
+    return _STATE.get("registry")
 
 
 def reset_registry() -> None:

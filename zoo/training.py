@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from torch import nn
+
 from zoo.config import ModelConfig
 from zoo.errors import ConfigError
 
@@ -50,14 +52,18 @@ def add_lora(lm: LanguageModel, config: ModelConfig) -> None:
     from peft import get_peft_model
 
     peft_config = lora_config(config, lm.lora_targets)
-    names = {name.rsplit(".", 1)[-1] for name, _ in lm.model.named_modules()}
-    missing = [t for t in peft_config.target_modules if t not in names]
+    key = "model.lm.lora.targets" if config.lm.lora.targets else "model.lm.lora_targets"
+    linear = sorted({name.rsplit(".", 1)[-1] for name, m in lm.model.named_modules() if isinstance(m, nn.Linear)})
+    missing = sorted(set(peft_config.target_modules) - set(linear))
     if missing:
         raise ConfigError(
-            f"{config.source}: model.lm.lora.targets = {sorted(peft_config.target_modules)}: "
-            f"{missing} are not modules of {config.lm.name!r}; the LM's defaults are {list(lm.lora_targets)}"
+            f"{config.source}: {key} = {sorted(peft_config.target_modules)}: {missing} are not linear modules of "
+            f"{config.lm.name!r}; its linear modules are {linear}"
         )
-    lm.model = get_peft_model(lm.model, peft_config)
+    try:
+        lm.model = get_peft_model(lm.model, peft_config)
+    except ValueError as error:
+        raise ConfigError(f"{config.source}: model.lm.lora: peft rejected the settings: {error}") from error
 
 
 def param_groups(model: MultiModal, default_lr: float, weight_decay: float = 0.0) -> list[dict[str, Any]]:

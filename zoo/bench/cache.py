@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from zoo.bench.grid import Case
-from zoo.errors import ZooError
+from zoo.builder import call_factory
 
 __all__ = ["ComponentCache", "component_key"]
 
@@ -84,11 +84,7 @@ class ComponentCache:
     def _build(self, case: Case, kind: str) -> nn.Module:
         spec, config = case.plan.specs[kind], case.plan.configs[kind]
         start = time.perf_counter()
-        try:
-            with torch.device(self.device):
-                module = spec.factory(config)
-        except ZooError as error:
-            raise type(error)(f"{case.config.source}: model.{kind} ({spec.name!r}): {error}") from error
+        module = call_factory(spec, config, key=f"model.{kind}", source=case.config.source, device=self.device)
         self.build_seconds[component_key(case, kind)] = time.perf_counter() - start
         self.builds[kind] += 1
         return module

@@ -73,7 +73,7 @@ def build_models(cases: list[Case], cache: ComponentCache) -> Iterator[tuple[Cas
             model = build(case.plan, prebuilt=modules).eval()
             info["assemble_s"] = time.perf_counter() - assemble
             info["fresh_s"] = time.perf_counter() - start
-        except ZooError as error:
+        except Exception as error:  # noqa: BLE001 - one combination that fails to build must not stop the grid
             yield case, None, {"error": str(error), "error_type": type(error).__name__}
         else:
             yield case, model, info
@@ -184,8 +184,6 @@ def _component_rows(model: MultiModal, meta: bool) -> dict[str, Any]:
     for kind in SLOTS:
         params = counts[kind]["params"]
         trainable = counts[kind]["trainable"]
-        if meta:  # a meta build applies no training policy; read it from the config
-            trainable = params if model.config.slot(kind).train != "frozen" else 0
         row[f"params_{kind}"], row[f"trainable_{kind}"] = params, trainable
     row["params_total"] = sum(row[f"params_{k}"] for k in SLOTS)
     row["trainable_total"] = sum(row[f"trainable_{k}"] for k in SLOTS)
