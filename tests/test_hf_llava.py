@@ -102,6 +102,10 @@ def test_import_matches_transformers_logits_and_generation(tmp_path):
     assert model.image_token_id == image_id and model.tokens_per_image == TOKENS
     assert model.config.vision.name == "tiny-clip" and model.config.lm.name == "tiny-qwen2"
     assert model.config.vision.options["select"] == "patch" and model.config.vision.options["select_layer"] == -2
+    assert not any(p.is_meta for p in model.parameters())  # built empty, every parameter taken from the file
+    lm = model.lm.model
+    if lm.config.tie_word_embeddings:
+        assert lm.get_output_embeddings().weight is lm.get_input_embeddings().weight
     batch = _batch(image_id)
     assert (_zoo_logits(model, batch) - _hf_logits(hf, batch)).abs().max() <= TOLERANCE
 

@@ -90,7 +90,9 @@ def from_hf_llava(directory: str | os.PathLike, device: str | torch.device | Non
     data = hf_llava_composition(path, dtype=dtype, hf_config=hf_config)
     checked = plan(parse_model_config(data, source=f"{path / 'config.json'}"))
     _check_rebuilt_architecture(checked, hf_config, path)
-    model = build(checked)
+    # components are built with parameters on meta and given the HF tensors: no random init, one copy
+    empty = [kind for kind in ("vision", "projector", "lm") if checked.config.slot(kind).train != "lora"]
+    model = build(checked, empty_weights=empty)
     try:
         hf = LlavaForConditionalGeneration.from_pretrained(
             path, local_files_only=True, dtype=torch_dtype(checked.config.dtype)
@@ -102,6 +104,9 @@ def from_hf_llava(directory: str | os.PathLike, device: str | torch.device | Non
     with torch.no_grad():
         for part, zoo_module, hf_module in _parts(model, hf, lm_inner=model.lm.model):
             _copy_strict(hf_module, zoo_module, part, path)
+    causal = model.lm.model.get_base_model() if hasattr(model.lm.model, "get_base_model") else model.lm.model
+    if getattr(causal.config, "tie_word_embeddings", False):  # assignment gave the head its own parameter
+        causal.get_output_embeddings().weight = causal.get_input_embeddings().weight
     index = int(hf_config.image_token_index)
     if model.image_token_id is None:
         model.image_token_id = index
@@ -578,6 +583,10 @@ def _copy_strict(source: nn.Module, target: nn.Module, part: str, path: Path) ->
             raise CheckpointError(
                 f"{path}: the {part} weight {key} has shape {tuple(value.shape)}, zoo expects {tuple(ours[key].shape)}"
             )
+    if any(tensor.is_meta for tensor in ours.values()):  # built with empty parameters: take the HF tensors
+        target.load_state_dict(theirs, strict=True, assign=True)
+        return
+    for key, value in theirs.items():
         ours[key].copy_(value)
 
 
