@@ -21,6 +21,7 @@ from zoo.interfaces import LanguageModel
 from zoo.specs import LanguageModelConfig
 from zoo.weights import building_on_meta, torch_dtype_of
 
+from ._hf_common import check_arch_fields, loading_problems, make_hf_config
 from ._hf_lm import Family, tiny_tokenizer_path
 
 __all__ = ["build_language_model", "infer_lora_targets"]
@@ -35,39 +36,47 @@ def build_language_model(
 ) -> LanguageModel:
     """Build the LM of preset ``name`` from ``config`` (see the module docstring)."""
     import transformers
+    from huggingface_hub.errors import StrictDataclassError
+    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"dtype": torch_dtype_of(config.dtype)}
     if config.attn_implementation:
         kwargs["attn_implementation"] = config.attn_implementation
     trust = config.trust_remote_code
+    config_cls = getattr(transformers, family.config_class) if family.config_class else None
+    if config_cls is not None:  # a misspelt key would otherwise be stored as an attribute and ignored
+        check_arch_fields(config_cls, config.arch, f"{KEY}.arch")
     checkpoint = None
     if config.checkpoint is not None:
         checkpoint = _checkpoint_dir(config.checkpoint)
         _check_checkpoint_config(checkpoint, config, name, family)
+        where = f"{KEY}.checkpoint = {config.checkpoint!r}"
         try:
             if building_on_meta():  # config.json only: never a weight file on meta
                 hf_config = AutoConfig.from_pretrained(checkpoint, local_files_only=True, trust_remote_code=trust)
                 model = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust, **kwargs)
             else:
-                model = AutoModelForCausalLM.from_pretrained(
-                    checkpoint, local_files_only=True, trust_remote_code=trust, **kwargs
+                model, info = AutoModelForCausalLM.from_pretrained(
+                    checkpoint,
+                    local_files_only=True,
+                    trust_remote_code=trust,
+                    output_loading_info=True,
+                    ignore_mismatched_sizes=True,  # reported below with the key names, not raised
+                    **kwargs,
                 )
-        except (OSError, ValueError) as error:
-            raise CheckpointError(
-                f"{KEY}.checkpoint = {config.checkpoint!r}: transformers cannot load it: {error}"
-            ) from error
-    elif requires_checkpoint or not family.config_class:
+                problems = loading_problems(info)
+                if problems:  # transformers only logs them and initialises those weights at random
+                    raise CheckpointError(f"{where}: {problems}")
+        except (OSError, ValueError, StrictDataclassError, SafetensorError) as error:
+            raise CheckpointError(f"{where}: transformers cannot load it: {type(error).__name__}: {error}") from error
+    elif requires_checkpoint or config_cls is None:
         raise ConfigError(
             f"{KEY}.checkpoint is required for {name!r}: set it to a local directory in transformers layout "
             "(config.json + *.safetensors, as written by save_pretrained)"
         )
     else:
-        try:
-            hf_config = getattr(transformers, family.config_class)(**config.arch)
-        except (TypeError, ValueError) as error:
-            raise ConfigError(f"{KEY}.arch of {name!r} is not a valid {family.config_class}: {error}") from error
-        model = AutoModelForCausalLM.from_config(hf_config, **kwargs)
+        model = AutoModelForCausalLM.from_config(make_hf_config(config_cls, config.arch, f"{KEY}.arch"), **kwargs)
     layer_class = _decoder_layer_class(model, family.decoder_layer)
     targets = config.lora_targets or family.lora_targets or infer_lora_targets(model, layer_class)
     return LanguageModel(

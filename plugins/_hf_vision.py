@@ -32,6 +32,8 @@ from zoo.interfaces import ImagePreprocessor, VisionTower
 from zoo.specs import VisionTowerConfig
 from zoo.weights import building_on_meta, load_state_dict_file, require_path, torch_dtype_of
 
+from ._hf_common import loading_problems, make_hf_config
+
 __all__ = ["CHECKPOINT_KEY", "HFVisionTower", "build_tower"]
 
 CHECKPOINT_KEY = "model.vision.checkpoint"
@@ -156,11 +158,7 @@ def _random_model(tower_cls: type[HFVisionTower], arch: Mapping[str, Any], dtype
     fields = dict(arch)
     model_type = fields.pop("model_type", tower_cls.default_model_type)
     config_cls, model_cls = _classes(tower_cls, model_type, "model.vision.arch.model_type")
-    known = set(config_cls().to_dict())
-    for key in fields:
-        if key not in known:
-            raise ConfigError(f"model.vision.arch.{key} is not a field of {config_cls.__name__}; {suggest(key, known)}")
-    return model_cls._from_config(config_cls(**fields), dtype=dtype).eval()
+    return model_cls._from_config(make_hf_config(config_cls, fields, "model.vision.arch"), dtype=dtype).eval()
 
 
 def _load_model(
@@ -195,25 +193,36 @@ def _load_directory(tower_cls: type[HFVisionTower], path: Path, checkpoint: str,
             f"valid: {', '.join(repr(t) for t in tower_cls.model_types)}"
         )
     config_cls, model_cls = _classes(tower_cls, model_type, where)
+    from huggingface_hub.errors import StrictDataclassError
+    from safetensors import SafetensorError
+
+    unreadable = (OSError, ValueError, StrictDataclassError, SafetensorError)
     if building_on_meta():  # the contract must reflect the checkpoint: read config.json, no weights
-        return model_cls._from_config(config_cls.from_pretrained(path, local_files_only=True), dtype=dtype).eval()
+        try:
+            hf_config = config_cls.from_pretrained(path, local_files_only=True)
+        except unreadable as error:
+            raise CheckpointError(f"{where}: cannot read its config.json: {error}") from error
+        return model_cls._from_config(hf_config, dtype=dtype).eval()
     from transformers.utils import logging as hf_logging
 
     verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()  # a full two-tower checkpoint lists every text weight as unexpected
     hf_logging.disable_progress_bar()
     try:
-        model, info = model_cls.from_pretrained(path, local_files_only=True, dtype=dtype, output_loading_info=True)
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{where}: cannot load it with {model_cls.__name__}: {error}") from error
+        model, info = model_cls.from_pretrained(
+            path, local_files_only=True, dtype=dtype, output_loading_info=True, ignore_mismatched_sizes=True
+        )
+    except unreadable as error:  # a corrupt weight file raises SafetensorError, a plain Exception
+        raise CheckpointError(
+            f"{where}: cannot load it with {model_cls.__name__}: {type(error).__name__}: {error}"
+        ) from error
     finally:
         hf_logging.set_verbosity(verbosity)
         if bars:
             hf_logging.enable_progress_bar()
-    if info.get("missing_keys"):
-        raise CheckpointError(f"{where}: weights missing for {_few(info['missing_keys'])}")
-    if info.get("mismatched_keys"):
-        raise CheckpointError(f"{where}: weights of the wrong shape for {_few(info['mismatched_keys'])}")
+    problems = loading_problems(info)
+    if problems:
+        raise CheckpointError(f"{where}: {problems}")
     return model.eval()
 
 

@@ -19,13 +19,13 @@ from torch.utils.checkpoint import checkpoint
 from zoo.errors import ConfigError, UnknownNameError, suggest
 from zoo.interfaces import ImagePreprocessor, VisionTower
 from zoo.specs import VisionTowerConfig
-from zoo.weights import building_on_meta, hub_offline, torch_dtype_of
+from zoo.weights import building_on_meta, hub_offline, load_state_dict_file, torch_dtype_of
 
 from ._timm_tower import (
     find_weight_file,
     load_strict,
-    load_weight_file,
     prepare_timm_state,
+    square_patch_size,
     timm_hidden_states,
     vit_family,
 )
@@ -68,12 +68,25 @@ def open_clip_model_config(name: str) -> dict[str, Any]:
     return config
 
 
-def _preprocess_cfg(name: str | None, model_cfg: dict[str, Any], image_size: int) -> dict[str, Any]:
+def _pretrained_cfgs(name: str | None) -> list[dict[str, Any]]:
+    """open_clip's configs of every pretrained tag of architecture ``name`` (none for the tiny tower)."""
     import open_clip
+
+    if not name:
+        return []
+    return [open_clip.get_pretrained_cfg(name, tag) for tag in open_clip.list_pretrained_tags_by_model(name)]
+
+
+def _tags_quick_gelu(tags: list[dict[str, Any]]) -> bool | None:
+    """The ``quick_gelu`` every pretrained tag agrees on (open_clip reads a missing one as False), else None."""
+    values = {bool(tag.get("quick_gelu", False)) for tag in tags}
+    return values.pop() if len(values) == 1 else None
+
+
+def _preprocess_cfg(tags: list[dict[str, Any]], model_cfg: dict[str, Any], image_size: int) -> dict[str, Any]:
     from open_clip.transform import PreprocessCfg, merge_preprocess_dict
 
     cfg = merge_preprocess_dict(PreprocessCfg(), model_cfg.get("preprocess_cfg") or {})
-    tags = [open_clip.get_pretrained_cfg(name, tag) for tag in open_clip.list_pretrained_tags_by_model(name or "")]
     for key in ("mean", "std", "interpolation", "resize_mode"):
         values = {repr(tag.get(key)) for tag in tags}
         if tags and len(values) == 1 and tags[0].get(key) is not None:
@@ -105,10 +118,10 @@ class OpenClipVisionTower(VisionTower):
     ) -> None:
         trunk = getattr(visual, "trunk", None)
         if trunk is not None and vit_family(trunk) is not None:
-            (size, _), (rows, _) = trunk.patch_embed.img_size, trunk.patch_embed.grid_size
-            dims = (int(trunk.embed_dim), int(trunk.num_prefix_tokens), size // rows, size, len(trunk.blocks))
+            size, patch = trunk.patch_embed.img_size[0], square_patch_size(trunk, name)
+            dims = (int(trunk.embed_dim), int(trunk.num_prefix_tokens), patch, size, len(trunk.blocks))
         elif hasattr(visual, "transformer") and hasattr(visual, "class_embedding"):
-            size, patch = visual.image_size[0], visual.patch_size[0]
+            size, patch = visual.image_size[0], visual.conv1.kernel_size[0]
             dims = (visual.transformer.width, 1, patch, size, len(visual.transformer.resblocks))
         else:
             inner = f" around a timm {type(trunk).__name__}" if trunk is not None else ""
@@ -159,11 +172,7 @@ class OpenClipVisionTower(VisionTower):
         visual = self.visual
         if getattr(visual, "trunk", None) is not None:
             return timm_hidden_states(visual.trunk, pixel_values, layer)
-        x = visual.conv1(pixel_values)  # [B, D, H/p, W/p]
-        x = x.flatten(2).transpose(1, 2)  # [B, N, D]
-        cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)  # [B, 1, D]
-        x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)  # [B, 1 + N, D]
-        x = visual.ln_pre(visual.patch_dropout(x))
+        x = visual._embeds(pixel_values)  # [B, 1 + N, D]: patches, class token, positions, ln_pre
         transformer = visual.transformer
         if not transformer.batch_first:
             x = x.transpose(0, 1)  # [1 + N, B, D]
@@ -177,7 +186,7 @@ class OpenClipVisionTower(VisionTower):
 
 def load_open_clip_checkpoint(visual: nn.Module, path: Path, key: str) -> None:
     """Read ``path`` safely and load its ``visual`` weights as open_clip would (prefixes, pos-embed resize)."""
-    state = {k.removeprefix("module."): v for k, v in load_weight_file(path, key).items()}
+    state = {k.removeprefix("module."): v for k, v in load_state_dict_file(path, key).items()}
     if any(k.startswith("visual.") for k in state):
         state = {k.removeprefix("visual."): v for k, v in state.items() if k.startswith("visual.")}
     trunk = getattr(visual, "trunk", None)
@@ -201,6 +210,7 @@ def create_open_clip_tower(
     from open_clip.model import CLIPVisionCfg, _build_vision_tower
 
     display = f"open_clip:{name}" if name else "tiny-open-clip"
+    tags = _pretrained_cfgs(name)
     arch = dict(config.arch)
     allowed = [f.name for f in dataclasses.fields(CLIPVisionCfg)] + list(TOP_LEVEL_ARCH)
     for field in arch:
@@ -217,7 +227,8 @@ def create_open_clip_tower(
     path = find_weight_file(config.checkpoint, f"{KEY}.checkpoint", OPEN_CLIP_DIR_FILES) if config.checkpoint else None
     dtype = torch_dtype_of(config.dtype)
     embed_dim = arch.get("embed_dim", model_cfg["embed_dim"])
-    quick_gelu = arch.get("quick_gelu", model_cfg.get("quick_gelu", False))
+    agreed = _tags_quick_gelu(tags)  # the pretrained weights' activation (ViT-L-14-336: openai, QuickGELU)
+    quick_gelu = arch.get("quick_gelu", model_cfg.get("quick_gelu", False) if agreed is None else agreed)
     # built as open_clip's "pure" precision: plain LayerNorms, every parameter in ``dtype`` (cast below)
     visual = _build_vision_tower(embed_dim, vision_cfg, quick_gelu=quick_gelu)
     trunk = getattr(visual, "trunk", None)
@@ -228,7 +239,7 @@ def create_open_clip_tower(
         size = int(size[0])
     if trunk is not None and vit_family(trunk) and tuple(trunk.patch_embed.img_size) != (size, size):
         trunk.set_input_size(img_size=(size, size))  # open_clip's TimmModel keeps timm's default size
-    preprocess = _preprocess_cfg(name, model_cfg, size)
+    preprocess = _preprocess_cfg(tags, model_cfg, size)
     tower = OpenClipVisionTower(
         visual, preprocess, select_layer=config.select_layer, select=config.select, name=display
     )

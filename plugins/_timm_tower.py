@@ -2,7 +2,7 @@
 
 Private module: it imports torch (and timm inside its functions), so the registration module
 ``timm_towers`` imports it only inside its factories. The weight-file helpers here (``find_weight_file``,
-``load_weight_file``, ``load_strict``, ``prepare_timm_state``) and ``timm_hidden_states`` / ``vit_family``
+``load_strict``, ``prepare_timm_state``) and ``timm_hidden_states`` / ``vit_family``
 are shared with the open_clip tower (``_open_clip_tower``), whose ``TimmModel`` trunks are timm ViTs.
 """
 
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from zoo.errors import CheckpointError, ConfigError, UnknownNameError, ZooError, suggest
+from zoo.errors import CheckpointError, ConfigError, UnknownNameError, suggest
 from zoo.interfaces import ImagePreprocessor, VisionTower
 from zoo.specs import VisionTowerConfig
 from zoo.weights import building_on_meta, hub_offline, load_state_dict_file, require_path, torch_dtype_of
@@ -28,8 +28,8 @@ __all__ = [
     "find_weight_file",
     "load_strict",
     "load_timm_checkpoint",
-    "load_weight_file",
     "prepare_timm_state",
+    "square_patch_size",
     "timm_hidden_states",
     "vit_family",
 ]
@@ -73,14 +73,22 @@ def timm_hidden_states(model: nn.Module, pixel_values: torch.Tensor, layer: int)
     return x
 
 
-def load_weight_file(path: Path, key: str) -> dict[str, torch.Tensor]:
-    """A state dict from a safetensors / legacy torch file; any read failure becomes a CheckpointError."""
-    try:
-        return load_state_dict_file(path, key)
-    except ZooError:
-        raise
-    except Exception as error:
-        raise CheckpointError(f"{key} = {str(path)!r}: cannot read weights: {type(error).__name__}: {error}") from error
+def square_patch_size(model: nn.Module, name: str) -> int:
+    """The side of the square patches of a timm ViT/Eva (its patch embedding's, not ``img_size // grid``).
+
+    An input size that is not a multiple of it is refused where the model would (``dynamic_img_size``
+    models assert it in their forward) or where the grid would not be ``image_size // patch`` (padding).
+    """
+    embed = model.patch_embed
+    (rows, cols), size = embed.patch_size, embed.img_size[0]
+    if rows != cols:
+        raise ConfigError(f"{KEY}.name = {name!r}: patches of {rows}x{cols} pixels are not square")
+    if size % rows and (embed.dynamic_img_pad or not embed.strict_img_size):
+        raise ConfigError(
+            f"{KEY}.image_size = {size} is not a multiple of the patch size {rows} of {name!r}, and this timm "
+            f"model (dynamic image size or padding) needs one; use e.g. {size - size % rows}"
+        )
+    return int(rows)
 
 
 def find_weight_file(path: str, key: str, names: Sequence[str]) -> Path:
@@ -117,7 +125,7 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], key: str, pat
 
 def load_timm_checkpoint(model: nn.Module, path: Path, key: str) -> None:
     """Read ``path`` safely and load it into a timm model through timm's checkpoint filter."""
-    state = prepare_timm_state(model, load_weight_file(path, key))
+    state = prepare_timm_state(model, load_state_dict_file(path, key))
     own = model.state_dict()
     classifier = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or "head"
     heads = (classifier,) if isinstance(classifier, str) else tuple(classifier)
@@ -147,10 +155,11 @@ class TimmVisionTower(VisionTower):
         (height, width), (rows, cols) = model.patch_embed.img_size, model.patch_embed.grid_size
         if height != width or rows != cols:
             raise ConfigError(f"{KEY}.name = {name!r}: input {height}x{width} is not square; set image_size")
+        patch = square_patch_size(model, name)
         super().__init__(
             hidden_size=int(model.embed_dim),
             num_prefix_tokens=int(model.num_prefix_tokens),
-            patch_size=height // rows,
+            patch_size=patch,
             image_size=height,
             num_layers=len(model.blocks),
             select_layer=select_layer,
@@ -185,8 +194,6 @@ def create_timm_tower(config: VisionTowerConfig, *, tiny: bool) -> TimmVisionTow
 
     name = config.model_name
     display = "tiny-timm-vit" if tiny else f"timm:{name}"
-    if not name:
-        raise ConfigError(f"{KEY}.name = 'timm:': give a timm model name, e.g. 'timm:vit_base_patch16_224'")
     if not timm.is_model(name):
         raise UnknownNameError(
             f"{KEY}.name = {display!r}: {name!r} is not a timm model; {suggest(name, timm.list_models())} "

@@ -29,7 +29,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import zoo
-from zoo.errors import ConfigError
 from zoo.specs import VisionTowerConfig, VisionTowerSpec
 
 from ._lazy import lazy_attribute
@@ -57,7 +56,6 @@ def __getattr__(name: str) -> Any:
     return lazy_attribute(__name__, name, _LAZY)
 
 
-KEY = "model.vision"
 TINY_OPEN_CLIP_CONFIG: dict[str, Any] = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8, "mlp_ratio": 2.0},
@@ -67,11 +65,9 @@ TINY_OPEN_CLIP_CONFIG: dict[str, Any] = {
 
 def build_open_clip_tower(config: VisionTowerConfig) -> OpenClipVisionTower:
     """Factory of ``open_clip:<model_name>``: the vision tower of a registered open_clip architecture."""
-    name = config.model_name
-    if not name:
-        raise ConfigError(f"{KEY}.name = 'open_clip:': give an open_clip architecture, e.g. 'open_clip:ViT-B-16'")
     from ._open_clip_tower import create_open_clip_tower, open_clip_model_config
 
+    name = config.model_name  # never empty: the pattern's group matches at least one character
     return create_open_clip_tower(config, open_clip_model_config(name), name)
 
 

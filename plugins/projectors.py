@@ -167,7 +167,7 @@ def build_resampler(config: ProjectorConfig) -> Projector:
     return _finish(CrossAttentionResampler(in_dim, out_dim, queries, heads), config)
 
 
-def build_perceiver(config: ProjectorConfig) -> Projector:
+def build_perceiver(config: PerceiverConfig) -> Projector:
     """``perceiver``: Flamingo Perceiver resampler (``num_queries`` latents, ``depth`` blocks)."""
     from ._proj_attention import PerceiverResampler
 
@@ -175,7 +175,7 @@ def build_perceiver(config: ProjectorConfig) -> Projector:
     queries = _positive(config, "num_queries", "perceiver")
     depth = _positive(config, "depth", "perceiver")
     heads = _heads(config, in_dim, "in_dim", "perceiver")
-    ff_mult = _positive(config, "ff_mult", "perceiver") if hasattr(config, "ff_mult") else 4
+    ff_mult = _positive(config, "ff_mult", "perceiver")
     return _finish(PerceiverResampler(in_dim, out_dim, queries, depth, heads, ff_mult), config)
 
 

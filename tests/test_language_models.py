@@ -4,11 +4,13 @@ remote code needs an opt-in, full-size presets have their published parameter co
 from __future__ import annotations
 
 import importlib.util
+import re
 import textwrap
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from zoo.builder import build_component
 from zoo.errors import CheckpointError, ConfigError
@@ -78,6 +80,39 @@ def test_checkpoint_errors_name_the_key_and_path(tmp_path):
         build_component("lm", "tiny-qwen2", {"checkpoint": str(tmp_path)})
     with pytest.raises(ConfigError, match=r"has hidden_size = 64, but 'llama-2-7b' has hidden_size = 4096"):
         build_component("lm", "llama-2-7b", {"checkpoint": str(tmp_path)}, meta=True)
+
+
+def test_checkpoint_with_missing_or_mis_shaped_weights_is_refused(tmp_path):
+    build_component("lm", "tiny-qwen2").model.save_pretrained(tmp_path)  # lm_head tied: not in the file
+    complete = load_file(tmp_path / "model.safetensors")
+    assert "lm_head.weight" not in complete
+    build_component("lm", "tiny-qwen2", {"checkpoint": str(tmp_path)})  # tied weights are not "missing"
+    where = re.escape(f"model.lm.checkpoint = '{tmp_path}'")
+    state = {k: v for k, v in complete.items() if k != "model.layers.1.mlp.up_proj.weight"}
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=rf"{where}: weights missing for model\.layers\.1\.mlp\.up_proj\.weight"):
+        build_component("lm", "tiny-qwen2", {"checkpoint": str(tmp_path)})
+    save_file(
+        {**complete, "model.norm.weight": torch.ones(3)}, tmp_path / "model.safetensors", metadata={"format": "pt"}
+    )
+    with pytest.raises(
+        CheckpointError, match=r"wrong shape for model\.norm\.weight \(checkpoint \[3\], model \[64\]\)"
+    ):
+        build_component("lm", "tiny-qwen2", {"checkpoint": str(tmp_path)})
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match=rf"{where}: .*SafetensorError"):
+        build_component("lm", "tiny-qwen2", {"checkpoint": str(tmp_path)})
+
+
+def test_arch_typos_and_rejected_values_are_config_errors():
+    with pytest.raises(
+        ConfigError, match=r"model\.lm\.arch\.hiden_size is not a field of Qwen2Config.*did you mean 'hidden_size'"
+    ):
+        build_component("lm", "tiny-qwen2", {"arch": {"hiden_size": 128}})
+    with pytest.raises(ConfigError, match=r"model\.lm\.arch\.hidden_size = '64': TypeError: .*expected int"):
+        build_component("lm", "tiny-qwen2", {"arch": {"hidden_size": "64"}})
+    with pytest.raises(ConfigError, match=r"model\.lm\.arch\.rope_thetaa .*did you mean 'rope_theta'"):
+        build_component("lm", "tiny-llama", {"arch": {"rope_thetaa": 1.0}}, meta=True)
 
 
 def test_attn_implementation_is_honoured():

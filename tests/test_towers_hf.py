@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from zoo.builder import build_component
 from zoo.errors import CheckpointError, ConfigError
@@ -145,6 +147,26 @@ def test_checkpoint_errors_name_the_key_and_the_path(tmp_path):
         build_component("vision", "tiny-siglip", {"checkpoint": str(tmp_path / "empty")})
 
 
+def test_corrupt_weight_file_is_a_checkpoint_error_naming_the_key_and_path(tmp_path):
+    build("tiny-clip").model.save_pretrained(tmp_path / "dir")
+    (tmp_path / "dir" / "model.safetensors").write_bytes(b"garbage")
+    (tmp_path / "file.safetensors").write_bytes(b"garbage")
+    for target in (tmp_path / "dir", tmp_path / "file.safetensors"):
+        where = re.escape(f"model.vision.checkpoint = '{target}'")
+        with pytest.raises(CheckpointError, match=rf"{where}.*SafetensorError"):
+            build_component("vision", "tiny-clip", {"checkpoint": str(target)})
+
+
+def test_directory_checkpoint_with_a_mis_shaped_weight_names_it(tmp_path):
+    build("tiny-clip").model.save_pretrained(tmp_path)
+    state = load_file(tmp_path / "model.safetensors")
+    key = next(k for k in state if k.endswith("post_layernorm.weight"))
+    state[key] = torch.ones(3)
+    save_file(state, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=rf"wrong shape for {key} \(checkpoint \[3\], model \[32\]\)"):
+        build_component("vision", "tiny-clip", {"checkpoint": str(tmp_path)})
+
+
 def test_dtype_is_honoured_by_the_factory_for_random_and_loaded_towers(tmp_path):
     spec = get_registry().get("vision", "tiny-dinov2")  # the factory itself, without the builder's final cast
     tower = spec.factory(VisionTowerConfig(arch=dict(spec.defaults["arch"]), dtype="bfloat16"))
@@ -170,6 +192,13 @@ def test_image_size_override_interpolates_positions():
 def test_unknown_arch_field_is_a_config_error():
     with pytest.raises(ConfigError, match=r"model\.vision\.arch\.hiden_size .*did you mean 'hidden_size'"):
         build("tiny-siglip", arch={"hiden_size": 64})
+
+
+def test_arch_values_transformers_rejects_are_config_errors():
+    with pytest.raises(ConfigError, match=r"model\.vision\.arch: ValueError: .*not a multiple of .*heads \(5\)"):
+        build("tiny-clip", arch={"num_attention_heads": 5})
+    with pytest.raises(ConfigError, match=r"model\.vision\.arch\.hidden_size = '64': TypeError: .*expected int"):
+        build("tiny-clip", arch={"hidden_size": "64"})
 
 
 # name -> (mean, std, image size): the processor is the family's own transformers class

@@ -48,6 +48,18 @@ def test_tiny_timm_vit_contract_and_preprocessing():
     assert pre([Image.new("RGB", (50, 40), "red")]).shape == (1, 3, 32, 32)
 
 
+def test_image_size_not_a_multiple_of_the_patch_keeps_the_real_patch_size():
+    fixed = {"image_size": 36, "arch": {"dynamic_img_size": False}}  # test_vit is dynamic: it needs multiples
+    tower = build_component("vision", "tiny-timm-vit", fixed)
+    assert (tower.image_size, tower.patch_size, tower.grid_size(), tower.num_tokens) == (36, 8, (4, 4), 16)
+    assert tower(torch.randn(1, 3, 36, 36)).shape == (1, tower.num_tokens, 32)
+    with pytest.raises(ConfigError, match=r"image_size = 36 is not a multiple of the patch size 8.*use e\.g\. 32"):
+        build_component("vision", "tiny-timm-vit", {"image_size": 36})
+    clip = build_component("vision", "tiny-open-clip", {"image_size": 36})
+    assert (clip.patch_size, clip.grid_size(), clip.num_tokens) == (8, (4, 4), 16)
+    assert clip(torch.randn(1, 3, 36, 36)).shape == (1, clip.num_tokens, 64)
+
+
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 def test_timm_checkpoint_parity_with_timm(tmp_path, suffix):
     reference = timm.create_model(TINY_TIMM_VIT["model_name"], num_classes=0, **TINY_TIMM_VIT["arch"]).eval()
@@ -201,6 +213,28 @@ def test_open_clip_timm_trunk_checkpoint_parity(tmp_path):
         torch.testing.assert_close(tower.hidden_states_upto(pixels, 3), torch.cat([prefix, patches], 1))
         torch.testing.assert_close(tower(pixels), patches)
         torch.testing.assert_close(trunk.norm(tower.hidden_states_upto(pixels, 6)), trunk.forward_features(pixels))
+
+
+def test_open_clip_timm_trunk_patch_size_at_an_image_size_not_a_multiple_of_it(tmp_path):
+    config = {**TINY_OPEN_CLIP_CONFIG, "vision_cfg": {"image_size": 224, "timm_model_name": "vit_tiny_patch16_224",
+                                                      "timm_pool": "token", "timm_proj": "linear"}}  # fmt: skip
+    config_file = tmp_path / "zoo-test-timm-trunk-40.json"
+    config_file.write_text(json.dumps(config))
+    open_clip.add_model_config(config_file)
+    tower = build_component("vision", "open_clip:zoo-test-timm-trunk-40", {"image_size": 40, "offline": True})
+    assert (tower.patch_size, tower.grid_size(), tower.num_tokens) == (16, (2, 2), 4)
+    assert tower(torch.randn(1, 3, 40, 40)).shape == (1, tower.num_tokens, 192)
+
+
+def test_open_clip_activation_follows_the_pretrained_tags():
+    def activation(name: str, **overrides) -> str:
+        tower = build_component("vision", f"open_clip:{name}", overrides, meta=True)
+        return type(tower.visual.transformer.resblocks[0].mlp.gelu).__name__
+
+    assert activation("ViT-L-14-336") == "QuickGELU"  # its only tag, openai, was trained with QuickGELU
+    assert activation("ViT-L-14-336", arch={"quick_gelu": False}) == "GELU"  # an explicit choice wins
+    assert activation("ViT-B-16") == "GELU"  # its tags disagree: the architecture's own default
+    assert activation("ViT-B-16", arch={"quick_gelu": True}) == "QuickGELU"
 
 
 def test_open_clip_vit_l_14_336_on_meta():

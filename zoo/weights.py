@@ -45,12 +45,21 @@ def require_path(path: str | os.PathLike, key: str, *, kind: str = "file or dire
 
 
 def load_state_dict_file(path: str | os.PathLike, key: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Read a state dict from safetensors, or from a legacy torch file with ``weights_only=True``."""
+    """Read a state dict from safetensors, or from a legacy torch file with ``weights_only=True``.
+
+    Any failure to read the file (missing, truncated, corrupt, unknown format) is a CheckpointError naming
+    ``key`` and the path.
+    """
     file = require_path(path, key, kind="file")
     if file.suffix in SAFE_SUFFIXES:
         from safetensors.torch import load_file
 
-        return load_file(str(file))
+        try:
+            return load_file(str(file))
+        except Exception as error:  # SafetensorError (a plain Exception), OSError...
+            raise CheckpointError(
+                f"{key} = {str(path)!r}: cannot read it as safetensors: {type(error).__name__}: {error}"
+            ) from error
     if file.suffix in LEGACY_SUFFIXES:
         try:
             data = torch.load(str(file), map_location="cpu", weights_only=True)
