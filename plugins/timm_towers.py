@@ -31,19 +31,11 @@ from zoo.specs import VisionTowerConfig, VisionTowerSpec
 
 from ._lazy import lazy_attribute
 
-if TYPE_CHECKING:  # annotations, and the names _LAZY resolves at run time (for type checkers)
-    from ._timm_tower import (
-        TimmVisionTower,
-        find_weight_file,
-        load_strict,
-        load_timm_checkpoint,
-        prepare_timm_state,
-        timm_hidden_states,
-        vit_family,
-    )
+if TYPE_CHECKING:  # annotations only; the re-exported names resolve through _LAZY at run time
+    from ._timm_tower import TimmVisionTower
 
-__all__ = [
-    "TINY_TIMM_VIT",
+# the tower and its helpers import torch: resolved on first access (zoo_plugins.timm_towers.TimmVisionTower)
+_REEXPORTS = (
     "TimmVisionTower",
     "find_weight_file",
     "load_strict",
@@ -51,22 +43,9 @@ __all__ = [
     "prepare_timm_state",
     "timm_hidden_states",
     "vit_family",
-    "zoo_register_vision_towers",
-]
-
-# the tower and its helpers import torch: resolved on first access (zoo_plugins.timm_towers.TimmVisionTower)
-_LAZY = {
-    name: "._timm_tower"
-    for name in (
-        "TimmVisionTower",
-        "find_weight_file",
-        "load_strict",
-        "load_timm_checkpoint",
-        "prepare_timm_state",
-        "timm_hidden_states",
-        "vit_family",
-    )
-}
+)
+_LAZY = dict.fromkeys(_REEXPORTS, "._timm_tower")
+__all__ = ["TINY_TIMM_VIT", *_REEXPORTS, "zoo_register_vision_towers"]
 
 
 def __getattr__(name: str) -> Any:

@@ -136,11 +136,6 @@ class ComponentSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
 
-    @property
-    def is_tiny(self) -> bool:
-        """True for the random ``tiny-*`` test variants."""
-        return self.name.startswith("tiny-")
-
     def match(self, name: str) -> dict[str, str] | None:
         """Config values from the named groups if ``name`` fits this spec's pattern, else ``None``."""
         if self.pattern is None:
