@@ -52,7 +52,7 @@ def test_frozen_tiny_model_round_trip_and_manifest(tmp_path, tiny_model):
     assert manifest["zoo_version"] == zoo.__version__
     assert {"torch", "transformers", "peft", "safetensors"} <= set(manifest["versions"])
     assert manifest["versions"]["torch"] == torch.__version__
-    assert manifest["model"] == tiny_model.config.to_dict()  # no relative paths to rewrite here
+    assert manifest["model"] == tiny_model.composition.to_dict()  # no relative paths to rewrite here
     assert manifest["contract"] == tiny_model.contract.to_dict()
     assert manifest["image_token"] == "<image>" and manifest["image_token_id"] == tiny_model.image_token_id
     for kind, plugin in (
@@ -61,7 +61,7 @@ def test_frozen_tiny_model_round_trip_and_manifest(tmp_path, tiny_model):
         ("lm", "zoo_plugins.qwen"),
     ):
         record = manifest["components"][kind]
-        assert record["name"] == record["spec"] == tiny_model.config.slot(kind).name
+        assert record["name"] == record["spec"] == tiny_model.composition.slot(kind).name
         assert record["plugin"] == plugin
         expected = json.loads(json.dumps(dataclasses.asdict(tiny_model.component_configs[kind])))
         assert record["config"] == expected

@@ -100,8 +100,8 @@ def test_import_matches_transformers_logits_and_generation(tmp_path):
     hf, image_id = _write_llava(tmp_path / "llava")
     model = from_hf_llava(tmp_path / "llava")
     assert model.image_token_id == image_id and model.tokens_per_image == TOKENS
-    assert model.config.vision.name == "tiny-clip" and model.config.lm.name == "tiny-qwen2"
-    assert model.config.vision.options["select"] == "patch" and model.config.vision.options["select_layer"] == -2
+    assert model.composition.vision.name == "tiny-clip" and model.composition.lm.name == "tiny-qwen2"
+    assert model.composition.vision.options["select"] == "patch" and model.composition.vision.options["select_layer"] == -2
     assert not any(p.is_meta for p in model.parameters())  # built empty, every parameter taken from the file
     lm = model.lm.model
     if lm.config.tie_word_embeddings:
@@ -136,7 +136,7 @@ def test_import_full_strategy_and_last_layer_match(tmp_path):
 def test_import_siglip_full_keeps_every_patch(tmp_path):
     hf, image_id = _write_llava(tmp_path / "llava", vision="siglip", strategy="full")
     model = from_hf_llava(tmp_path / "llava")
-    assert model.config.vision.name == "tiny-siglip" and model.tokens_per_image == TOKENS
+    assert model.composition.vision.name == "tiny-siglip" and model.tokens_per_image == TOKENS
     batch = _batch(image_id)
     assert (_zoo_logits(model, batch) - _hf_logits(hf, batch)).abs().max() <= TOLERANCE
 

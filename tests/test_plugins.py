@@ -129,7 +129,7 @@ def test_plugins_listed_in_a_config_file_are_loaded(fresh_registry, tmp_path):
     )
     model = zoo.build(config)
     assert type(model.projector).__name__ == "Double"
-    assert model.config.plugins == (str(PLUGIN_FILES / "good_plugin.py"),)
+    assert model.composition.plugins == (str(PLUGIN_FILES / "good_plugin.py"),)
 
 
 def test_a_plugin_registering_the_wrong_kind_is_reported_not_fatal(fresh_registry):

@@ -260,7 +260,7 @@ def build(
         cast("VisionTower", modules["vision"]),
         cast("Projector", modules["projector"]),
         cast("LanguageModel", modules["lm"]),
-        config=checked.config,
+        composition=checked.config,
         contract=checked.contract,
         component_configs=checked.configs,
     )

@@ -104,8 +104,8 @@ def save(model: MultiModal, directory: str | os.PathLike) -> Path:
     from zoo.builder import plan
 
     target = Path(directory)
-    checked = plan(model.config)  # specs, plugins and the LM's vocabulary before tokens were added (meta)
-    config_data = _absolute_paths(model.config.to_dict())
+    checked = plan(model.composition)  # specs, plugins and the LM's vocabulary before tokens were added (meta)
+    config_data = _absolute_paths(model.composition.to_dict())
     components: dict[str, Any] = {}
     with atomic_directory(target, replaceable=_is_checkpoint, what="zoo checkpoint") as tmp:
         for kind in SLOTS:
@@ -118,7 +118,7 @@ def save(model: MultiModal, directory: str | os.PathLike) -> Path:
             "versions": _versions(),
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "model": config_data,
-            "dtype": model.config.dtype,
+            "dtype": model.composition.dtype,
             "image_token": model.image_token,
             "image_token_id": model.image_token_id,
             "tokens_per_image": model.tokens_per_image,
@@ -138,7 +138,7 @@ def _save_component(model: MultiModal, kind: str, checked: Any, tmp: Path) -> di
     module = getattr(model, kind)
     spec = checked.specs[kind]
     config = model.component_configs.get(kind, checked.configs[kind])
-    choice = model.config.slot(kind)
+    choice = model.composition.slot(kind)
     checkpoint = getattr(config, "checkpoint", None)
     params = list(module.parameters())
     record: dict[str, Any] = {

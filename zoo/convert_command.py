@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
             model, origin = build(args.source, plugins=tuple(args.plugin or ())), "composition"
         save_hf_llava(model, destination)
         kind = "transformers Llava directory"
-    names = {k: model.config.slot(k).name for k in ("vision", "projector", "lm")}
+    names = {k: model.composition.slot(k).name for k in ("vision", "projector", "lm")}
     summary = {
         "source": str(source),
         "source_kind": origin,

@@ -335,7 +335,7 @@ def to_hf_llava(model: MultiModal) -> LlavaForConditionalGeneration:
     """
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 
-    names = {kind: model.config.slot(kind).name for kind in ("vision", "projector", "lm")}
+    names = {kind: model.composition.slot(kind).name for kind in ("vision", "projector", "lm")}
     if any(p.device.type == "meta" for p in model.parameters()):
         raise ZooError("the model lives on the meta device (built with meta=True); build it for real to export it")
     vision_model, strategy = _exportable_vision(model.vision, names["vision"])

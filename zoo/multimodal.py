@@ -28,7 +28,7 @@ class MultiModal(nn.Module):
         vision: the vision tower.
         projector: maps tower features to the LM's width.
         lm: the language model (with its tokenizer).
-        config: the composition it was built from (kept for the manifest).
+        composition: the zoo composition it was built from (kept for the manifest).
         contract: the checked contract (``image_tokens`` per image...).
         component_configs: the typed config of each component (for the manifest).
     """
@@ -39,7 +39,7 @@ class MultiModal(nn.Module):
         projector: Projector,
         lm: LanguageModel,
         *,
-        config: ModelConfig,
+        composition: ModelConfig,
         contract: Contract,
         component_configs: dict[str, Any] | None = None,
     ) -> None:
@@ -47,13 +47,22 @@ class MultiModal(nn.Module):
         self.vision = vision
         self.projector = projector
         self.lm = lm
-        self.config = config
+        self.composition = composition
         self.contract = contract
         self.component_configs = dict(component_configs or {})
-        self.image_token = config.image_token
+        self.image_token = composition.image_token
         self.image_token_id: int | None = None
         if lm.has_tokenizer:  # on meta too: the embeddings grow there without allocating
-            (self.image_token_id,) = lm.add_tokens([config.image_token])
+            (self.image_token_id,) = lm.add_tokens([composition.image_token])
+
+    @property
+    def config(self) -> Any:
+        """The LM's transformers ``PretrainedConfig``: what transformers' utilities read and set.
+
+        ``Trainer`` sets ``model.config.use_cache`` and generation reads the LM's settings from here, as
+        with any transformers model; zoo's own description of the composition is :attr:`composition`.
+        """
+        return self.lm.model.config
 
     # -- contract -------------------------------------------------------------------------------
     @property
@@ -240,13 +249,13 @@ class MultiModal(nn.Module):
         counts = self.parameter_counts()
         return {
             "components": {
-                kind: {"name": self.config.slot(kind).name, **counts[kind]} for kind in ("vision", "projector", "lm")
+                kind: {"name": self.composition.slot(kind).name, **counts[kind]} for kind in ("vision", "projector", "lm")
             },
             "params_total": sum(c["params"] for c in counts.values()),
             "params_trainable": sum(c["trainable"] for c in counts.values()),
             "image_tokens": self.tokens_per_image,
             "contract": self.contract.to_dict(),
-            "dtype": self.config.dtype,
+            "dtype": self.composition.dtype,
         }
 
 

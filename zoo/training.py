@@ -76,6 +76,6 @@ def param_groups(model: MultiModal, default_lr: float, weight_decay: float = 0.0
     for kind in SLOTS:
         params = [p for p in getattr(model, kind).parameters() if p.requires_grad]
         if params:
-            lr = model.config.slot(kind).lr
+            lr = model.composition.slot(kind).lr
             groups.append({"name": kind, "params": params, "lr": lr or default_lr, "weight_decay": weight_decay})
     return groups

@@ -86,7 +86,7 @@ def make_inputs(model: MultiModal, batch_size: int, prompt_len: int, seed: int =
     """Random pixels and a prompt ``[text, <image> x tokens_per_image, text...]`` per sample."""
     if model.image_token_id is None:
         raise ZooError(
-            f"language model {model.config.lm.name!r} has no tokenizer (no checkpoint), so no image placeholder "
+            f"language model {model.composition.lm.name!r} has no tokenizer (no checkpoint), so no image placeholder "
             "id exists; bench it with --meta, or set lm.checkpoint / lm.tokenizer"
         )
     generator = torch.Generator().manual_seed(seed)
