@@ -101,7 +101,9 @@ def test_import_matches_transformers_logits_and_generation(tmp_path):
     model = from_hf_llava(tmp_path / "llava")
     assert model.image_token_id == image_id and model.tokens_per_image == TOKENS
     assert model.composition.vision.name == "tiny-clip" and model.composition.lm.name == "tiny-qwen2"
-    assert model.composition.vision.options["select"] == "patch" and model.composition.vision.options["select_layer"] == -2
+    assert (
+        model.composition.vision.options["select"] == "patch" and model.composition.vision.options["select_layer"] == -2
+    )
     assert not any(p.is_meta for p in model.parameters())  # built empty, every parameter taken from the file
     lm = model.lm.model
     if lm.config.tie_word_embeddings:

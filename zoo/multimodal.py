@@ -249,7 +249,8 @@ class MultiModal(nn.Module):
         counts = self.parameter_counts()
         return {
             "components": {
-                kind: {"name": self.composition.slot(kind).name, **counts[kind]} for kind in ("vision", "projector", "lm")
+                kind: {"name": self.composition.slot(kind).name, **counts[kind]}
+                for kind in ("vision", "projector", "lm")
             },
             "params_total": sum(c["params"] for c in counts.values()),
             "params_trainable": sum(c["trainable"] for c in counts.values()),
