@@ -6,8 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from zoo.errors import ZooError
-
 __all__ = ["HELP", "add_arguments", "run"]
 
 HELP = "generate text for a prompt (and images) with a composition or a saved checkpoint"
@@ -30,9 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load or build the model, run generation, print the answer."""
     import torch
-    from PIL import Image
 
     import zoo
+    from zoo.images import open_image
 
     torch.manual_seed(args.seed)
     target = Path(args.target)
@@ -41,12 +39,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         model = zoo.build(args.target, plugins=tuple(args.plugin or ()))
     model.eval()
-    images = []
-    for path in args.image:
-        try:
-            images.append(Image.open(path))
-        except OSError as error:
-            raise ZooError(f"--image {path!r}: cannot open it as an image ({error})") from error
+    images = [open_image(path, what="--image") for path in args.image]
     prompt = args.prompt
     if images and model.image_token not in prompt:
         prompt = "\n".join([model.image_token] * len(images) + [prompt])
