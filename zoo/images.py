@@ -13,7 +13,7 @@ import os
 import stat
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from zoo.errors import ZooError
 
@@ -87,7 +87,7 @@ def to_rgb(image: PILImage.Image, *, where: str = "image") -> PILImage.Image:
         return Image.alpha_composite(canvas, rgba).convert("RGB")
     if image.mode.startswith("I"):  # 16/32-bit greyscale: scale to 8 bits instead of clipping at 255
         wide = image.convert("I")
-        top = 65535 if image.mode.startswith("I;16") else max(1, int(wide.getextrema()[1]))
+        top = 65535 if image.mode.startswith("I;16") else max(1, int(cast("float", wide.getextrema()[1])))
         return wide.point(lambda v: v * (255.0 / top)).convert("L").convert("RGB")
     return image.convert("RGB")
 
