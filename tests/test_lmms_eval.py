@@ -167,3 +167,42 @@ def test_lmms_eval_model_args_are_checked(checkpoint):
         ZooLMM(target=str(checkpoint), batch_size="auto")
     with pytest.raises(ZooError, match="not-a-composition"):
         ZooLMM(target="not-a-composition")
+
+
+def test_raw_prompts_score_and_stop_like_lm_eval(checkpoint):
+    """Without the chat template: the context's trailing space moves into the continuation (lm-eval's
+    convention), text-only requests need no visual, and generation stops at the task's ``until``."""
+    from zoo.lmms_eval_model import ZooLMM
+
+    lm = ZooLMM(target=str(checkpoint), chat_template=False, batch_size=2)
+    scored = [
+        _request("loglikelihood", ("Q: which color? A: ", "red", None, 0, "t", "test")),
+        _request("loglikelihood", ("Q: which color? A:", " blue sky", None, 1, "t", "test")),
+    ]
+    (loss_red, _), (loss_blue, _) = [getattr(r, "text", r) for r in lm.loglikelihood(scored)]
+    model, tokenizer = lm.model, lm.tokenizer
+    for context, continuation, loss in [
+        ("Q: which color? A:", " red", loss_red),
+        ("Q: which color? A:", " blue sky", loss_blue),
+    ]:
+        ids = tokenizer(context + continuation, return_tensors="pt")["input_ids"]
+        labels = ids.clone()
+        labels[:, : len(tokenizer(context)["input_ids"])] = -100
+        with torch.no_grad():
+            assert loss == pytest.approx(float(model(input_ids=ids, labels=labels).loss), rel=1e-4)
+
+    request = _request(
+        "generate_until", ("Q: which color? A:", {"max_new_tokens": 6, "until": ["\n"]}, None, 0, "t", "test")
+    )
+    (text,) = lm.generate_until([request])
+    ids = tokenizer("Q: which color? A:", return_tensors="pt")["input_ids"]
+    full = tokenizer.decode(
+        model.generate(input_ids=ids, max_new_tokens=6)[0, ids.shape[1] :], skip_special_tokens=True
+    )
+    assert text == full.split("\n")[0]
+
+
+def _request(kind: str, args: tuple):
+    from lmms_eval.api.instance import Instance
+
+    return Instance(kind, args, idx=0, metadata={"task": args[-2], "doc_id": args[-3], "repeats": 1})
