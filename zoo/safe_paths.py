@@ -63,7 +63,9 @@ def open_root(path: str | os.PathLike) -> int:
     except FileNotFoundError:
         raise
     except NotADirectoryError as error:
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a directory") from error
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} is a file; a zoo checkpoint is a directory with manifest.json"
+        ) from error
     except OSError as error:
         raise CheckpointError(f"checkpoint {str(path)!r}: cannot open it: {error.strerror}") from error
 
