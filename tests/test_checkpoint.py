@@ -177,6 +177,8 @@ def test_frozen_checkpoint_lm_is_referenced_with_its_added_rows(tmp_path):
     with pytest.raises(CheckpointError, match=r"bases\['lm'\] = .*qwen.* does not exist"):
         load(directory, bases={"lm": lm_dir})
     assert torch.equal(_logits(load(directory, bases={"lm": tmp_path / "moved"}), inputs), _logits(model, inputs))
+    os.rename(tmp_path / "moved", lm_dir)
+    assert torch.equal(_logits(load(directory, bases="recorded"), inputs), _logits(model, inputs))
 
 
 def test_a_save_killed_mid_write_leaves_the_previous_checkpoint(tmp_path, tiny_model):

@@ -337,3 +337,25 @@ def test_verify_detects_a_flipped_byte(template, tmp_path, capsys):
     with pytest.raises(CheckpointError, match=r"failed verification: lm.safetensors: sha256"):
         load(directory, verify=True)
     load(directory)  # without verify, only sizes are checked
+
+
+def test_nested_base_paths_need_the_callers_trust(tmp_path, capsys):
+    """A fused tower's sub-tower built from a checkpoint: a path below the slot is read only with --base recorded."""
+    torch.manual_seed(0)
+    siglip = tmp_path / "siglip"
+    zoo.build(
+        {"model": {"vision": "tiny-siglip", "projector": "mlp2x-gelu", "lm": "tiny-qwen2"}}
+    ).vision.model.save_pretrained(siglip)
+    towers = [{"name": "tiny-dinov2"}, {"name": "tiny-siglip", "checkpoint": str(siglip)}]
+    model = zoo.build(
+        {"model": {"vision": {"name": "fused", "towers": towers}, "projector": "mlp2x-gelu", "lm": "tiny-qwen2"}}
+    )
+    directory = save(model.eval(), tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match=r"model.vision.towers\[1\].checkpoint = '.*siglip' names a path outside"):
+        load(directory)
+    loaded = load(directory, bases="recorded")
+    pixels = torch.randn(1, *model.vision.pixel_shape)
+    with torch.no_grad():
+        assert torch.equal(loaded.vision(pixels), model.vision(pixels))
+    code = main(["generate", str(directory), "--prompt", "hi", "--base", "vision"])
+    assert code == 2 and "expected SLOT=PATH" in capsys.readouterr().err

@@ -53,9 +53,9 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 
@@ -96,6 +96,7 @@ __all__ = [
 ]
 
 _PATHS_ARE_OURS = PATH_OPTIONS  # the slot options that hold filesystem paths
+RECORDED = "recorded"  # bases=RECORDED: read the base checkpoints where the manifest says they are
 
 
 def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
@@ -141,7 +142,7 @@ def load(
     trust_remote_code: bool = False,
     verify: bool = False,
     plugins: Sequence[str] = (),
-    bases: Mapping[str, str | os.PathLike] | None = None,
+    bases: Mapping[str, str | os.PathLike] | Literal["recorded"] | None = None,
 ) -> MultiModal:
     """Load a checkpoint written by :func:`save`; the model comes back in eval mode.
 
@@ -157,8 +158,9 @@ def load(
             the modeling code shipped with its own checkpoint (read that code first).
         verify: check every file's sha256 against the manifest before reading it.
         plugins: plugin modules or ``.py`` files to load first (yours, not the checkpoint's).
-        bases: ``{slot: path}`` for components saved by reference (a frozen ``checkpoint:`` LM, for
-            instance): where their base checkpoint is now. The manifest records where it was.
+        bases: ``{slot: path}`` for components built from a base checkpoint (a frozen ``checkpoint:``
+            LM saved by reference, for instance): where that base is now. ``"recorded"``: trust the
+            paths the manifest records (your own checkpoints), nested ones (fused towers) included.
 
     Raises:
         CheckpointError: no manifest, a malformed manifest (naming the field), a path outside the
@@ -178,7 +180,7 @@ def load(
             _verify(snapshot)
         references = _references(manifest, bases or {}, where)
         _check_references(manifest, references, where)
-        data = _config_for_load(snapshot, references, trust_remote_code, stack)
+        data = _config_for_load(snapshot, references, bases == RECORDED, trust_remote_code, stack)
         try:
             config = parse_model_config(data, source=f"{where}: {MANIFEST}")
         except ZooError as error:
@@ -203,16 +205,20 @@ def load(
     return model
 
 
-def _references(manifest: Mapping[str, Any], bases: Mapping[str, Any], where: str) -> dict[str, Path]:
-    """The caller's paths for the slots whose config names a checkpoint outside the directory."""
+def _references(manifest: Mapping[str, Any], bases: Mapping[str, Any] | str, where: str) -> dict[str, Path]:
+    """The caller's paths for the slots built from a base checkpoint outside the directory."""
     needed = {}
     for kind in SLOTS:
         record = manifest["components"][kind]
         config = record.get("config") or {}
         if record["weights"]["mode"] == "referenced":
             needed[kind] = record["weights"]["checkpoint"]
-        elif config.get("checkpoint"):
+        elif isinstance(config.get("checkpoint"), str):
             needed[kind] = config["checkpoint"]
+    if bases == RECORDED:
+        bases = needed
+    elif isinstance(bases, str):
+        raise CheckpointError(f"bases = {bases[:80]!r}: expected {{slot: path}} or {RECORDED!r}")
     unknown = sorted(set(bases) - set(needed))
     if unknown:
         raise CheckpointError(
@@ -225,7 +231,8 @@ def _references(manifest: Mapping[str, Any], bases: Mapping[str, Any], where: st
         raise CheckpointError(
             f"{where}: its {kind} is built from {str(needed[kind])[:200]!r}, outside the checkpoint directory, and "
             f"zoo reads outside a checkpoint only where you say: pass bases={{{kind!r}: PATH}} to zoo.load or "
-            f"--base {kind}=PATH on the command line (PATH: where that base checkpoint is now)"
+            f"--base {kind}=PATH on the command line (PATH: where that base checkpoint is now; bases='recorded' / "
+            "--base recorded: the paths the manifest records, if you trust it)"
         )
     return {kind: Path(os.fspath(path)).expanduser().absolute() for kind, path in bases.items()}
 
@@ -247,7 +254,11 @@ def _check_references(manifest: Mapping[str, Any], references: Mapping[str, Path
 
 
 def _config_for_load(
-    snapshot: Snapshot, references: Mapping[str, Path], trust_remote_code: bool, stack: contextlib.ExitStack
+    snapshot: Snapshot,
+    references: Mapping[str, Path],
+    recorded: bool,
+    trust_remote_code: bool,
+    stack: contextlib.ExitStack,
 ) -> dict[str, Any]:
     """The stored composition as the caller allows it: no plugins, caller's paths and trust, pinned tokenizer."""
     manifest, where = snapshot.manifest, snapshot.where
@@ -259,26 +270,46 @@ def _config_for_load(
         slot = slots.get(kind)
         if not isinstance(slot, dict):
             continue
-        if slot.get("trust_remote_code") and not trust_remote_code:
-            raise CheckpointError(
-                f"{where}: its {kind} asks for trust_remote_code (model.{kind}.trust_remote_code = true): running "
-                "the code shipped with its checkpoint is the caller's decision, never the checkpoint's; read that "
-                "code, then pass trust_remote_code=True to zoo.load or --trust-remote-code on the command line"
-            )
-        if slot.get("offline") is False:
-            raise CheckpointError(
-                f"{where}: its {kind} asks to reach a model hub (model.{kind}.offline = false); a checkpoint "
-                "loads from its own directory and the bases you pass"
-            )
-        for key in _PATHS_ARE_OURS:
+        for key in _PATHS_ARE_OURS:  # the slot's own base: the caller's path
             if key in slot and slot[key] is not None:
                 slot[key] = str(references[kind]) if key == "checkpoint" and kind in references else None
+        for field, container, key in _options(slot, f"model.{kind}"):
+            value = container[key]
+            if key == "trust_remote_code" and value and not trust_remote_code:
+                raise CheckpointError(
+                    f"{where}: its {kind} asks for trust_remote_code ({field} = true): running the code shipped "
+                    "with its checkpoint is the caller's decision, never the checkpoint's; read that code, then "
+                    "pass trust_remote_code=True to zoo.load or --trust-remote-code on the command line"
+                )
+            if key == "offline" and value is False:
+                raise CheckpointError(
+                    f"{where}: its {kind} asks to reach a model hub ({field} = false); a checkpoint loads from its "
+                    "own directory and the bases you pass"
+                )
+            if key in _PATHS_ARE_OURS and value is not None and field.count(".") > 2 and not recorded:
+                raise CheckpointError(
+                    f"{where}: {field} = {str(value)[:200]!r} names a path outside the checkpoint directory; zoo "
+                    "reads it only if you trust the paths the manifest records: bases='recorded' / --base recorded"
+                )
     tokenizer = manifest.get("tokenizer") or {}
     lm = slots.get("lm")
     if tokenizer.get("saved") and isinstance(lm, dict):
         copy = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zoo-tokenizer-")))
         lm["tokenizer"] = str(snapshot.copy_tree(tokenizer.get("dir", TOKENIZER_DIR), copy))
     return data
+
+
+def _options(node: Any, field: str, depth: int = 0) -> Iterator[tuple[str, Any, Any]]:
+    """``(field path, container, key)`` of every option at any depth of a slot (fused towers nest slots)."""
+    if depth > 32:
+        raise CheckpointError(f"{field}: nested more than 32 levels")
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield f"{field}.{key}", node, key
+            yield from _options(value, f"{field}.{key}", depth + 1)
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _options(value, f"{field}[{index}]", depth + 1)
 
 
 def _check_plugins(config: Any, manifest: Mapping[str, Any], where: str, plugins: Sequence[str]) -> None:

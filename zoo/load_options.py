@@ -28,22 +28,32 @@ def add_load_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="SLOT=PATH",
-        help="where the base checkpoint of a component saved by reference is (e.g. lm=/models/qwen2-7b)",
+        help="where the base checkpoint of a component saved by reference is (e.g. lm=/models/qwen2-7b); "
+        "'recorded': where the manifest says (trust it only for your own checkpoints)",
     )
     group.add_argument("--verify", action="store_true", help="check every file's sha256 before loading")
 
 
 def load_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of :func:`zoo.load` from the parsed options."""
-    bases = {}
-    for item in args.base:
-        slot, sep, path = item.partition("=")
-        if not sep or slot not in ("vision", "projector", "lm") or not path:
-            raise ConfigError(f"--base {item!r}: expected SLOT=PATH with SLOT one of 'vision', 'projector', 'lm'")
-        bases[slot] = path
     return {
         "trust_remote_code": args.trust_remote_code,
-        "bases": bases,
+        "bases": _bases(args.base),
         "verify": args.verify,
         "plugins": tuple(getattr(args, "plugin", None) or ()),
     }
+
+
+def _bases(items: list[str]) -> dict[str, str] | str:
+    if items == ["recorded"]:
+        return "recorded"
+    bases = {}
+    for item in items:
+        slot, sep, path = item.partition("=")
+        if not sep or slot not in ("vision", "projector", "lm") or not path:
+            raise ConfigError(
+                f"--base {item[:200]!r}: expected SLOT=PATH with SLOT one of 'vision', 'projector', 'lm', "
+                "or a single --base recorded"
+            )
+        bases[slot] = path
+    return bases
