@@ -201,11 +201,12 @@ def test_a_busy_lock_times_out_with_a_clear_message(tmp_path):
 
 
 @pytest.mark.slow
-def test_loads_racing_a_stream_of_saves_each_read_one_generation(tmp_path):
+@pytest.mark.parametrize(("swap", "generations"), [("exchange", 40), ("aside", 20)])
+def test_loads_racing_a_stream_of_saves_each_read_one_generation(model, tmp_path, swap, generations):
+    load(save(model, tmp_path / "warm-up"))  # imports done before the race, so that loads overlap the saves
     target = tmp_path / "ckpt"
-    generations = 40
     saver = subprocess.Popen(
-        [sys.executable, str(HERE / "_save_loop.py"), str(target), str(generations)],
+        [sys.executable, str(HERE / "_save_loop.py"), str(target), str(generations), swap],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

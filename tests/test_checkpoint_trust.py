@@ -359,3 +359,17 @@ def test_nested_base_paths_need_the_callers_trust(tmp_path, capsys):
         assert torch.equal(loaded.vision(pixels), model.vision(pixels))
     code = main(["generate", str(directory), "--prompt", "hi", "--base", "vision"])
     assert code == 2 and "expected SLOT=PATH" in capsys.readouterr().err
+
+
+def test_format_version_1_checkpoints_still_load(template, tmp_path):
+    directory = _copy(template, tmp_path / "v1")
+
+    def downgrade(m):
+        m["format_version"] = 1
+        del m["generation"]
+        m["files"] = {name: entry["size"] for name, entry in m["files"].items()}
+
+    _edit(directory, downgrade)
+    load(directory)
+    with pytest.raises(CheckpointError, match=r"lm.safetensors: no sha256 recorded \(format_version 1\)"):
+        verify(directory)

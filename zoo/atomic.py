@@ -238,7 +238,7 @@ def save_lock(target: Path, what: str = "output", timeout: float | None = None) 
                     f"another process has been writing {str(target)!r} for more than {LOCK_TIMEOUT_S:.0f} s "
                     f"(it holds {str(lock)!r}); try again when it is done"
                 ) from None
-            time.sleep(0.05)
+            time.sleep(0.01)
             continue
         if _same_file(fd, lock):
             break
@@ -313,20 +313,38 @@ def _restore_aside(target: Path) -> bool:
 
 
 def recover_interrupted_swap(target: str | os.PathLike) -> bool:
-    """Repair a checkpoint path left empty by a crash between the two renames of a rename-aside swap.
+    """Wait out a save between its two renames, or repair what a crash there left; True if ``target`` exists.
 
-    Waits for a save in progress to finish. True if ``target`` exists afterwards (restored or saved).
+    While a save holds the lock, the path is back within moments (the second rename follows the first);
+    if nobody holds it, a crash left the previous checkpoint aside and it is renamed back under the lock.
     """
     target = Path(target).absolute()
-    if os.path.lexists(target) or not _siblings(target, "old"):
-        return os.path.lexists(target)
-    try:
-        with save_lock(target, "checkpoint"):
-            if not os.path.lexists(target):
-                _restore_aside(target)
-    except (CheckpointError, OSError):
-        return False
+    deadline = time.monotonic() + LOCK_TIMEOUT_S
+    while not os.path.lexists(target) and _siblings(target, "old") and time.monotonic() < deadline:
+        if not _lock_held(target):
+            try:
+                with save_lock(target, "checkpoint"):
+                    if not os.path.lexists(target):
+                        _restore_aside(target)
+            except (CheckpointError, OSError):
+                return False
+            break
+        time.sleep(0.002)
     return os.path.lexists(target)
+
+
+def _lock_held(target: Path) -> bool:
+    try:
+        fd = os.open(target.parent / f".{target.name}.lock", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 # -- the swap ----------------------------------------------------------------------------------------

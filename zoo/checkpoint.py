@@ -20,13 +20,13 @@ Which weights are saved:
   such as the ``tiny-*`` presets), so that loading reproduces the same logits;
 - a frozen component built from a ``checkpoint:`` path is *referenced*: the manifest records the
   absolute path and a fingerprint (file names and sizes), and loading rebuilds it from the path the
-  caller gives (``zoo.load(DIR, bases={"lm": PATH})``, ``--base lm=PATH``): a checkpoint never makes
-  zoo read outside its own directory by itself. This keeps
-  a LoRA checkpoint of a 7B model at adapter + projector size, like the reference design. If the LM's
+  caller gives (``zoo.load(DIR, bases={"lm": PATH})`` or ``bases="recorded"``; ``--base lm=PATH``):
+  a checkpoint never makes zoo read outside its own directory by itself. This keeps a LoRA
+  checkpoint of a 7B model at adapter + projector size, like the reference design. If the LM's
   vocabulary grew (the image token was added past the checkpoint's embedding rows), the new rows are
   saved in ``lm.added_rows.safetensors``. A component built from a ``checkpoint:`` path reads its
-  architecture (``config.json``) from that path at load time even when its weights are saved (trained
-  in full), so such paths must stay where they were; a missing one is a clear error at load.
+  architecture (``config.json``) from its base at load time even when its weights are saved (trained
+  in full), so it needs ``bases`` too; a missing base is a clear error at load.
 
 Loading treats the directory as data from others (see ``README.md``, "Checkpoint guarantees"): it
 never imports a plugin the manifest names (a component whose plugin is not installed is an error
