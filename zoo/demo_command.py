@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from zoo.load_options import add_load_arguments, load_kwargs
+
 __all__ = ["HELP", "add_arguments", "run"]
 
 HELP = "serve a Gradio chat (image upload, multi-turn, streaming) for a composition or a checkpoint"
@@ -17,6 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="default generation budget per answer")
     parser.add_argument("--device", help="torch device (default cpu)")
+    add_load_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         raise ZooError(f"--port = {args.port} is not valid; give a port between 1 and 65535")
     if args.max_new_tokens < 1:
         raise ZooError(f"--max-new-tokens = {args.max_new_tokens} is not valid; give a positive integer")
-    model = load_target(args.target, plugins=tuple(args.plugin or ()), device=args.device)
+    model = load_target(args.target, plugins=tuple(args.plugin or ()), device=args.device, **load_kwargs(args))
     demo = build_demo(model, args.target, max_new_tokens=args.max_new_tokens)
     demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True)
     return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
@@ -25,13 +25,16 @@ def load_target(
     *,
     plugins: Sequence[str] = (),
     device: str | torch.device | None = None,
+    **load_options: Any,
 ) -> MultiModal:
     """Load or build the model a target names, in eval mode.
 
     Args:
         target: a zoo checkpoint directory, a transformers Llava directory, a YAML path or a composition name.
-        plugins: extra plugin modules or ``.py`` files to load before building a composition.
+        plugins: extra plugin modules or ``.py`` files (a checkpoint's own plugins are never imported for it).
         device: where to put the model (default CPU).
+        **load_options: for a zoo checkpoint, passed to :func:`zoo.load` (``trust_remote_code``, ``bases``,
+            ``verify``: the caller's decisions, see :mod:`zoo.load_options`).
 
     Example:
         >>> model = load_target("tiny-clip-mlp-qwen2")
@@ -42,7 +45,7 @@ def load_target(
     if (path / MANIFEST).is_file():
         from zoo.checkpoint import load
 
-        model = load(path, device=device)
+        model = load(path, device=device, plugins=tuple(plugins), **load_options)
     elif path.is_dir() and (path / "config.json").is_file():
         from zoo.hf_llava import from_hf_llava
 
