@@ -32,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
         raise ZooError(f"--port = {args.port} is not valid; give a port between 1 and 65535")
     if args.max_new_tokens < 1:
         raise ZooError(f"--max-new-tokens = {args.max_new_tokens} is not valid; give a positive integer")
-    model = load_target(args.target, plugins=tuple(args.plugin or ()), device=args.device, **load_kwargs(args))
+    model = load_target(args.target, device=args.device, **load_kwargs(args))  # plugins among the load options
     demo = build_demo(model, args.target, max_new_tokens=args.max_new_tokens)
     demo.queue().launch(server_name=args.host, server_port=args.port, share=args.share, show_error=True)
     return 0

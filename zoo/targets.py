@@ -45,7 +45,7 @@ def load_target(
     if (path / MANIFEST).is_file():
         from zoo.checkpoint import load
 
-        model = load(path, device=device, plugins=tuple(plugins), **load_options)
+        model = load(path, device=device, **{"plugins": tuple(plugins), **load_options})
     elif path.is_dir() and (path / "config.json").is_file():
         from zoo.hf_llava import from_hf_llava
 
