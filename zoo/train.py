@@ -41,6 +41,7 @@ class TrainResult:
     log_file: Path
     loss_plot: Path | None
     metrics: dict[str, Any]
+    is_main_process: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``zoo train --json``)."""
@@ -124,12 +125,12 @@ def train(
         log_file=out / LOG_FILE,
         loss_plot=plot if plot.is_file() else None,
         metrics=dict(output.metrics),
+        is_main_process=trainer.is_world_process_zero(),
     )
 
 
 def training_arguments(config: TrainConfig, model: MultiModal, *, has_eval: bool) -> TrainingArguments:
     """The ``TrainingArguments`` a training file means (one place maps zoo keys to Trainer's)."""
-    import torch
     from transformers import TrainingArguments
 
     s = config.train
@@ -165,13 +166,21 @@ def training_arguments(config: TrainConfig, model: MultiModal, *, has_eval: bool
         fp16=s.fp16,
         report_to=s.report_to,
         dataloader_num_workers=config.data.num_workers,
-        dataloader_pin_memory=torch.cuda.is_available(),
+        use_cpu=not _has_accelerator(),  # accelerate runs multi-process CPU (gloo) only when told to
+        dataloader_pin_memory=_has_accelerator(),
         remove_unused_columns=False,  # the collator's keys are MultiModal.forward's arguments
         include_num_input_tokens_seen="non_padding",
         fsdp=cast(Any, True) if s.fsdp else None,  # True turns FSDP on (a str is the deprecated option list)
         fsdp_config=fsdp_config,
         deepspeed=s.deepspeed,
     )
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    probe = getattr(torch, "accelerator", None)  # torch >= 2.6
+    return bool(probe.is_available()) if probe is not None else torch.cuda.is_available()
 
 
 def _print_parameters(model: MultiModal, train_set: Any, eval_set: Any) -> None:

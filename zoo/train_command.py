@@ -34,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from zoo.train import train
 
     result = train(args.config, output_dir=args.output_dir, max_steps=args.max_steps, resume=args.resume)
+    if not result.is_main_process:
+        return 0
     if args.json:
         print(json.dumps(result.to_dict(), indent=2, default=str))
     else:

@@ -38,7 +38,7 @@ from zoo.training import param_groups
 if TYPE_CHECKING:
     from zoo.multimodal import MultiModal
 
-__all__ = ["LOG_FILE", "JsonlLogger", "ModalityLengthSampler", "ZooTrainer", "plot_losses"]
+__all__ = ["LOG_FILE", "JsonlLogger", "ModalityLengthSampler", "ZooTrainer", "plot_losses", "save_sharded"]
 
 LOG_FILE = "log.jsonl"
 
@@ -81,16 +81,21 @@ class ZooTrainer(Trainer):
         if not self.args.should_save:
             return
         model: MultiModal = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
-        if state_dict is not None and _is_sharded(model):
-            model = _replica(model, state_dict)
-        save(model, output_dir or str(self.args.output_dir))
+        save_sharded(model, state_dict, output_dir or str(self.args.output_dir))
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Trainer's ``save_model``, then a barrier: the zoo checkpoint directory is written atomically by
+        the main process, and no process may add its resume files (RNG state) to it before that."""
+        super().save_model(output_dir, _internal_call=_internal_call)
+        self.accelerator.wait_for_everyone()
 
     def train(  # type: ignore[override]  # same parameters, passed through
         self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any
     ) -> Any:
         """Trainer's ``train``; a resumed run first loads the checkpoint's zoo weights into the model."""
         if resume_from_checkpoint is True or resume_from_checkpoint == "latest":
-            resume_from_checkpoint = get_last_checkpoint(self.args.output_dir)
+            out = str(self.args.output_dir)
+            resume_from_checkpoint = get_last_checkpoint(out) if Path(out).is_dir() else None
             if resume_from_checkpoint is None:
                 raise CheckpointError(f"--resume: no checkpoint-N directory in {self.args.output_dir!r} to resume from")
         if resume_from_checkpoint:
@@ -118,13 +123,28 @@ class ZooTrainer(Trainer):
         return super()._get_train_sampler(train_dataset)
 
 
+def save_sharded(model: MultiModal, state_dict: dict[str, torch.Tensor] | None, directory: str | os.PathLike) -> Path:
+    """Save ``model`` as a zoo checkpoint; when its parameters are shards (FSDP, DeepSpeed ZeRO-3), from
+    ``state_dict``, the full tensors gathered on this process, put into a replica built on ``meta``.
+
+    Example (FSDP2, every process calls the gather, the main one saves)::
+
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if rank == 0:
+            save_sharded(model, full, "ckpt")
+    """
+    if state_dict is not None and _is_sharded(model):
+        return save(_replica(model, state_dict), directory)
+    return save(model, directory)
+
+
 def _is_sharded(model: torch.nn.Module) -> bool:
     """Parameters that are not the full tensors (FSDP flat / DTensor shards, DeepSpeed ZeRO-3 stubs)."""
-    for module in model.modules():
-        name = type(module).__name__
-        if name in ("FullyShardedDataParallel", "FSDPModule") or name.startswith("FSDP"):
-            return True
-    return any(p.numel() == 0 or type(p).__name__ in ("DTensor",) for p in model.parameters())
+    from torch.distributed.tensor import DTensor
+
+    if any(type(m).__name__.startswith(("FullyShardedDataParallel", "FSDP")) for m in model.modules()):
+        return True  # FSDP1 wrappers, FSDP2's FSDP<Block> classes
+    return any(isinstance(p, DTensor) or hasattr(p, "ds_id") for p in model.parameters())
 
 
 def _replica(model: MultiModal, state_dict: dict[str, torch.Tensor]) -> MultiModal:
