@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +57,8 @@ class Conversation:
     """One validated record: chat ``messages`` (role/content) and the image paths it names, in order.
 
     ``index`` is the record's position in its file and ``id`` its ``"id"`` (``None`` when absent);
-    together with ``source`` they name the record in messages.
+    together with ``source`` they name the record in messages. ``extra`` keeps the record's other
+    keys (``type`` in ``zoo data shapes`` records, read by ``zoo eval`` for per-type accuracy).
     """
 
     index: int
@@ -65,6 +66,7 @@ class Conversation:
     images: tuple[str, ...]
     messages: tuple[Mapping[str, str], ...]
     source: str = "<records>"
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def where(self) -> str:
@@ -180,7 +182,8 @@ def check_record(record: Any, *, index: int, source: str = "<records>") -> Conve
             f"holds {placeholders} {DATA_IMAGE_TOKEN!r} placeholders but names {len(images)} images; "
             f"write one placeholder per image (or none, to put them all before the first human turn)"
         )
-    return Conversation(index, None if ident is None else str(ident), tuple(images), tuple(messages), source)
+    extra = {k: v for k, v in record.items() if k not in ("id", "image", "conversations")}
+    return Conversation(index, None if ident is None else str(ident), tuple(images), tuple(messages), source, extra)
 
 
 def _check_turn(turn: Any, number: int, bad) -> dict[str, str]:
