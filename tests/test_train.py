@@ -175,3 +175,23 @@ def _red():
     from PIL import Image
 
     return Image.new("RGB", (32, 32), COLOURS["red"])
+
+
+def test_modality_length_sampler_batches_one_modality_at_a_time_and_is_reproducible():
+    from zoo.trainer import ModalityLengthSampler
+
+    lengths = [10, -3, 7, -8, 12, 5, -6, 9, -2, 4, 11, -1]  # positive: with images, negative: text only
+    sampler = ModalityLengthSampler(batch_size=2, world_size=1, lengths=lengths, seed=3)
+    order = list(sampler)
+    assert sorted(order) == list(range(len(lengths)))
+    for start in range(0, 10, 2):  # 7 image and 5 text-only samples: 3 + 2 full batches, then the leftovers
+        assert len({lengths[i] > 0 for i in order[start : start + 2]}) == 1, order
+    assert list(sampler) == order  # the same epoch gives the same order (resume)
+    sampler.set_epoch(1)
+    assert list(sampler) != order
+
+
+def test_nothing_to_train_is_a_config_error(tmp_path):
+    frozen = {**MODEL, "projector": {"name": "mlp2x-gelu", "train": "frozen"}, "lm": {"name": "tiny-qwen2"}}
+    with pytest.raises(ConfigError, match="nothing to train: every component is frozen"):
+        train({**config(tmp_path), "model": frozen})
