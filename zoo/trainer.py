@@ -196,7 +196,8 @@ class ModalityLengthSampler(Sampler[int]):
 
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        groups, leftovers = [], []
+        groups: list[list[int]] = []
+        leftovers: list[list[int]] = []
         for keep in (lambda n: n > 0, lambda n: n <= 0):
             indices = [i for i, n in enumerate(self.lengths) if keep(n)]
             shuffled = [indices[i] for i in torch.randperm(len(indices), generator=generator).tolist()]
