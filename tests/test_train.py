@@ -135,13 +135,15 @@ def test_checkpoints_load_with_zoo_and_hold_the_trained_weights(run):
     assert final.parameter_counts()["projector"]["trainable"] > 0
 
 
-def test_zoo_generate_reads_a_training_checkpoint(run, tmp_path, capsys):
+def test_zoo_generate_and_convert_read_a_training_checkpoint(run, tmp_path, capsys):
     _, result = run
     image = tmp_path / "red.png"
     _red().save(image)
     code = main(["generate", str(result.output_dir / "checkpoint-4"), "--prompt", "What colour is the image?",
                  "--image", str(image), "--max-new-tokens", "2"])  # fmt: skip
     assert code == 0 and capsys.readouterr().err == ""  # an untrained tiny LM's answer may be blank
+    assert main(["convert", "--to-hf-llava", str(result.output_dir / "checkpoint-4"), str(tmp_path / "hf")]) == 0
+    assert (tmp_path / "hf" / "config.json").is_file()
 
 
 def test_resume_from_a_mid_run_checkpoint_reproduces_the_uninterrupted_losses(run, tmp_path):
