@@ -10,6 +10,7 @@ import argparse
 import importlib
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -258,6 +259,7 @@ class _Parser(argparse.ArgumentParser):
     json_errors = False
 
     def error(self, message: str) -> NoReturn:
+        message = re.sub(r"'([^']{60})[^']{4,}'", r"'\1...'", message)  # argparse quotes the bad value whole
         _print_error(f"{message} (see '{self.prog} --help')", as_json=self.json_errors)
         raise SystemExit(2)
 
