@@ -187,8 +187,9 @@ def load_yaml_text(text: str, source: str = "<yaml>") -> Any:
     """Parse YAML ``text`` with the bounded safe loader; any problem is a ``ConfigError`` naming ``source``."""
     if len(text) > MAX_YAML_BYTES:
         raise InputLimitError(f"{source}: {len(text):,} characters of YAML; over {MAX_YAML_BYTES:,} is refused")
-    loader = _BoundedLoader(text, source)
+    loader: _BoundedLoader | None = None
     try:
+        loader = _BoundedLoader(text, source)  # the reader already refuses some characters here
         return loader.get_single_data()
     except ConfigError:
         raise
@@ -196,10 +197,11 @@ def load_yaml_text(text: str, source: str = "<yaml>") -> Any:
         raise ConfigError(f"{source}: invalid YAML: {_one_line(error)}") from error
     except RecursionError as error:  # a last resort: the depth limit should always trigger first
         raise InputLimitError(f"{source}: YAML nested too deeply") from error
-    except (ValueError, TypeError, OverflowError) as error:  # e.g. a timestamp out of range
-        raise ConfigError(f"{source}: invalid YAML value: {brief(str(error))}") from error
+    except Exception as error:  # PyYAML's constructors raise ValueError, IndexError... on bad scalars
+        raise ConfigError(f"{source}: invalid YAML value ({type(error).__name__}: {brief(str(error))})") from error
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def load_yaml_file(path: str | os.PathLike, *, what: str = "config file") -> Any:
