@@ -121,8 +121,8 @@ def verify_contract(
             )
         return output
 
-    side = int(vision.image_size)
-    pixels = torch.empty(1, 3, side, side, device="meta")  # [1, 3, H, W]
+    shape = tuple(getattr(vision, "pixel_shape", (3, vision.image_size, vision.image_size)))
+    pixels = torch.empty(1, *shape, device="meta")  # [1, C, H, W]
     tokens, width = contract.vision_tokens, contract.vision_hidden_size
     run("vision", "vision tower", vision, pixels, (1, tokens, width), "[images, num_tokens, hidden_size]")
     dtype = next((p.dtype for p in projector.parameters()), torch.float32)
