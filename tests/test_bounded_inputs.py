@@ -123,16 +123,11 @@ def test_a_full_size_composition_without_weights_needs_meta(capsys):
     assert main(["build", "clip-l336-mlp-qwen2-7b", "--meta", "--json"]) == 0
 
 
-def test_validate_rejects_what_build_rejects(capsys):
-    base = "model:\n  vision: tiny-clip\n  projector: linear\n  lm: tiny-qwen2\n  image_token: the\n"
-    from zoo.config import parse_model_config
-    from zoo.yaml_io import load_yaml_text as parse
-
-    config = parse_model_config(parse(base))
-    from zoo.builder import plan
-
-    with pytest.raises(ConfigError, match="'the' is an ordinary token of 'tiny-qwen2'"):
-        plan(config)
+def test_validate_rejects_what_build_rejects(capsys, write_yaml):
+    config = write_yaml("model:\n  vision: tiny-clip\n  projector: linear\n  lm: tiny-qwen2\n  image_token: the\n")
+    for command in ("validate", "build"):
+        line = _zoo_one_line(capsys, command, str(config))
+        assert "model.image_token = 'the' is an ordinary token of 'tiny-qwen2'" in line
 
 
 # -- files that are not files -----------------------------------------------------------------------
