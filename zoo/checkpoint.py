@@ -278,6 +278,10 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {str(path)!r} is a file; a zoo checkpoint is a directory with {MANIFEST}")
     file = path / MANIFEST
     if not file.is_file():
+        from zoo.vlm_learning import is_vlm_learning_dir, not_a_zoo_checkpoint_hint
+
+        if is_vlm_learning_dir(path):
+            raise CheckpointError(not_a_zoo_checkpoint_hint(path))
         hint = ""
         if (path / "config.json").is_file():
             hint = (

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     torch.manual_seed(args.seed)
     target = Path(args.target)
-    if (target / "manifest.json").is_file():
+    if target.is_dir():  # a checkpoint directory: zoo.load says what it is if it is not a zoo one
         model = zoo.load(target)
     else:
         model = zoo.build(args.target, plugins=tuple(args.plugin or ()))
