@@ -109,3 +109,17 @@ def test_tokenizer_matches_tiktoken_and_speaks_chatml(qwen1_dir):
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
+
+
+def test_image_token_on_a_tokenizer_that_cannot_add_tokens(qwen1_dir, monkeypatch):
+    directory, _ = qwen1_dir
+    lm = build_component("lm", "tiny-qwen1", {"checkpoint": str(directory)})
+
+    def refuse(*args, **kwargs):  # what Qwen-1's remote-code tokenizer does
+        raise ValueError("Adding unknown special tokens is not supported")
+
+    monkeypatch.setattr(lm.tokenizer, "add_special_tokens", refuse)
+    with pytest.raises(ConfigError, match=r"cannot add a new special token \(ValueError: Adding unknown") as error:
+        lm.add_tokens(["<image>"])
+    assert "'<|extra_0|>', '<|extra_1|>', '<|extra_2|>'" in str(error.value)  # unused, not <|im_start|>
+    assert lm.add_tokens(["<|extra_0|>"]) == [lm.tokenizer.convert_tokens_to_ids("<|extra_0|>")]

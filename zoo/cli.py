@@ -28,6 +28,7 @@ KIND_ALIASES = {
     "model": "model", "models": "model",
 }  # fmt: skip
 EXTRA_COMMANDS = {"bench": "zoo.bench.command", "convert": "zoo.convert_command", "generate": "zoo.generate_command"}
+EXTRA_COMMANDS["chat"] = "zoo.chat_command"
 
 
 def _registry(args: argparse.Namespace):

@@ -22,6 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-chat-template", action="store_true", help="feed the prompt as raw text")
+    parser.add_argument("--system", help="system message (placed first by the chat template)")
     parser.add_argument("--stream", action="store_true", help="print tokens as they are generated")
 
 
@@ -30,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     import zoo
+    from zoo.errors import ZooError
     from zoo.images import open_image
 
     torch.manual_seed(args.seed)
@@ -44,8 +46,13 @@ def run(args: argparse.Namespace) -> int:
     if images and model.image_token not in prompt:
         prompt = "\n".join([model.image_token] * len(images) + [prompt])
     processor = model.processor()
-    if not args.no_chat_template and getattr(processor.tokenizer, "chat_template", None):
-        prompt = processor.apply_chat_template([{"role": "user", "content": prompt}])
+    has_template = bool(getattr(processor.tokenizer, "chat_template", None))
+    if args.system is not None and (args.no_chat_template or not has_template):
+        why = "--no-chat-template is set" if args.no_chat_template else "the tokenizer has no chat template"
+        raise ZooError(f"--system needs the chat template, and {why}; put the system text into --prompt instead")
+    if not args.no_chat_template and has_template:
+        system = [{"role": "system", "content": args.system}] if args.system is not None else []
+        prompt = processor.apply_chat_template([*system, {"role": "user", "content": prompt}])
     batch = processor(prompt, images=images)
     options = {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample}
     if args.do_sample:
