@@ -132,3 +132,21 @@ def test_generate_and_load_point_to_the_convert_command(reference, capsys):
 def test_convert_needs_the_base_model(reference, capsys):
     assert main(["convert", "--from-vlm-learning", str(reference["source"]), str(reference["root"] / "x")]) == 2
     assert "--lm-checkpoint" in capsys.readouterr().err
+
+
+def test_readme_counts_of_the_composition_and_the_reference():
+    """The numbers the README compares: zoo's composition on meta, and the reference's LoRA over Qwen-7B."""
+    from peft import LoraConfig, get_peft_model
+    from zoo_plugins.qwen1 import QWEN1_PUBLISHED
+
+    summary = zoo.build("vlm-learning-qwen-7b", meta=True).summary()
+    assert (summary["params_total"], summary["params_trainable"]) == (8_269_879_296, 245_374_976)
+    assert summary["image_tokens"] == 256
+    with torch.device("meta"):
+        reference_lm = get_peft_model(
+            _qwen1_skeleton(QWEN1_PUBLISHED["qwen-7b"][0]),
+            LoraConfig(r=128, lora_alpha=32, lora_dropout=0.1, target_modules=["c_attn", "w1", "w2"]),
+        )
+    reference_lora = sum(p.numel() for n, p in reference_lm.named_parameters() if "lora_" in n)
+    assert reference_lora == 190_840_832
+    assert summary["components"]["lm"]["trainable"] - reference_lora == 32 * 2 * 128 * 4096  # q/k/v's own A
