@@ -107,6 +107,9 @@ def test_converted_checkpoint_has_the_reference_logits(reference, capsys):
     base = qwen1_forward(ref["state"], TINY_QWEN1, inputs_embeds=embeds)
     assert (without - base).abs().max().item() <= 1e-5
     assert (ours - without).abs().max().item() > 1e-2
+    # cached generation from inputs_embeds (wrong with the remote code) agrees with the cache-free loop
+    cached = model.generate(**batch, max_new_tokens=6, do_sample=False, min_new_tokens=6)
+    assert torch.equal(cached, model.generate(**batch, max_new_tokens=6, use_cache=False))
 
 
 def test_other_params_with_anything_else_is_refused(reference, tmp_path):
