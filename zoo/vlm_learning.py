@@ -138,7 +138,7 @@ def from_vlm_learning(
         data["model"]["dtype"] = str(torch_dtype(dtype, key="--dtype")).removeprefix("torch.")
     config = parse_model_config(data, source=f"{base.source} (from VLM-learning {str(src)!r})")
     result = build(config, plugins=plugins)
-    if result.lm.hidden_size * 3 != _fused_rows(converted):
+    if _fused_rows(converted) not in (0, 3 * result.lm.hidden_size):  # 0: no LoRA on c_attn
         raise CheckpointError(
             f"{str(src)!r}: the adapter's c_attn has {_fused_rows(converted)} rows but the LM "
             f"{config.lm.name!r} has hidden size {result.lm.hidden_size} (3 x {result.lm.hidden_size} expected)"
