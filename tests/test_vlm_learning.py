@@ -153,3 +153,22 @@ def test_readme_counts_of_the_composition_and_the_reference():
     reference_lora = sum(p.numel() for n, p in reference_lm.named_parameters() if "lora_" in n)
     assert reference_lora == 190_840_832
     assert summary["components"]["lm"]["trainable"] - reference_lora == 32 * 2 * 128 * 4096  # q/k/v's own A
+
+
+def test_lora_conversion_is_exact_and_names_what_it_cannot_convert():
+    from zoo.vlm_learning import convert_lora_state
+
+    prefix = "base_model.model.transformer.h.0."
+    a, b = torch.randn(4, 8), torch.randn(24, 4)  # c_attn of hidden 8: B stacks q, k, v rows
+    converted, targets = convert_lora_state({prefix + "attn.c_attn.lora_A.weight": a, prefix + "attn.c_attn.lora_B.weight": b,
+                                             prefix + "mlp.w2.lora_A.weight": a, prefix + "mlp.w2.lora_B.weight": b[:16]})  # fmt: skip
+    assert targets == ["gate_proj", "k_proj", "q_proj", "v_proj"]
+    new = "base_model.model.model.layers.0."
+    fused = torch.cat([converted[f"{new}self_attn.{n}_proj.lora_B.weight"] for n in "qkv"]) @ a  # [24, 8]
+    assert torch.equal(fused, b @ a)
+    assert all(torch.equal(converted[f"{new}self_attn.{n}_proj.lora_A.weight"], a) for n in "qkv")
+    assert torch.equal(converted[f"{new}mlp.gate_proj.lora_B.weight"], b[:16])  # w2 is the gate
+    with pytest.raises(CheckpointError, match=r"transformer\.wte\.lora_A"):
+        convert_lora_state({"base_model.model.transformer.wte.lora_A.weight": a})
+    with pytest.raises(CheckpointError, match="lora_A without its pair"):
+        convert_lora_state({prefix + "mlp.w1.lora_A.weight": a})
