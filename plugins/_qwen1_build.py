@@ -38,16 +38,20 @@ def build_qwen1(config: LanguageModelConfig, *, name: str) -> LanguageModel:
     """Build preset ``name`` (see the module docstring)."""
     from transformers import AutoModelForCausalLM, Qwen2Config
 
-    check_arch_fields(Qwen2Config, config.arch, f"{KEY}.arch")
+    family = config.arch.get("model_type", QWEN1_MODEL_TYPE)
+    if family != QWEN1_MODEL_TYPE:
+        raise ConfigError(f"{KEY}.arch.model_type = {family!r}: the Qwen-1 presets are model_type {QWEN1_MODEL_TYPE!r}")
+    preset = {k: v for k, v in config.arch.items() if k != "model_type"}  # the rest are Qwen2Config fields
+    check_arch_fields(Qwen2Config, preset, f"{KEY}.arch")
     dtype = torch_dtype_of(config.dtype)
     kwargs: dict[str, Any] = {"dtype": dtype}
     if config.attn_implementation:
         kwargs["attn_implementation"] = config.attn_implementation
     directory = None
-    arch = dict(config.arch)
+    arch = dict(preset)
     if config.checkpoint is not None:
         directory = _checkpoint_dir(config.checkpoint)
-        arch = _checkpoint_arch(directory, config.arch, name)
+        arch = _checkpoint_arch(directory, preset, name)
     tokenizer = _load_tokenizer(config, directory, name)
     if directory is not None and tokenizer is not None:
         arch["bos_token_id"] = arch["eos_token_id"] = arch["pad_token_id"] = tokenizer.convert_tokens_to_ids(ENDOFTEXT)

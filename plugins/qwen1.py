@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import zoo
 from zoo.specs import LanguageModelConfig, LanguageModelSpec
 
-from ._qwen1_config import qwen1_config, qwen2_arch
+from ._qwen1_config import QWEN1_MODEL_TYPE, qwen1_config, qwen2_arch
 
 if TYPE_CHECKING:
     from zoo.interfaces import LanguageModel
@@ -39,16 +39,17 @@ QWEN1_PUBLISHED: dict[str, tuple[dict[str, Any], str]] = {
 # for added tokens; head size 32 (hidden 64, 2 heads) because some serving backends refuse 16.
 _TINY = qwen1_config(64, 256, 2, 2, 1088, 512, 10000)
 
-# name -> (Qwen2Config arch, description)
+# name -> (arch: Qwen2Config fields plus the family's model_type "qwen", which tells transformers-layout
+# importers (zoo.hf_llava) that these presets are not for model_type qwen2 checkpoints; description)
 PRESETS: dict[str, tuple[dict[str, Any], str]] = {
     name: (
-        {**qwen2_arch(config), "bos_token_id": 151643, "eos_token_id": 151643},
+        {"model_type": QWEN1_MODEL_TYPE, **qwen2_arch(config), "bos_token_id": 151643, "eos_token_id": 151643},
         f"{title} (first-generation Qwen as transformers Qwen2; weights from model.lm.checkpoint, a Qwen-1 dir)",
     )
     for name, (config, title) in QWEN1_PUBLISHED.items()
 }
 PRESETS["tiny-qwen1"] = (
-    {**qwen2_arch(_TINY), "bos_token_id": 1021, "eos_token_id": 1023},
+    {"model_type": QWEN1_MODEL_TYPE, **qwen2_arch(_TINY), "bos_token_id": 1021, "eos_token_id": 1023},
     "tiny random Qwen-1 (Qwen2 layout, no GQA, untied head)",
 )
 
