@@ -11,6 +11,8 @@ import argparse
 import json
 from pathlib import Path
 
+from zoo.load_options import add_load_arguments, load_kwargs
+
 __all__ = ["HELP", "add_arguments", "run"]
 
 HELP = "convert between zoo checkpoints and transformers Llava directories"
@@ -36,6 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("destination", help="output directory (replaced atomically if it holds the same kind)")
     parser.add_argument("--dtype", help="with --from-*: build in this dtype instead of the source's")
     parser.add_argument(
+        "--overwrite", action="store_true", help="write into a directory zoo did not write (its files are kept)"
+    )
+    add_load_arguments(parser)
+    parser.add_argument(
         "--lm-checkpoint", metavar="QWEN1_DIR", help="with --from-vlm-learning: the Qwen-1 base model dir"
     )
     parser.add_argument("--vision-checkpoint", metavar="DIR", help="with --from-vlm-learning: the CLIP dir it used")
@@ -52,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     source, destination = Path(args.source), Path(args.destination)
     if args.from_hf_llava:
         model = from_hf_llava(source, dtype=args.dtype)
-        save(model, destination)
+        save(model, destination, overwrite=args.overwrite)
         kind, origin = "zoo checkpoint", "transformers Llava directory"
     elif args.from_vlm_learning:
         from zoo.errors import ZooError
@@ -64,16 +70,16 @@ def run(args: argparse.Namespace) -> int:
             source, args.lm_checkpoint, model=args.model, vision_checkpoint=args.vision_checkpoint,
             dtype=args.dtype, plugins=tuple(args.plugin or ()),
         )  # fmt: skip
-        save(model, destination)
+        save(model, destination, overwrite=args.overwrite)
         kind, origin = "zoo checkpoint", "VLM-learning checkpoint"
     else:
         if (source / MANIFEST).is_file():
-            model, origin = load(source), "zoo checkpoint"
+            model, origin = load(source, **load_kwargs(args)), "zoo checkpoint"
         else:
             from zoo.builder import build
 
             model, origin = build(args.source, plugins=tuple(args.plugin or ())), "composition"
-        save_hf_llava(model, destination)
+        save_hf_llava(model, destination, overwrite=args.overwrite)
         kind = "transformers Llava directory"
     names = {k: model.composition.slot(k).name for k in ("vision", "projector", "lm")}
     summary = {
