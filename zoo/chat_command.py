@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from zoo.errors import ZooError
+from zoo.load_options import add_load_arguments, load_kwargs
 
 if TYPE_CHECKING:
     from zoo.multimodal import MultiModal
@@ -85,6 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--top-p", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
+    add_load_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,7 +97,10 @@ def run(args: argparse.Namespace) -> int:
 
     torch.manual_seed(args.seed)
     target = Path(args.target)
-    model = zoo.load(target) if target.is_dir() else zoo.build(args.target, plugins=tuple(args.plugin or ()))
+    if target.is_dir():
+        model = zoo.load(target, **load_kwargs(args))
+    else:
+        model = zoo.build(args.target, plugins=tuple(args.plugin or ()))
     model.eval()
     options: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample}
     if args.do_sample:
