@@ -299,7 +299,8 @@ def build(
         contract=checked.contract,
         component_configs=checked.configs,
     )
-    apply_training_policy(model, checked.config)
+    with torch.device("meta") if meta else contextlib.nullcontext():  # LoRA weights too: nothing allocated
+        apply_training_policy(model, checked.config)
     if device is not None and not meta:
         model.to(device)
     return model

@@ -26,6 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--top-p", type=float, default=1.0, help="with --do-sample; in (0, 1]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-chat-template", action="store_true", help="feed the prompt as raw text")
+    parser.add_argument("--system", help="system message (placed first by the chat template)")
     parser.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     add_load_arguments(parser)
 
@@ -46,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         raise ZooError("--stream and --json do not mix: --json prints one object when generation ends")
     torch.manual_seed(args.seed)
     target = Path(args.target)
-    if (target / "manifest.json").is_file():
+    if target.is_dir():  # a checkpoint directory: zoo.load says what it is if it is not a zoo one
         model = zoo.load(target, **load_kwargs(args))
     else:
         model = zoo.build(args.target, plugins=tuple(args.plugin or ()))
@@ -56,8 +57,13 @@ def run(args: argparse.Namespace) -> int:
     if images and model.image_token not in prompt:
         prompt = "\n".join([model.image_token] * len(images) + [prompt])
     processor = model.processor()
-    if not args.no_chat_template and getattr(processor.tokenizer, "chat_template", None):
-        prompt = processor.apply_chat_template([{"role": "user", "content": prompt}])
+    has_template = bool(getattr(processor.tokenizer, "chat_template", None))
+    if args.system is not None and (args.no_chat_template or not has_template):
+        why = "--no-chat-template is set" if args.no_chat_template else "the tokenizer has no chat template"
+        raise ZooError(f"--system needs the chat template, and {why}; put the system text into --prompt instead")
+    if not args.no_chat_template and has_template:
+        system = [{"role": "system", "content": args.system}] if args.system is not None else []
+        prompt = processor.apply_chat_template([*system, {"role": "user", "content": prompt}])
     batch = processor(prompt, images=images)
     context = getattr(model.lm.model.config, "max_position_embeddings", None)
     check_generation_options(

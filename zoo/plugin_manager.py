@@ -58,6 +58,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "zoo_plugins.open_clip_towers",
     "zoo_plugins.projectors",
     "zoo_plugins.qwen",
+    "zoo_plugins.qwen1",
     "zoo_plugins.minicpm",
     "zoo_plugins.llama",
     "zoo_plugins.hf_causal_lm",
