@@ -200,6 +200,12 @@ def _bar_chart(ax, labels: list[str], series: dict[str, list[float]], errors: di
     _bar_axes(ax, labels)
 
 
+def _whiskers(rows: list[dict[str, Any]], prefix: str) -> list[list[float]]:
+    """Error-bar lengths from the median down to the first and up to the third quartile of ``prefix``."""
+    return [[max(0.0, r[f"{prefix}_ms_median"] - r[f"{prefix}_ms_q1"]) for r in rows],
+            [max(0.0, r[f"{prefix}_ms_q3"] - r[f"{prefix}_ms_median"]) for r in rows]]  # fmt: skip
+
+
 def _figure(rows: int, cols: int = 1):
     import matplotlib
 
@@ -236,11 +242,7 @@ def plot(run: BenchRun, out: str | Path) -> list[Path]:
 
     plt, fig, axes = _figure(len(rows))
     series = {c: [r[f"{c}_ms_median"] for r in rows] for c in LATENCY_CALLS}
-    errors = {  # whiskers from the first to the third quartile
-        c: [[max(0.0, r[f"{c}_ms_median"] - r[f"{c}_ms_q1"]) for r in rows],
-            [max(0.0, r[f"{c}_ms_q3"] - r[f"{c}_ms_median"]) for r in rows]]
-        for c in LATENCY_CALLS
-    }  # fmt: skip
+    errors = {c: _whiskers(rows, c) for c in LATENCY_CALLS}
     _bar_chart(axes[0][0], labels, series, errors)
     if rows and min(min(v) for v in series.values()) > 0:
         axes[0][0].set_xscale("log")
@@ -261,14 +263,23 @@ def plot(run: BenchRun, out: str | Path) -> list[Path]:
     plt, fig, axes = _figure(len(with_ref), 2)
     if with_ref:
         ref_labels = [r["id"] for r in with_ref]
-        forward = {"zoo": [r["forward_ms_median"] for r in with_ref],
-                   "transformers": [r["ref_forward_ms_median"] for r in with_ref]}  # fmt: skip
-        _bar_chart(axes[0][0], ref_labels, forward)
-        axes[0][0].set_xlabel("forward ms (median)")
-        throughput = {"zoo": [r["tokens_per_s"] for r in with_ref],
-                      "transformers": [r["ref_tokens_per_s"] for r in with_ref]}  # fmt: skip
-        _bar_chart(axes[0][1], ref_labels, throughput)
-        axes[0][1].set_xlabel("generated tokens / s (median)")
+        sides = {"zoo": "", "transformers": "ref_"}
+        forward = {side: [r[f"{p}forward_ms_median"] for r in with_ref] for side, p in sides.items()}
+        _bar_chart(
+            axes[0][0], ref_labels, forward, {side: _whiskers(with_ref, f"{p}forward") for side, p in sides.items()}
+        )
+        axes[0][0].set_xlabel("forward ms (median; whiskers: first to third quartile)")
+        throughput = {side: [r[f"{p}tokens_per_s"] for r in with_ref] for side, p in sides.items()}
+        # tokens/s is batch x N / generate time: its quartiles come from generate's, the other way round
+        errors = {
+            side: [[max(0.0, r[f"{p}tokens_per_s"] * (1 - r[f"{p}generate_ms_median"] / r[f"{p}generate_ms_q3"]))
+                    for r in with_ref],
+                   [max(0.0, r[f"{p}tokens_per_s"] * (r[f"{p}generate_ms_median"] / r[f"{p}generate_ms_q1"] - 1))
+                    for r in with_ref]]
+            for side, p in sides.items()
+        }  # fmt: skip
+        _bar_chart(axes[0][1], ref_labels, throughput, errors)
+        axes[0][1].set_xlabel("generated tokens / s (median; whiskers: quartiles)")
     else:
         for ax in axes[0]:
             ax.text(0.5, 0.5, "no combination fits transformers' Llava layout", ha="center", va="center")
