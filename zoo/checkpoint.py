@@ -70,6 +70,7 @@ __all__ = [
     "canonical_state",
     "load",
     "load_state_into",
+    "load_weights",
     "read_manifest",
     "save",
 ]
@@ -356,6 +357,31 @@ def load(directory: str | os.PathLike, device: str | torch.device | None = None)
     if device is not None:
         model.to(device)
     return model
+
+
+def load_weights(model: MultiModal, directory: str | os.PathLike) -> None:
+    """Copy a checkpoint's weights into ``model``, an already built model of the same composition.
+
+    What resuming a training run needs: the model is built (and perhaps about to be wrapped for DDP or
+    FSDP) and its trained weights, adapter included, come from the checkpoint, in place.
+
+    Raises:
+        CheckpointError: not a checkpoint, incomplete, another composition or contract, tensors that do
+            not fit.
+    """
+    path = Path(directory)
+    manifest = read_manifest(path)
+    where = f"checkpoint {str(path)!r}"
+    _check_files(path, manifest, where)
+    saved = {kind: manifest["model"].get("model", {}).get(kind, {}).get("name") for kind in SLOTS}
+    now = {kind: model.composition.slot(kind).name for kind in SLOTS}
+    contract = _jsonable(model.contract.to_dict())
+    if saved != now or manifest["contract"] != contract:
+        changes = _differences(saved, now) if saved != now else _differences(manifest["contract"], contract)
+        raise CheckpointError(f"{where} holds another composition than the model it is loaded into: {changes}")
+    _check_image_token(model, manifest, where)
+    for kind in SLOTS:
+        _load_component(model, kind, manifest["components"][kind], path, where)
 
 
 def _config_for_load(manifest: Mapping[str, Any], path: Path) -> dict[str, Any]:

@@ -28,6 +28,9 @@ KIND_ALIASES = {
     "model": "model", "models": "model",
 }  # fmt: skip
 EXTRA_COMMANDS = {"bench": "zoo.bench.command", "convert": "zoo.convert_command", "generate": "zoo.generate_command"}
+EXTRA_COMMANDS["train"] = "zoo.train_command"
+EXTRA_COMMANDS["data"] = "zoo.data_command"
+EXTRA_COMMANDS["eval"] = "zoo.eval_command"
 
 
 def _registry(args: argparse.Namespace):
