@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from zoo.errors import ConfigError
@@ -41,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, help="tokens generated per sample (overrides the file)")
     parser.add_argument("--prompt-len", type=int, help="text tokens per prompt (overrides the file)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    parser.add_argument(
+        "--train-dir", metavar="DIR", help="where a grid with data:/train: trains each combination (default: OUT/train)"
+    )
 
 
 OVERRIDES = ("min_run_time", "rounds", "noise_threshold", "threads", "max_new_tokens", "prompt_len")
@@ -88,7 +92,9 @@ def _bench(args: argparse.Namespace) -> Any:
     spec = load_bench(args.target[0] if args.target else None)
     overrides = {key: getattr(args, key) for key in OVERRIDES if getattr(args, key) is not None}
     if overrides:  # validate the overrides like file values
-        spec = parse_bench({**spec.to_dict(), **overrides}, source=f"{spec.source} + command line")
+        spec = parse_bench(
+            {**spec.to_dict(), **overrides}, source=f"{spec.source} + command line", base_dir=spec.base_dir
+        )
     return run_bench(
         spec,
         device=args.device,
@@ -96,4 +102,5 @@ def _bench(args: argparse.Namespace) -> Any:
         reference=False if args.no_reference else None,
         progress=not args.no_progress,
         shard=shard,
+        train_dir=args.train_dir or str(Path(args.out or "bench-out") / "train"),
     )

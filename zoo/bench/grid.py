@@ -27,10 +27,13 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo.config import DTYPES, ModelConfig, _check_keys, parse_model_config, read_yaml
 from zoo.errors import ConfigError, ZooError, suggest
+
+if TYPE_CHECKING:
+    from zoo.bench.quality import QualitySpec
 
 __all__ = [
     "BENCH_KEYS",
@@ -50,10 +53,10 @@ __all__ = [
 
 GRID_KEYS = ("vision", "projector", "lm", "image_size", "batch_size", "dtype")
 _SCALARS = ("min_run_time", "rounds", "noise_threshold", "threads", "max_new_tokens", "prompt_len", "reference")
-BENCH_KEYS = ("grid", *_SCALARS, "plugins", "description")
+BENCH_KEYS = ("grid", *_SCALARS, "plugins", "description", "data", "train")
 _REPLACED = {"repeats": "min_run_time and rounds", "warmup": "min_run_time (torch.utils.benchmark warms up itself)"}
 SLOTS = ("vision", "projector", "lm")
-_SLOT_FORBIDDEN = ("train", "lr", "lora")
+POLICY_KEYS = ("train", "lr", "lora")  # a slot's training policy: only with a train: section
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,9 @@ class BenchSpec:
         prompt_len: text tokens per sample besides the image positions.
         plugins: extra plugin modules to load.
         reference: also time transformers' Llava on the same weights where the layout fits.
+        quality: the ``data:`` / ``train:`` sections, validated (``None``: speed only); see ``zoo.bench.quality``.
+        sections: those two sections as written (``to_dict`` gives them back).
+        base_dir: where their relative paths resolve (the bench file's folder).
         source: where the spec was read from (for messages).
     """
 
@@ -92,6 +98,9 @@ class BenchSpec:
     reference: bool = True
     description: str = ""
     source: str = "<bench>"
+    quality: QualitySpec | None = None
+    sections: dict[str, Any] = field(default_factory=dict)
+    base_dir: str = "."
 
     def slot(self, kind: str) -> tuple[dict[str, Any], ...]:
         """The entries of ``vision``, ``projector`` or ``lm``."""
@@ -117,6 +126,7 @@ class BenchSpec:
             plugins=tuple(data.get("plugins", ())),
             description=str(data.get("description", "")),
             source=source,
+            sections={key: data[key] for key in ("data", "train") if key in data},
             **scalars,
         )
 
@@ -135,7 +145,7 @@ class BenchSpec:
             data["plugins"] = list(self.plugins)
         if self.description:
             data["description"] = self.description
-        return data
+        return {**data, **self.sections}
 
 
 @dataclass(frozen=True)
@@ -155,14 +165,19 @@ class Combination:
         size = f"@{self.image_size}" if self.image_size is not None else ""
         return f"{text}{size}/{self.dtype}"
 
-    def model_dict(self, plugins: Sequence[str] = ()) -> dict[str, Any]:
-        """The composition as a model YAML mapping (what ``zoo build`` would read)."""
-        vision = {"name": self.vision["name"], **_options(self.vision)}
+    def model_dict(self, plugins: Sequence[str] = (), *, policy: bool = False) -> dict[str, Any]:
+        """The composition as a model YAML mapping (what ``zoo build`` would read).
+
+        ``policy=False`` leaves out the slots' training policy (``train``, ``lr``, ``lora``): the speed
+        measurements share components between combinations and run inference only.
+        """
+        model: dict[str, Any] = {"dtype": self.dtype}
+        for kind in SLOTS:
+            entry = getattr(self, kind)
+            options = {k: v for k, v in _options(entry).items() if policy or k not in POLICY_KEYS}
+            model[kind] = {"name": entry["name"], **options}
         if self.image_size is not None:
-            vision["image_size"] = self.image_size
-        model: dict[str, Any] = {"vision": vision, "dtype": self.dtype}
-        for kind in ("projector", "lm"):
-            model[kind] = {"name": getattr(self, kind)["name"], **_options(getattr(self, kind))}
+            model["vision"]["image_size"] = self.image_size
         return {"model": model, "plugins": list(plugins)}
 
 
@@ -200,7 +215,7 @@ def load_bench(target: str | Path | Mapping[str, Any] | None = None) -> BenchSpe
         target = "default"
     path = Path(target)
     if path.suffix in {".yaml", ".yml"} or path.exists():
-        return parse_bench(read_yaml(path), source=str(path))
+        return parse_bench(read_yaml(path), source=str(path), base_dir=path.parent)
     benches = registered_benches()
     if str(target) in benches:
         return parse_bench(benches[str(target)], source=f"registry.yaml:benches.{target}")
@@ -223,8 +238,13 @@ def registered_benches() -> dict[str, Any]:
     return dict(benches)
 
 
-def parse_bench(data: Any, *, source: str = "<bench>") -> BenchSpec:
-    """Validate a bench mapping: keys, types and component names (unknown ones fail here, with choices)."""
+def parse_bench(data: Any, *, source: str = "<bench>", base_dir: str | Path = ".") -> BenchSpec:
+    """Validate a bench mapping: keys, types and component names (unknown ones fail here, with choices).
+
+    ``base_dir``: where relative ``data:`` paths resolve (``load_bench`` passes the file's folder).
+    """
+    from zoo.bench.quality import parse_quality
+
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping with a 'grid' key, got {type(data).__name__}")
     for old, new in _REPLACED.items():
@@ -238,7 +258,8 @@ def parse_bench(data: Any, *, source: str = "<bench>") -> BenchSpec:
     plugins = data.get("plugins") or []
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise ConfigError(f"{source}: plugins = {plugins!r}: expected a list of module names or .py paths")
-    slots = {kind: tuple(_slot_entries(grid[kind], kind, source)) for kind in SLOTS}
+    quality = parse_quality(data, source=source, base_dir=Path(base_dir))
+    slots = {kind: tuple(_slot_entries(grid[kind], kind, source, quality is not None)) for kind in SLOTS}
     _check_names(slots, tuple(plugins), source)
     image_sizes = grid.get("image_size")
     sizes: tuple[int | None, ...] = (
@@ -267,10 +288,13 @@ def parse_bench(data: Any, *, source: str = "<bench>") -> BenchSpec:
         reference=reference,
         description=description,
         source=source,
+        quality=quality,
+        sections=quality.raw if quality else {},
+        base_dir=str(base_dir),
     )
 
 
-def _slot_entries(value: Any, kind: str, source: str) -> list[dict[str, Any]]:
+def _slot_entries(value: Any, kind: str, source: str, allow_policy: bool) -> list[dict[str, Any]]:
     key = f"grid.{kind}"
     if isinstance(value, str | Mapping):
         value = [value]
@@ -285,11 +309,11 @@ def _slot_entries(value: Any, kind: str, source: str) -> list[dict[str, Any]]:
             raise ConfigError(f"{source}: {where} = {item!r}: expected a name or a mapping with a 'name' key")
         if "label" in item and not isinstance(item["label"], str):
             raise ConfigError(f"{source}: {where}.label = {item['label']!r}: expected a string (the name shown)")
-        for forbidden in _SLOT_FORBIDDEN:
+        for forbidden in () if allow_policy else POLICY_KEYS:
             if forbidden in item:
                 raise ConfigError(
-                    f"{source}: {where}.{forbidden}: the bench measures inference with shared components; "
-                    "training policy keys (train, lr, lora) are not accepted in a grid"
+                    f"{source}: {where}.{forbidden}: a training policy (train, lr, lora) means something only "
+                    "in a grid that trains: add data: and train: sections, or drop it"
                 )
         entries.append(dict(item))
     return entries
@@ -305,7 +329,7 @@ def _check_names(slots: Mapping[str, Sequence[dict[str, Any]]], plugins: tuple[s
         for index, entry in enumerate(slots[kind]):
             where = f"grid.{kind}[{index}]"
             spec, implied = registry.resolve(kind, entry["name"], key=f"{source}: {where}.name")
-            options = _options(entry)
+            options = {k: v for k, v in _options(entry).items() if k not in POLICY_KEYS}
             component_config(spec, options, implied=implied, key=where, source=source)
 
 

@@ -51,6 +51,7 @@ def load_run(directory: str | Path) -> BenchRun:
         component_builds=record.get("component_builds", {}),
         shard=(int(shard[0]), int(shard[1])) if shard else None,
         parts=record.get("parts") or [],
+        loss_curves=record.get("loss_curves") or {},
     )
 
 
@@ -59,7 +60,8 @@ def _parts(run: BenchRun) -> list[dict[str, Any]]:
     if run.parts:
         return run.parts
     record = run.record()
-    return [{key: value for key, value in record.items() if key not in ("spec", "parts", "component_builds")}]
+    drop = ("spec", "parts", "component_builds", "loss_curves")
+    return [{key: value for key, value in record.items() if key not in drop}]
 
 
 def merge_runs(runs: Sequence[BenchRun], *, names: Sequence[str] = ()) -> BenchRun:
@@ -106,6 +108,7 @@ def merge_runs(runs: Sequence[BenchRun], *, names: Sequence[str] = ()) -> BenchR
         seconds=max(part["seconds"] for part in parts),
         component_builds=dict(builds),
         parts=sorted(parts, key=_shard_key),
+        loss_curves={label: curve for run in runs for label, curve in run.loss_curves.items()},
     )
 
 

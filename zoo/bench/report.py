@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from zoo.bench.quality import rank
 from zoo.bench.runner import BenchRun
 
 __all__ = ["format_table", "plot", "write_csv", "write_json", "write_outputs", "write_report", "write_run"]
@@ -25,7 +26,8 @@ LEADING = [
     "id", "status", "vision", "projector", "lm", "image_size", "dtype", "batch_size", "params_total",
     "trainable_total", "image_tokens", "flops_per_sample", "build_s", "vision_encode_ms_median", "forward_ms_median",
     "prefill_ms_median", "decode_per_token_ms_median", "tokens_per_s", "peak_mem_mb", "noisy", "spread_max",
-    "noisy_timings", "forward_latency_ratio", "decode_latency_ratio", "generate_throughput_ratio",
+    "noisy_timings", "forward_latency_ratio", "decode_latency_ratio", "generate_throughput_ratio", "eval_accuracy",
+    "blank_image_accuracy", "eval_loss", "quality_status",
 ]  # fmt: skip
 LATENCY_CALLS = ("vision_encode", "forward", "prefill", "decode_per_token")
 
@@ -96,8 +98,24 @@ def _columns(meta: bool) -> list[tuple[str, Any]]:
     ]
 
 
+QUALITY_COLUMNS: list[tuple[str, Any]] = [
+    ("acc", lambda r: _pct(r.get("eval_accuracy"))),
+    ("blank acc", lambda r: _pct(r.get("blank_image_accuracy"))),
+    ("eval loss", lambda r: _num(r.get("eval_loss"), 3)),
+    ("quality", lambda r: r.get("quality_status", "-")),
+]
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _has_quality(run: BenchRun) -> bool:
+    return any("quality_status" in r for r in run.results)
+
+
 def _rows(run: BenchRun) -> tuple[list[str], list[list[str]]]:
-    columns = _columns(run.meta)
+    columns = _columns(run.meta) + (QUALITY_COLUMNS if _has_quality(run) else [])
     return [name for name, _ in columns], [[fn(r) for _, fn in columns] for r in run.ok]
 
 
@@ -285,7 +303,60 @@ def plot(run: BenchRun, out: str | Path) -> list[Path]:
             ax.text(0.5, 0.5, "no combination fits transformers' Llava layout", ha="center", va="center")
             ax.set_axis_off()
     save(fig, plt, "reference.png", "zoo vs transformers LlavaForConditionalGeneration (same weights)")
+    if _has_quality(run):
+        ranked = [r for r in rank(run.results) if r["quality_status"] != "failed"]
+        plt, fig, axes = _figure(0, 2)
+        fig.set_size_inches(14, 5.5)
+        _pareto(axes[0][0], ranked, "flops_per_sample", "forward FLOPs per sample", log=True)
+        _pareto(axes[0][1], ranked, "forward_ms_median", "forward latency, ms (median)", log=False)
+        save(fig, plt, "pareto.png", "held-out accuracy against cost (line: the Pareto front)")
+        plt, fig, axes = _figure(0)
+        fig.set_size_inches(10, 5)
+        ax = axes[0][0]
+        for label, curve in sorted(run.loss_curves.items()):
+            if curve:
+                ax.plot([p[0] for p in curve], [p[1] for p in curve], label=_short(label), linewidth=1.2)
+        ax.set_xlabel("training step")
+        ax.set_ylabel("training loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
+        save(fig, plt, "loss_curves.png", "training loss of every combination (same data order, seed and budget)")
     return written
+
+
+def _short(label: str) -> str:
+    """A combination label without the dtype suffix (every point of one plot shares it)."""
+    return label.rsplit("/", 1)[0]
+
+
+def _pareto(ax, rows: list[dict[str, Any]], cost: str, xlabel: str, *, log: bool) -> None:
+    """Accuracy against ``cost``, every point labelled with its combination, the Pareto front drawn."""
+    points = [(r[cost], r["eval_accuracy"], r) for r in rows if r.get(cost) is not None]
+    if not points:
+        ax.text(0.5, 0.5, f"no {cost} measured", ha="center", va="center")
+        ax.set_axis_off()
+        return
+    for index, (x, y, row) in enumerate(points):
+        diverged = row["quality_status"] == "diverged"
+        ax.scatter([x], [y], color="tab:red" if diverged else "tab:blue", marker="x" if diverged else "o", zorder=3)
+        offset = (5, 6 if index % 2 == 0 else -10)  # alternate above/below so that neighbours stay readable
+        text = _short(row["combination"]) + (" (diverged)" if diverged else "")
+        ax.annotate(text, (x, y), xytext=offset, textcoords="offset points", fontsize=6)
+    front, best = [], -1.0
+    for x, y, _ in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:green", alpha=0.6, zorder=2)
+    baseline = rows[0].get("majority_baseline")
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", linestyle="--", linewidth=0.8, label="majority baseline")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("held-out exact match")
+    ax.grid(alpha=0.3)
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -332,6 +403,32 @@ def _noise_section(run: BenchRun) -> list[str]:
     return lines
 
 
+def _quality_section(run: BenchRun) -> list[str]:
+    ranked = rank(run.results)
+    if not ranked:
+        return []
+    train = run.spec.sections.get("train", {})
+    lines = ["", "## Quality ranking", ""]
+    lines.append(
+        "Every combination trained with the same `train:` settings (seed, data order, steps) on `data.train`, "
+        "then scored on `data.eval` by exact match, once with the images and once with blank ones; ranked by "
+        f"held-out accuracy, then held-out loss; diverged (NaN) and failed combinations last. Budget: {train}."
+    )
+    lines.append("")
+    table = [
+        [str(i + 1), r["combination"], _pct(r.get("eval_accuracy")), _pct(r.get("blank_image_accuracy")),
+         _pct(r.get("majority_baseline")), _num(r.get("eval_loss"), 3), _num(r.get("train_loss_final"), 3),
+         _si(r.get("trainable_params")), _si(r.get("flops_per_sample")), _num(r.get("forward_ms_median")),
+         _num(r.get("train_seconds"), 1), _num(r.get("train_samples_per_s"), 1),
+         r["quality_status"] + (f": {r['quality_reason']}" if r.get("quality_reason") else "")]
+        for i, r in enumerate(ranked)
+    ]  # fmt: skip
+    header = ["rank", "combination", "accuracy", "blank-image acc", "majority", "eval loss", "final train loss",
+              "trainable", "FLOP/sample", "forward ms", "train s", "samples/s", "status"]  # fmt: skip
+    lines.append(_markdown_table(header, table))
+    return lines
+
+
 def write_report(run: BenchRun, path: str | Path, plots: Sequence[Path] = ()) -> Path:
     """``report.md``: machine and load, grid, results table, noisy rows, ratios, skipped ones, plots."""
     import yaml
@@ -359,6 +456,7 @@ def write_report(run: BenchRun, path: str | Path, plots: Sequence[Path] = ()) ->
     parts += ["", "```yaml", yaml.safe_dump(run.spec.to_dict(), sort_keys=False).rstrip(), "```", "", "## Results", ""]
     parts.append(_markdown_table(header, rows) if rows else "No combination was measured.")
     parts += _noise_section(run)
+    parts += _quality_section(run)
     with_ref = [r for r in run.ok if r.get("forward_latency_ratio") is not None]
     if with_ref:
         parts += ["", "## zoo / transformers (same weights, interleaved rounds)", ""]

@@ -9,10 +9,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -55,6 +58,7 @@ class BenchRun:
     component_builds: dict[str, int] = field(default_factory=dict)
     shard: tuple[int, int] | None = None
     parts: list[dict[str, Any]] = field(default_factory=list)
+    loss_curves: dict[str, list[list[float]]] = field(default_factory=dict)
 
     @property
     def ok(self) -> list[dict[str, Any]]:
@@ -81,6 +85,7 @@ class BenchRun:
             "matmul_peak_flops": self.matmul_peak_flops,
             "component_builds": self.component_builds,
             "parts": self.parts,
+            "loss_curves": self.loss_curves,
         }
 
 
@@ -271,6 +276,7 @@ def run_bench(
     reference: bool | None = None,
     progress: bool = True,
     shard: tuple[int, int] | None = None,
+    train_dir: str | Path | None = None,
 ) -> BenchRun:
     """Measure every valid combination of ``spec``; skipped ones appear in the results with their reason.
 
@@ -282,6 +288,8 @@ def run_bench(
         progress: show tqdm progress bars on stderr.
         shard: ``(I, N)``: run only the ``I``-th of ``N`` slices of the grid (``zoo.bench.grid.shard_of``);
             ``zoo bench merge`` combines the shards' outputs into one report.
+        train_dir: where a grid with ``data:`` / ``train:`` sections trains each combination (its
+            checkpoints and logs stay there); default: a temporary folder, removed afterwards.
     """
     start = time.perf_counter()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -289,7 +297,11 @@ def run_bench(
     with torch_threads(spec.threads):
         machine = {**machine_info("meta" if meta else device), "start": machine_state()}
         run = BenchRun(spec, [], machine, meta=meta, shard=shard)
-        _run(run, device, use_reference, progress)
+        cases = _run(run, device, use_reference, progress)
+        if spec.quality is not None and not meta:
+            with contextlib.ExitStack() as stack:
+                work = Path(train_dir) if train_dir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                _quality(run, cases, work, progress)
     if shard is not None:
         for row in run.results:
             row["shard"] = f"{shard[0]}/{shard[1]}"
@@ -298,7 +310,25 @@ def run_bench(
     return run
 
 
-def _run(run: BenchRun, device: torch.device, use_reference: bool, progress: bool) -> None:
+def _quality(run: BenchRun, cases: list[Case], work: Path, progress: bool) -> None:
+    """Train and score every case with the grid's budget; the fields go onto each of its rows."""
+    from zoo.bench.quality import train_and_evaluate
+
+    spec = run.spec
+    if spec.quality is None:
+        return
+    for case in _tqdm(cases, progress, desc="zoo bench: train + eval", unit="combo"):
+        label = case.combination.label
+        fields, curve = train_and_evaluate(
+            case, spec.quality, work_dir=work, plugins=spec.plugins, max_new_tokens=spec.max_new_tokens
+        )
+        run.loss_curves[label] = curve
+        for row in run.results:
+            if row["combination"] == label:
+                row.update(fields)
+
+
+def _run(run: BenchRun, device: torch.device, use_reference: bool, progress: bool) -> list[Case]:
     from zoo.builder import build
 
     spec, meta, results = run.spec, run.meta, run.results
@@ -324,6 +354,7 @@ def _run(run: BenchRun, device: torch.device, use_reference: bool, progress: boo
         bar.close()
         run.component_builds = dict(cache.builds)
     results.extend(_skipped_row(skip, spec) for skip in skipped)
+    return cases
 
 
 def _measure_case(case, model, info, spec, device, use_reference, run, bar) -> list[dict[str, Any]]:
