@@ -96,3 +96,26 @@ def test_a_crippled_combination_ranks_last(tmp_path, zero_projector):
     assert "## Quality ranking" in report and report.index("mlp2x-gelu+tiny-qwen2") < report.index("zero-projector+")
     for name in ("pareto", "loss_curves"):
         assert (out / f"{name}.png").stat().st_size > 5000
+
+
+def test_diverged_and_failed_combinations_are_kept_and_ranked_last(tmp_path):
+    from zoo.bench.report import plot_quality, ranking_markdown
+    from zoo.bench.runner import BenchRun
+
+    def row(name, status, accuracy=None, loss=None):
+        return {"id": f"{name}/bs1", "combination": name, "status": "ok", "quality_status": status,
+                "eval_accuracy": accuracy, "eval_loss": loss, "blank_image_accuracy": 0.3, "majority_baseline": 0.3,
+                "flops_per_sample": 1e6, "forward_ms_median": 2.0}  # fmt: skip
+
+    rows = [row("a", "diverged", 0.25), row("b", "ok", 0.5, 1.0), row("c", "failed"), row("d", "ok", 0.5, 0.8),
+            row("e", "ok", 0.9, 2.0)]  # fmt: skip
+    assert [r["combination"] for r in rank(rows)] == ["e", "d", "b", "a", "c"]
+    spec = parse_bench({"grid": {"vision": ["tiny-clip"], "projector": ["linear"], "lm": ["tiny-qwen2"]}})
+    machine = {"cpu": "cpu", "cpu_count": 2, "torch_threads": 1, "gpu": None, "torch": "t"}
+    curves = {"a": [[1.0, 2.0], [2.0, None]], "b": [[1.0, 2.0], [2.0, 1.0]]}
+    run = BenchRun(spec, rows, machine, loss_curves=curves)
+    ranking = "\n".join(ranking_markdown(run))
+    assert ranking.index("| 1 | e |") < ranking.index("| 4 | a |") < ranking.index("| 5 | c |")
+    assert "| diverged |" in ranking and "| failed |" in ranking
+    pareto, curves_png = plot_quality(run, tmp_path)
+    assert pareto.name == "pareto.png" and curves_png.stat().st_size > 0

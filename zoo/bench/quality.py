@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.errors import ConfigError, ZooError
+from zoo.errors import ConfigError
 
 if TYPE_CHECKING:
     from zoo.bench.grid import Case
@@ -75,21 +75,26 @@ def _slug(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", label)
 
 
-def _loss_curve(log_file: Path) -> list[list[float]]:
-    """``[[step, loss], ...]`` from a run's ``log.jsonl`` (NaN kept: it marks a diverged run)."""
+def _finite(value: float) -> float | None:
+    """``value``, or ``None`` for NaN / infinity (which JSON cannot hold; the row says ``diverged``)."""
+    return value if math.isfinite(value) else None
+
+
+def _loss_curve(log_file: Path) -> list[list[float | None]]:
+    """``[[step, loss], ...]`` from a run's ``log.jsonl`` (a NaN loss becomes ``None``: the run diverged)."""
     if not log_file.is_file():
         return []
     curve = []
     for line in log_file.read_text(encoding="utf-8").splitlines():
         record = json.loads(line)
         if "loss" in record:
-            curve.append([float(record["step"]), float(record["loss"])])
+            curve.append([float(record["step"]), _finite(float(record["loss"]))])
     return curve
 
 
 def train_and_evaluate(
     case: Case, quality: QualitySpec, *, work_dir: Path, plugins: tuple[str, ...], max_new_tokens: int
-) -> tuple[dict[str, Any], list[list[float]]]:
+) -> tuple[dict[str, Any], list[list[float | None]]]:
     """Train ``case``'s composition with the grid's budget, score it held out; return row fields and loss curve.
 
     A failure (an error while training or scoring) is returned as ``quality_status: failed`` with its reason,
@@ -108,7 +113,7 @@ def train_and_evaluate(
     settings = dataclasses.replace(quality.train, output_dir=str(out))
     config = TrainConfig(model=model_config, data=quality.data, train=settings, source=case.config.source)
     row: dict[str, Any] = {}
-    curve: list[list[float]] = []
+    curve: list[list[float | None]] = []
     try:
         counts = build(model_config, meta=True).parameter_counts()
         row["trainable_params"] = sum(c["trainable"] for c in counts.values())
@@ -118,7 +123,7 @@ def train_and_evaluate(
         row["train_steps"] = result.global_step
         row["train_seconds"] = round(float(metrics.get("train_runtime", math.nan)), 3)
         row["train_samples_per_s"] = round(float(metrics.get("train_samples_per_second", math.nan)), 3)
-        row["train_loss_final"] = curve[-1][1] if curve else result.train_loss
+        final = curve[-1][1] if curve else _finite(result.train_loss)
         model = load(result.final_checkpoint)
         data = quality.data
         kwargs = {
@@ -129,16 +134,16 @@ def train_and_evaluate(
         }
         scored = evaluate(model, data.eval, **kwargs)  # type: ignore[arg-type]
         blank = evaluate(model, data.eval, blank_images=True, **kwargs)  # type: ignore[arg-type]
-    except (ZooError, RuntimeError, ValueError, OSError) as error:
+    except Exception as error:  # noqa: BLE001 - one combination that fails must not stop the grid
         row.update(quality_status="failed", quality_reason=f"{type(error).__name__}: {error}", diverged=False)
         return row, curve
+    row["train_loss_final"] = None if final is None else round(final, 4)
     row["eval_accuracy"] = round(scored["accuracy"], 4)
-    row["eval_loss"] = round(scored["loss"], 4) if math.isfinite(scored["loss"]) else scored["loss"]
+    row["eval_loss"] = round(scored["loss"], 4) if math.isfinite(scored["loss"]) else None
     row["blank_image_accuracy"] = round(blank["accuracy"], 4)
     row["majority_baseline"] = round(scored["majority_baseline"], 4)
     row["eval_n"] = scored["n"]
-    losses = [loss for _, loss in curve] + [row["train_loss_final"], scored["loss"]]
-    row["diverged"] = not all(math.isfinite(loss) for loss in losses)
+    row["diverged"] = any(loss is None for loss in [*(p[1] for p in curve), final, row["eval_loss"]])
     row["quality_status"] = "diverged" if row["diverged"] else "ok"
     return row, curve
 
@@ -154,7 +159,7 @@ def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     def key(row: dict[str, Any]) -> tuple[int, float, float]:
         if row["quality_status"] != "ok":
             return (1 if row["quality_status"] == "diverged" else 2, 0.0, 0.0)
-        loss = row.get("eval_loss", math.inf)
-        return (0, -row["eval_accuracy"], loss if math.isfinite(loss) else math.inf)
+        loss = row.get("eval_loss")
+        return (0, -row["eval_accuracy"], math.inf if loss is None else loss)
 
     return sorted(seen.values(), key=key)

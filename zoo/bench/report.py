@@ -20,7 +20,18 @@ from typing import Any
 from zoo.bench.quality import rank
 from zoo.bench.runner import BenchRun
 
-__all__ = ["format_table", "plot", "write_csv", "write_json", "write_outputs", "write_report", "write_run"]
+__all__ = [
+    "format_table",
+    "memory_unit",
+    "plot",
+    "plot_quality",
+    "ranking_markdown",
+    "write_csv",
+    "write_json",
+    "write_outputs",
+    "write_report",
+    "write_run",
+]
 
 LEADING = [
     "id", "status", "vision", "projector", "lm", "image_size", "dtype", "batch_size", "params_total",
@@ -234,6 +245,14 @@ def _figure(rows: int, cols: int = 1):
     return plt, *plt.subplots(1, cols, figsize=(8 * cols, height), squeeze=False)
 
 
+def _save(run: BenchRun, fig, plt, path: Path, title: str) -> Path:
+    fig.suptitle(f"{title}\n{_machine_line(run)}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight": keeps the legends outside the axes
+    plt.close(fig)
+    return path
+
+
 def plot(run: BenchRun, out: str | Path) -> list[Path]:
     """PNG plots: latency and memory per combination and zoo vs transformers (``--meta``: params, FLOPs)."""
     out = Path(out)
@@ -242,11 +261,7 @@ def plot(run: BenchRun, out: str | Path) -> list[Path]:
     written = []
 
     def save(fig, plt, name: str, title: str) -> None:
-        fig.suptitle(f"{title}\n{_machine_line(run)}", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=110, bbox_inches="tight")  # "tight": keeps the outside legends
-        plt.close(fig)
-        written.append(out / name)
+        written.append(_save(run, fig, plt, out / name, title))
 
     if run.meta:
         plt, fig, axes = _figure(len(rows), 2)
@@ -304,23 +319,36 @@ def plot(run: BenchRun, out: str | Path) -> list[Path]:
             ax.set_axis_off()
     save(fig, plt, "reference.png", "zoo vs transformers LlavaForConditionalGeneration (same weights)")
     if _has_quality(run):
-        ranked = [r for r in rank(run.results) if r["quality_status"] != "failed"]
-        plt, fig, axes = _figure(0, 2)
-        fig.set_size_inches(14, 5.5)
-        _pareto(axes[0][0], ranked, "flops_per_sample", "forward FLOPs per sample", log=True)
-        _pareto(axes[0][1], ranked, "forward_ms_median", "forward latency, ms (median)", log=False)
-        save(fig, plt, "pareto.png", "held-out accuracy against cost (line: the Pareto front)")
-        plt, fig, axes = _figure(0)
-        fig.set_size_inches(10, 5)
-        ax = axes[0][0]
-        for label, curve in sorted(run.loss_curves.items()):
-            if curve:
-                ax.plot([p[0] for p in curve], [p[1] for p in curve], label=_short(label), linewidth=1.2)
-        ax.set_xlabel("training step")
-        ax.set_ylabel("training loss")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
-        save(fig, plt, "loss_curves.png", "training loss of every combination (same data order, seed and budget)")
+        written += plot_quality(run, out)
+    return written
+
+
+def plot_quality(run: BenchRun, out: str | Path) -> list[Path]:
+    """``pareto.png`` (held-out accuracy against FLOPs and latency, labelled) and ``loss_curves.png``."""
+    out = Path(out)
+    written: list[Path] = []
+
+    def save(fig, plt, name: str, title: str) -> None:
+        written.append(_save(run, fig, plt, out / name, title))
+
+    ranked = [r for r in rank(run.results) if r["quality_status"] != "failed"]
+    plt, fig, axes = _figure(0, 2)
+    fig.set_size_inches(14, 5.5)
+    _pareto(axes[0][0], ranked, "flops_per_sample", "forward FLOPs per sample", log=True)
+    _pareto(axes[0][1], ranked, "forward_ms_median", "forward latency, ms (median)", log=False)
+    save(fig, plt, "pareto.png", "held-out accuracy against cost (line: the Pareto front)")
+    plt, fig, axes = _figure(0)
+    fig.set_size_inches(10, 5)
+    ax = axes[0][0]
+    for label, curve in sorted(run.loss_curves.items()):
+        if curve:
+            losses = [math.nan if p[1] is None else p[1] for p in curve]  # None: a NaN loss (diverged)
+            ax.plot([p[0] for p in curve], losses, label=_short(label), linewidth=1.2)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
+    save(fig, plt, "loss_curves.png", "training loss of every combination (same data order, seed and budget)")
     return written
 
 
@@ -403,7 +431,8 @@ def _noise_section(run: BenchRun) -> list[str]:
     return lines
 
 
-def _quality_section(run: BenchRun) -> list[str]:
+def ranking_markdown(run: BenchRun) -> list[str]:
+    """The ``## Quality ranking`` section of ``report.md`` (empty without quality results)."""
     ranked = rank(run.results)
     if not ranked:
         return []
@@ -456,7 +485,7 @@ def write_report(run: BenchRun, path: str | Path, plots: Sequence[Path] = ()) ->
     parts += ["", "```yaml", yaml.safe_dump(run.spec.to_dict(), sort_keys=False).rstrip(), "```", "", "## Results", ""]
     parts.append(_markdown_table(header, rows) if rows else "No combination was measured.")
     parts += _noise_section(run)
-    parts += _quality_section(run)
+    parts += ranking_markdown(run)
     with_ref = [r for r in run.ok if r.get("forward_latency_ratio") is not None]
     if with_ref:
         parts += ["", "## zoo / transformers (same weights, interleaved rounds)", ""]

@@ -58,7 +58,7 @@ class BenchRun:
     component_builds: dict[str, int] = field(default_factory=dict)
     shard: tuple[int, int] | None = None
     parts: list[dict[str, Any]] = field(default_factory=list)
-    loss_curves: dict[str, list[list[float]]] = field(default_factory=dict)
+    loss_curves: dict[str, list[list[float | None]]] = field(default_factory=dict)
 
     @property
     def ok(self) -> list[dict[str, Any]]:
