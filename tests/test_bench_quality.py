@@ -103,7 +103,8 @@ def test_diverged_and_failed_combinations_are_kept_and_ranked_last(tmp_path):
     from zoo.bench.runner import BenchRun
 
     def row(name, status, accuracy=None, loss=None):
-        return {"id": f"{name}/bs1", "combination": name, "status": "ok", "quality_status": status,
+        return {"id": f"{name}/bs1", "combination": name, "vision": name, "projector": "p", "lm": "l",
+                "status": "ok", "quality_status": status,
                 "eval_accuracy": accuracy, "eval_loss": loss, "blank_image_accuracy": 0.3, "majority_baseline": 0.3,
                 "flops_per_sample": 1e6, "forward_ms_median": 2.0}  # fmt: skip
 

@@ -364,12 +364,14 @@ def _pareto(ax, rows: list[dict[str, Any]], cost: str, xlabel: str, *, log: bool
         ax.text(0.5, 0.5, f"no {cost} measured", ha="center", va="center")
         ax.set_axis_off()
         return
-    for index, (x, y, row) in enumerate(points):
+    # four label positions in turn, in order of the points: labels of coinciding points do not overlap
+    placements = [((5, 5), "left"), ((5, -10), "left"), ((-5, 5), "right"), ((-5, -10), "right")]
+    for index, (x, y, row) in enumerate(sorted(points, key=lambda p: (p[1], p[0]))):
         diverged = row["quality_status"] == "diverged"
         ax.scatter([x], [y], color="tab:red" if diverged else "tab:blue", marker="x" if diverged else "o", zorder=3)
-        offset = (5, 6 if index % 2 == 0 else -10)  # alternate above/below so that neighbours stay readable
-        text = _short(row["combination"]) + (" (diverged)" if diverged else "")
-        ax.annotate(text, (x, y), xytext=offset, textcoords="offset points", fontsize=6)
+        offset, align = placements[index % len(placements)]
+        text = "+".join(row[kind] for kind in ("vision", "projector", "lm")) + (" (diverged)" if diverged else "")
+        ax.annotate(text, (x, y), xytext=offset, textcoords="offset points", fontsize=6, ha=align)
     front, best = [], -1.0
     for x, y, _ in sorted(points, key=lambda p: (p[0], -p[1])):
         if y > best:

@@ -319,9 +319,10 @@ def _quality(run: BenchRun, cases: list[Case], work: Path, progress: bool) -> No
         return
     for case in _tqdm(cases, progress, desc="zoo bench: train + eval", unit="combo"):
         label = case.combination.label
-        fields, curve = train_and_evaluate(
-            case, spec.quality, work_dir=work, plugins=spec.plugins, max_new_tokens=spec.max_new_tokens
-        )
+        with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its logs; stdout is for --json results
+            fields, curve = train_and_evaluate(
+                case, spec.quality, work_dir=work, plugins=spec.plugins, max_new_tokens=spec.max_new_tokens
+            )
         run.loss_curves[label] = curve
         for row in run.results:
             if row["combination"] == label:
