@@ -12,11 +12,13 @@ listed with its reason instead of crashing the run midway::
       batch_size: [1, 4]
       dtype: [float32]
     min_run_time: 0.1           # seconds of timing per call and side (torch.utils.benchmark blocks)
-    rounds: 2                   # interleaved rounds per timing (zoo / transformers order alternates ABBA)
+    rounds: 4                   # interleaved rounds per timing (zoo / transformers order alternates ABBA)
     noise_threshold: 0.1        # a timing whose IQR / median exceeds this is flagged noisy
     threads: 1                  # optional: torch threads while measuring (default: one per core)
     max_new_tokens: 8
     prompt_len: 16              # text tokens besides the image positions
+    data: {train: train.json, eval: eval.json}   # optional, with train: quality too (zoo.bench.quality)
+    train: {max_steps: 200, batch_size: 16, lr: 2.0e-3, seed: 0}
 """
 
 from __future__ import annotations
@@ -89,7 +91,7 @@ class BenchSpec:
     batch_sizes: tuple[int, ...] = (1,)
     dtypes: tuple[str, ...] = ("float32",)
     min_run_time: float = 0.1
-    rounds: int = 2
+    rounds: int = 4
     noise_threshold: float = 0.1
     threads: int | None = None
     max_new_tokens: int = 8
@@ -279,7 +281,7 @@ def parse_bench(data: Any, *, source: str = "<bench>", base_dir: str | Path = ".
         batch_sizes=batch_sizes,
         dtypes=dtypes,
         min_run_time=_positive(data.get("min_run_time", 0.1), "min_run_time", source),
-        rounds=_int(data.get("rounds", 2), "rounds", source, minimum=1),
+        rounds=_int(data.get("rounds", 4), "rounds", source, minimum=1),
         noise_threshold=_positive(data.get("noise_threshold", 0.1), "noise_threshold", source),
         threads=None if data.get("threads") is None else _int(data["threads"], "threads", source, minimum=1),
         max_new_tokens=_int(data.get("max_new_tokens", 8), "max_new_tokens", source, minimum=2),

@@ -164,13 +164,14 @@ def _ratios(zoo: dict[str, Timing], ref: dict[str, Timing]) -> dict[str, Any]:
 
 
 def _noise(timings: dict[str, dict[str, Timing]], threshold: float) -> dict[str, Any]:
-    """``noisy`` (any timing's IQR / median above ``threshold``), which ones, and the largest spread."""
-    spreads = {
-        ("" if side == "zoo" else f"{side}_") + call: timing.spread
+    """``noisy`` (a timing's IQR / median above ``threshold``, or too few blocks), which ones, the largest spread."""
+    named = {
+        ("" if side == "zoo" else f"{side}_") + call: timing
         for side, calls in timings.items()
         for call, timing in calls.items()
     }
-    noisy = sorted(name for name, spread in spreads.items() if spread > threshold)
+    spreads = {name: timing.spread for name, timing in named.items()}
+    noisy = sorted(name for name, timing in named.items() if timing.noisy(threshold))
     return {
         "noisy": bool(noisy),
         "noisy_timings": ",".join(noisy),

@@ -24,9 +24,10 @@ from typing import Any
 import torch
 from torch.utils.benchmark import Measurement, Timer
 
-__all__ = ["NOISE_THRESHOLD", "Timing", "time_interleaved"]
+__all__ = ["MIN_BLOCKS", "NOISE_THRESHOLD", "Timing", "time_interleaved"]
 
 NOISE_THRESHOLD = 0.1  # torch.utils.benchmark warns from an IQR of 10% of the median too
+MIN_BLOCKS = 4  # fewer blocks than this cannot show a spread (torch's adaptive_autorange waits for 4 too)
 
 
 @dataclass(frozen=True)
@@ -63,8 +64,12 @@ class Timing:
         return self.iqr_ms / self.median_ms if self.median_ms > 0 else float("inf")
 
     def noisy(self, threshold: float = NOISE_THRESHOLD) -> bool:
-        """Whether the spread (IQR / median) exceeds ``threshold``."""
-        return self.spread > threshold
+        """Whether the spread (IQR / median) exceeds ``threshold``, or there are too few blocks to tell.
+
+        Quartiles of fewer than ``MIN_BLOCKS`` blocks say little about the spread (of two blocks, the IQR
+        is half their difference): such a timing counts as noisy until measured longer.
+        """
+        return self.blocks < MIN_BLOCKS or self.spread > threshold
 
     def to_dict(self, prefix: str) -> dict[str, float | int]:
         """``{prefix}_ms_median``, ``_ms_iqr``, ``_ms_q1``, ``_ms_q3``, ``_spread`` and ``_blocks``."""
@@ -96,7 +101,7 @@ def time_interleaved(
     sides: Mapping[str, Mapping[str, Callable[[], Any]]],
     *,
     min_run_time: float,
-    rounds: int = 2,
+    rounds: int = 4,
     device: torch.device | str = "cpu",
 ) -> dict[str, dict[str, Timing]]:
     """Time every call of every side, interleaving sides and calls round by round.
@@ -104,8 +109,9 @@ def time_interleaved(
     Args:
         sides: side name (``"zoo"``, ``"ref"``) -> call name -> zero-argument function.
         min_run_time: seconds spent timing each call of each side, over all rounds together.
-        rounds: how many times each call is measured per side (``blocked_autorange`` each time); the side
-            that goes first alternates (ABBA) so that neither side always runs on a warmer machine.
+        rounds: how many times each call is measured per side (``blocked_autorange`` each time, at least
+            one block each); the side that goes first alternates (ABBA) so that neither side always runs
+            on a warmer machine.
         device: where the calls run (CUDA is synchronised around every block).
 
     Returns:
