@@ -56,11 +56,12 @@ def model():
 
 
 def test_predictions_do_not_depend_on_the_batch_size(model, shapes):
-    one = evaluate(model, shapes / "eval.json", batch_size=1, max_new_tokens=4)
-    many = evaluate(model, shapes / "eval.json", batch_size=5, max_new_tokens=4)
+    records = json.loads((shapes / "eval.json").read_text())[:5]  # prompts of different lengths: left padding
+    one = evaluate(model, records, image_folder=shapes, batch_size=1, max_new_tokens=4)
+    many = evaluate(model, records, image_folder=shapes, batch_size=5, max_new_tokens=4)
     assert [p["prediction"] for p in one["predictions"]] == [p["prediction"] for p in many["predictions"]]
     assert math.isclose(one["loss"], many["loss"], rel_tol=1e-4)
-    assert one["n"] == 12 and set(one["by_type"]) == {"colour", "shape", "position"}
+    assert one["n"] == 5 and set(one["by_type"]) == {"colour", "shape", "position"}
 
 
 def test_accuracy_counts_matches_against_the_last_assistant_turn(model, shapes, tmp_path):
@@ -110,3 +111,15 @@ def test_cli_scores_a_saved_checkpoint_with_json(model, shapes, tmp_path, capsys
     assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 12
     assert main(["eval", "tiny-clip-mlp-qwen2", "--data", str(tmp_path / "missing.json")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_evaluates_the_model_section_of_a_training_file(shapes, tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        "model: {vision: {name: tiny-clip}, projector: {name: mlp2x-gelu}, lm: {name: tiny-qwen2}}\n"
+        f"data: {{train: {shapes / 'eval.json'}}}\ntrain: {{max_steps: 1}}\n",
+        encoding="utf-8",
+    )
+    argv = ["eval", str(config), "--data", str(shapes / "eval.json"), "--max-new-tokens", "1", "--json"]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 12

@@ -135,13 +135,15 @@ def test_checkpoints_load_with_zoo_and_hold_the_trained_weights(run):
     assert final.parameter_counts()["projector"]["trainable"] > 0
 
 
-def test_zoo_generate_reads_a_training_checkpoint(run, tmp_path, capsys):
+def test_zoo_generate_and_convert_read_a_training_checkpoint(run, tmp_path, capsys):
     _, result = run
     image = tmp_path / "red.png"
     _red().save(image)
     code = main(["generate", str(result.output_dir / "checkpoint-4"), "--prompt", "What colour is the image?",
                  "--image", str(image), "--max-new-tokens", "2"])  # fmt: skip
     assert code == 0 and capsys.readouterr().err == ""  # an untrained tiny LM's answer may be blank
+    assert main(["convert", "--to-hf-llava", str(result.output_dir / "checkpoint-4"), str(tmp_path / "hf")]) == 0
+    assert (tmp_path / "hf" / "config.json").is_file()
 
 
 def test_resume_from_a_mid_run_checkpoint_reproduces_the_uninterrupted_losses(run, tmp_path):
@@ -175,3 +177,23 @@ def _red():
     from PIL import Image
 
     return Image.new("RGB", (32, 32), COLOURS["red"])
+
+
+def test_modality_length_sampler_batches_one_modality_at_a_time_and_is_reproducible():
+    from zoo.trainer import ModalityLengthSampler
+
+    lengths = [10, -3, 7, -8, 12, 5, -6, 9, -2, 4, 11, -1]  # positive: with images, negative: text only
+    sampler = ModalityLengthSampler(batch_size=2, world_size=1, lengths=lengths, seed=3)
+    order = list(sampler)
+    assert sorted(order) == list(range(len(lengths)))
+    for start in range(0, 10, 2):  # 7 image and 5 text-only samples: 3 + 2 full batches, then the leftovers
+        assert len({lengths[i] > 0 for i in order[start : start + 2]}) == 1, order
+    assert list(sampler) == order  # the same epoch gives the same order (resume)
+    sampler.set_epoch(1)
+    assert list(sampler) != order
+
+
+def test_nothing_to_train_is_a_config_error(tmp_path):
+    frozen = {**MODEL, "projector": {"name": "mlp2x-gelu", "train": "frozen"}, "lm": {"name": "tiny-qwen2"}}
+    with pytest.raises(ConfigError, match="nothing to train: every component is frozen"):
+        train({**config(tmp_path), "model": frozen})

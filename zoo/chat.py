@@ -98,7 +98,7 @@ class ChatEncoder:
 
     def _span(self, messages: Sequence[Mapping[str, str]], turn: int, text: str) -> tuple[int, int]:
         before = self.render(messages[:turn], add_generation_prompt=True)
-        through = self.render(messages[: turn + 1])
+        through = text if turn == len(messages) - 1 else self.render(messages[: turn + 1])
         if not (through.startswith(before) and text.startswith(through)):
             raise ZooError(
                 "the tokenizer's chat template does not render a conversation as the concatenation of its turns "

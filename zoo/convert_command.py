@@ -10,6 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from zoo.load_options import add_load_arguments, load_kwargs
+
 __all__ = ["HELP", "add_arguments", "run"]
 
 HELP = "convert between zoo checkpoints and transformers Llava directories"
@@ -28,27 +30,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("source", help="what to convert")
     parser.add_argument("destination", help="output directory (replaced atomically if it holds the same kind)")
-    parser.add_argument("--dtype", help="with --from-hf-llava: build in this dtype instead of the checkpoint's")
+    parser.add_argument(
+        "--dtype", help="write the weights in this dtype (float32, bfloat16, float16) instead of the source's"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="write into a directory zoo did not write (its files are kept)"
+    )
+    add_load_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     """Do the conversion and print what was written (``--json``: a JSON object)."""
     from zoo.checkpoint import MANIFEST, load, save
+    from zoo.config import torch_dtype
     from zoo.hf_llava import from_hf_llava, save_hf_llava
 
+    dtype = torch_dtype(args.dtype, key="--dtype") if args.dtype else None  # refused before anything is read
     source, destination = Path(args.source), Path(args.destination)
     if args.from_hf_llava:
         model = from_hf_llava(source, dtype=args.dtype)
-        save(model, destination)
+        save(model, destination, overwrite=args.overwrite)
         kind, origin = "zoo checkpoint", "transformers Llava directory"
     else:
         if (source / MANIFEST).is_file():
-            model, origin = load(source), "zoo checkpoint"
+            model, origin = load(source, **load_kwargs(args)), "zoo checkpoint"
         else:
             from zoo.builder import build
 
             model, origin = build(args.source, plugins=tuple(args.plugin or ())), "composition"
-        save_hf_llava(model, destination)
+        if dtype is not None:
+            model = model.to(dtype)
+        save_hf_llava(model, destination, overwrite=args.overwrite)
         kind = "transformers Llava directory"
     names = {k: model.composition.slot(k).name for k in ("vision", "projector", "lm")}
     summary = {

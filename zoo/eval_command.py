@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 __all__ = ["HELP", "add_arguments", "run"]
 
@@ -22,6 +23,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--predictions", metavar="FILE", help="write every prediction to FILE (JSONL)")
 
 
+def _model_target(target: str) -> Any:
+    """A training file (model + data + train sections) evaluates its ``model`` section; other targets pass."""
+    from zoo.config import parse_model_config, read_yaml
+
+    if Path(target).suffix not in (".yaml", ".yml") or not Path(target).is_file():
+        return target
+    data = read_yaml(target)
+    if isinstance(data, dict) and ("data" in data or "train" in data):
+        return parse_model_config({k: v for k, v in data.items() if k in ("plugins", "model")}, source=target)
+    return target
+
+
 def run(args: argparse.Namespace) -> int:
     """Load or build the model, evaluate, print the scores."""
     import zoo
@@ -31,11 +44,13 @@ def run(args: argparse.Namespace) -> int:
     for option in ("max_new_tokens", "batch_size"):
         if getattr(args, option) < 1:
             raise ZooError(f"--{option.replace('_', '-')} = {getattr(args, option)} is not valid; it must be >= 1")
+    if not Path(args.data).is_file():  # before the model is built: a typo should fail in a second
+        raise ZooError(f"--data {args.data!r} does not exist or is not a file")
     target = Path(args.target)
     if (target / "manifest.json").is_file():
         model = zoo.load(target)
     else:
-        model = zoo.build(args.target, plugins=tuple(args.plugin or ()))
+        model = zoo.build(_model_target(args.target), plugins=tuple(args.plugin or ()))
     result = evaluate(model, args.data, image_folder=args.image_folder, blank_images=args.blank_images,
                       max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)  # fmt: skip
     predictions = result.pop("predictions")

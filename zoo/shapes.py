@@ -33,7 +33,7 @@ __all__ = ["COLOURS", "POSITIONS", "QUESTIONS", "SHAPES", "Scene", "draw", "scen
 
 COLOURS = {"red": (220, 40, 40), "green": (30, 160, 60), "blue": (40, 80, 230), "yellow": (240, 200, 20)}
 SHAPES = ("circle", "square", "triangle")
-POSITIONS = {"top": (0.5, 0.27), "bottom": (0.5, 0.73), "left": (0.27, 0.5), "right": (0.73, 0.5)}  # centre (x, y)
+POSITIONS = {"top": (0.5, 0.3), "bottom": (0.5, 0.7), "left": (0.3, 0.5), "right": (0.7, 0.5)}  # centre (x, y)
 QUESTIONS = {
     "colour": ("What colour is the shape?", "What color is the shape?", "Which colour is it?"),
     "shape": ("What shape is it?", "Which shape is drawn?", "What is the shape?"),
@@ -41,6 +41,8 @@ QUESTIONS = {
 }
 FACTORS = {"colour": tuple(COLOURS), "shape": SHAPES, "position": tuple(POSITIONS)}
 BACKGROUND = (255, 255, 255)
+RADIUS = (22, 28)  # shape radius, in 1/100 of the image side
+JITTER = 4  # centre offset, same unit
 
 
 @dataclass(frozen=True)
@@ -88,9 +90,9 @@ def scenes(rng: random.Random) -> Iterator[Scene]:
             colour=rng.choice(list(COLOURS)),
             shape=rng.choice(SHAPES),
             position=rng.choice(list(POSITIONS)),
-            radius=rng.randint(15, 20),
-            dx=rng.randint(-5, 5),
-            dy=rng.randint(-5, 5),
+            radius=rng.randint(RADIUS[0], RADIUS[1]),
+            dx=rng.randint(-JITTER, JITTER),
+            dy=rng.randint(-JITTER, JITTER),
         )
 
 
@@ -136,7 +138,7 @@ def write_shapes(
         raise ZooError(f"--train = {train}, --eval = {eval}: counts must be >= 0")
     if image_size < 16:
         raise ZooError(f"--image-size = {image_size} is too small to draw shapes; use at least 16")
-    max_scenes = len(COLOURS) * len(SHAPES) * len(POSITIONS) * 6 * 11 * 11
+    max_scenes = len(COLOURS) * len(SHAPES) * len(POSITIONS) * (RADIUS[1] - RADIUS[0] + 1) * (2 * JITTER + 1) ** 2
     if train + eval > max_scenes // 4:  # a quarter: each question fixes one factor, and draws must stay quick
         raise ZooError(f"--train + --eval = {train + eval} is more than this task holds; use at most {max_scenes // 4}")
     out = Path(out_dir)

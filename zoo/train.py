@@ -193,4 +193,7 @@ def _print_parameters(model: MultiModal, train_set: Any, eval_set: Any) -> None:
     trainable = sum(c["trainable"] for c in counts.values())
     lines.append(f"{'total':<10} {'':<24} {total:>14,} {trainable:>14,}")
     sizes = f"train records: {len(train_set)}" + (f", eval records: {len(eval_set)}" if eval_set is not None else "")
+    skipped = len(train_set.skipped) + (len(eval_set.skipped) if eval_set is not None else 0)
+    if skipped:
+        sizes += f"; {skipped} bad records skipped (data.on_error: skip)"
     print("\n".join([*lines, sizes]), file=sys.stderr, flush=True)

@@ -32,7 +32,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from zoo.checkpoint import MANIFEST, load_weights, save
-from zoo.errors import CheckpointError
+from zoo.errors import CheckpointError, ConfigError
 from zoo.training import param_groups
 
 if TYPE_CHECKING:
@@ -71,7 +71,7 @@ class ZooTrainer(Trainer):
                            "params": [p for p in params if id(p) not in decay]})  # fmt: skip
         groups = [g for g in groups if g["params"]]
         if not groups:
-            raise CheckpointError("nothing to train: every component is frozen (set model.<slot>.train: full or lora)")
+            raise ConfigError("nothing to train: every component is frozen; set model.<slot>.train: full or lora")
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, target)
         self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
         return self.optimizer
@@ -176,7 +176,8 @@ class ModalityLengthSampler(Sampler[int]):
 
     ``lengths`` are signed (positive: with images, negative: text-only). Each modality is shuffled,
     cut into mega-batches of ``batch_size * world_size`` sorted by length (so that padding is small
-    and every process gets a similar length), and the mega-batches of both modalities are shuffled.
+    and every process gets a similar length), and the full mega-batches of both modalities are
+    shuffled together; the two partial ones come last.
     The order depends only on ``seed`` and the epoch (``set_epoch``), so a resumed run sees the same one.
     """
 
@@ -194,17 +195,19 @@ class ModalityLengthSampler(Sampler[int]):
         return len(self.lengths)
 
     def __iter__(self) -> Iterator[int]:
-        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        groups = []
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        groups: list[list[int]] = []
+        leftovers: list[list[int]] = []
         for keep in (lambda n: n > 0, lambda n: n <= 0):
             indices = [i for i, n in enumerate(self.lengths) if keep(n)]
-            order = torch.randperm(len(indices), generator=self.generator).tolist()
-            shuffled = [indices[i] for i in order]
+            shuffled = [indices[i] for i in torch.randperm(len(indices), generator=generator).tolist()]
             for start in range(0, len(shuffled), self.megabatch):
-                chunk = shuffled[start : start + self.megabatch]
-                groups.append(sorted(chunk, key=lambda i: -abs(self.lengths[i])))
-        for g in torch.randperm(len(groups), generator=self.generator).tolist():
+                chunk = sorted(shuffled[start : start + self.megabatch], key=lambda i: -abs(self.lengths[i]))
+                (groups if len(chunk) == self.megabatch else leftovers).append(chunk)
+        for g in torch.randperm(len(groups), generator=generator).tolist():
             yield from groups[g]
+        for chunk in leftovers:  # the partial mega-batches of both modalities, last (as LLaVA)
+            yield from chunk
 
 
 class JsonlLogger(TrainerCallback):
