@@ -5,7 +5,7 @@ Goals: ``forward_latency_ratio`` (zoo / transformers forward latency) <= 1.0 and
 
 Runs ``zoo bench`` on ``grids/llava-reference.yaml`` (mid-size random compositions in the Llava
 layout, batch 1 and 4): each model is exported with ``zoo.hf_llava.to_hf_llava`` (shared weights) and
-both sides are timed with interleaved repeats. Prints each combination's ratios and their medians,
+both sides are timed in interleaved rounds (torch.utils.benchmark). Prints each combination's ratios and their medians,
 and writes the full bench outputs to ``--out``.
 
     python benchmarks/llava_reference.py [--grid grids/llava-reference.yaml] [--out bench-out/llava-reference]
@@ -39,7 +39,7 @@ def main() -> None:
     forward = [r["forward_latency_ratio"] for r in rows]
     generate = [r["generate_throughput_ratio"] for r in rows]
     report(
-        "zoo / transformers LlavaForConditionalGeneration (same weights, interleaved repeats)",
+        "zoo / transformers LlavaForConditionalGeneration (same weights, interleaved rounds)",
         {
             "machine": machine_line(run.machine["device"]),
             "grid": args.grid,

@@ -1,4 +1,8 @@
-"""``zoo bench``: grid parsing and validation, one real build per component, outputs of a tiny run."""
+"""``zoo bench``: grid parsing and validation, one real build per component, outputs of a tiny run.
+
+Timing (torch.utils.benchmark, spreads, noisy rows, decode steps) is in test_bench_timing.py; shards
+and merging in test_bench_shards.py.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,7 @@ import pytest
 import torch
 
 from zoo.bench import ComponentCache, build_models, expand, load_bench, parse_bench, plan_grid, run_bench
-from zoo.bench.measure import stats
-from zoo.bench.report import write_outputs
+from zoo.bench.report import format_table, write_outputs
 from zoo.cli import main
 from zoo.errors import CheckpointError, ConfigError, UnknownNameError
 from zoo.registry import get_registry
@@ -19,7 +22,7 @@ from zoo.weights import building_on_meta
 
 
 def _grid(**grid):
-    return {"grid": grid, "repeats": 2, "warmup": 0, "max_new_tokens": 2, "prompt_len": 4}
+    return {"grid": grid, "min_run_time": 0.01, "rounds": 2, "max_new_tokens": 2, "prompt_len": 4}
 
 
 def test_grid_expands_and_lists_contract_failures_with_their_reason():
@@ -62,7 +65,13 @@ def test_entry_label_names_the_combination_and_is_not_a_component_option():
     ("data", "expected"),
     [
         (_grid(visoin=["tiny-clip"], projector=["linear"], lm=["tiny-qwen2"]), "unknown key 'grid.visoin'"),
-        ({**_grid(vision=["tiny-clip"], projector=["linear"], lm=["tiny-qwen2"]), "repeat": 3}, "'repeats'"),
+        ({**_grid(vision=["tiny-clip"], projector=["linear"], lm=["tiny-qwen2"]), "round": 3}, "'rounds'"),
+        ({**_grid(vision=["tiny-clip"], projector=["linear"], lm=["tiny-qwen2"]), "repeats": 3},
+         "repeats = 3: no longer read; timings are set by min_run_time and rounds"),
+        ({**_grid(vision=["tiny-clip"], projector=["linear"], lm=["tiny-qwen2"]), "min_run_time": 0},
+         "min_run_time = 0: expected a finite number > 0"),
+        ({**_grid(vision=["tiny-clip"], projector=["linear"], lm=["tiny-qwen2"]), "noise_threshold": "low"},
+         "noise_threshold = 'low'"),
         (_grid(vision=[{"name": "tiny-clip", "selct": "all"}], projector=["linear"], lm=["tiny-qwen2"]),
          "grid.vision[0].selct"),
         (_grid(vision=["tiny-clip"], projector=["linear"], lm=["tiny-qwen2"], batch_size=[0]),
@@ -169,7 +178,7 @@ def test_a_combination_that_fails_to_build_is_reported_and_the_grid_goes_on(erro
     registry.add(dataclasses.replace(real, name="broken-lm", factory=broken, plugin=""), plugin="test_bench")
     try:
         spec = parse_bench({**_grid(vision=["tiny-clip"], projector=["linear"], lm=["broken-lm", "tiny-qwen2"]),
-                            "reference": False, "repeats": 1})  # fmt: skip
+                            "reference": False})  # fmt: skip
         run = run_bench(spec, device="cpu", progress=False)
     finally:
         registry.remove("lm", "broken-lm")
@@ -179,8 +188,9 @@ def test_a_combination_that_fails_to_build_is_reported_and_the_grid_goes_on(erro
 
 
 def test_tiny_bench_run_writes_every_output(tmp_path):
-    spec = parse_bench(_grid(vision=["tiny-clip"], projector=["mlp2x-gelu", "pixel-shuffle", "identity"],
-                             lm=["tiny-qwen2"], batch_size=[1, 2]))  # fmt: skip
+    # a threshold no real timing meets: every row is flagged noisy, everywhere the results go
+    spec = parse_bench({**_grid(vision=["tiny-clip"], projector=["mlp2x-gelu", "pixel-shuffle", "identity"],
+                                lm=["tiny-qwen2"], batch_size=[1, 2]), "noise_threshold": 1e-9})  # fmt: skip
     run = run_bench(spec, device="cpu", progress=False)
     paths = write_outputs(run, tmp_path / "out")
 
@@ -188,15 +198,18 @@ def test_tiny_bench_run_writes_every_output(tmp_path):
     assert [r["status"] for r in results] == ["ok", "ok", "ok", "ok", "skipped"]
     by_id = {r["id"]: r for r in results}
     llava = by_id["tiny-clip+mlp2x-gelu+tiny-qwen2/float32/bs2"]
-    for key in ("forward_latency_ratio", "generate_throughput_ratio", "prefill_latency_ratio"):
-        assert llava[key] > 0
+    for key in ("forward_latency_ratio", "generate_throughput_ratio", "prefill_latency_ratio", "decode_latency_ratio"):
+        assert llava[key] > 0 and llava[f"{key}_spread"] >= 0
     assert llava["reference"] == "transformers.LlavaForConditionalGeneration"
     assert llava["image_tokens"] == 16 and llava["batch_size"] == 2
     assert llava["params_total"] == llava["params_vision"] + llava["params_projector"] + llava["params_lm"]
     assert llava["trainable_total"] == llava["params_projector"]  # default policy: only the projector trains
     assert llava["flops_per_sample"] == llava["flops_vision"] + llava["flops_projector"] + llava["flops_lm"] > 0
-    for key in ("vision_encode_ms_median", "forward_ms_median", "prefill_ms_median", "generate_ms_median"):
-        assert llava[key] > 0 and llava[key.replace("median", "iqr")] >= 0
+    for call in ("vision_encode", "forward", "prefill", "decode_per_token", "generate"):
+        assert llava[f"{call}_ms_median"] > 0 and llava[f"{call}_ms_iqr"] >= 0 and llava[f"{call}_blocks"] >= 2
+        assert llava[f"{call}_spread"] == pytest.approx(llava[f"{call}_ms_iqr"] / llava[f"{call}_ms_median"], abs=1e-3)
+    assert llava["noisy"] is True and "forward" in llava["noisy_timings"].split(",")
+    assert llava["spread_max"] >= llava["forward_spread"] and llava["loadavg_1m"] >= 0
     assert llava["tokens_per_s"] == pytest.approx(2 * 2 / (llava["generate_ms_median"] / 1e3), rel=1e-3)
     assert llava["peak_mem_mb"] >= 0 and llava["mem_method"] == "rss_delta"
     assert 0 < llava["peak_fraction"] and llava["matmul_peak_flops_per_s"] > 0
@@ -210,10 +223,20 @@ def test_tiny_bench_run_writes_every_output(tmp_path):
         rows = list(csv.DictReader(handle))
     assert len(rows) == 5 and rows[0]["id"] == results[0]["id"]
     assert {"forward_latency_ratio", "generate_throughput_ratio", "reason", "peak_mem_mb"} <= set(rows[0])
+    assert [row["noisy"] for row in rows] == ["True"] * 4 + [""]
+
+    record = json.loads(paths["run"].read_text())
+    assert record["spec"]["noise_threshold"] == 1e-9 and record["shard"] is None
+    for when in ("start", "end"):
+        assert len(record["machine"][when]["loadavg"]) == 3 and record["machine"][when]["time"]
+    assert record["machine"]["cpu"] and record["machine"]["gpu"] is None
+    table = format_table(run)
+    assert table.count("NOISY") == 4 + 1 and "load average (1/5/15 min) at start" in table
 
     report = paths["report"].read_text()
     assert "## Results" in report and "| tiny-clip+mlp2x-gelu+tiny-qwen2/float32/bs1 |" in report
     assert "**skipped** `tiny-clip+identity+tiny-qwen2/float32`" in report and "![latency](latency.png)" in report
+    assert "## Noisy rows" in report and "- `tiny-clip+mlp2x-gelu+tiny-qwen2/float32/bs1`: " in report
     for name in ("latency", "memory", "reference"):
         data = paths[name].read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
@@ -239,12 +262,8 @@ def test_cli_bench_json_and_errors(tmp_path, capsys, write_yaml):
     (row,) = json.loads(capsys.readouterr().out)
     assert row["id"] == "tiny-clip+linear+tiny-qwen2/float32" and row["image_tokens"] == 16
     assert (tmp_path / "o" / "params_flops.png").stat().st_size > 0
-    path.write_text("grid:\n  vision: [tiny-clip]\n  projector: [linear]\n  lm: [tiny-qwen2]\nwarmpu: 1\n")
+    path.write_text("grid:\n  vision: [tiny-clip]\n  projector: [linear]\n  lm: [tiny-qwen2]\nroudns: 1\n")
     assert main(["bench", str(path), "--no-progress", "--out", str(tmp_path / "o")]) == 2
-    assert "unknown key 'warmpu'; did you mean 'warmup'?" in capsys.readouterr().err
-
-
-def test_stats_are_median_and_iqr_in_milliseconds():
-    result = stats([0.001, 0.002, 0.003, 0.004, 0.100])
-    assert result.median_ms == pytest.approx(3.0) and result.iqr_ms == pytest.approx(2.0)
-    assert stats([0.5]).iqr_ms == 0.0
+    assert "unknown key 'roudns'; did you mean 'rounds'?" in capsys.readouterr().err
+    assert main(["bench", str(path), str(path), "--out", str(tmp_path / "o")]) == 2
+    assert "zoo bench takes one grid, got 2" in capsys.readouterr().err

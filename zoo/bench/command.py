@@ -1,7 +1,9 @@
-"""``zoo bench [GRID_OR_NAME]``: the command-line shell over ``zoo.bench``.
+"""``zoo bench [GRID_OR_NAME] [--shard I/N]`` and ``zoo bench merge DIR... [--out DIR]``.
 
-Without an argument it runs ``benches.default`` of ``registry.yaml`` (a tiny grid, about a minute on a
-laptop CPU). Exit status: 0 when every valid combination was measured, 1 when one failed at run time.
+Without an argument it runs ``benches.default`` of ``registry.yaml`` (27 tiny compositions). With
+``--shard I/N`` it runs the I-th of N slices of the grid (for a SLURM job array or a loop over
+machines); ``zoo bench merge`` combines the shards' ``--out`` directories into one report. Exit status:
+0 when every valid combination was measured, 1 when one failed at run time.
 """
 
 from __future__ import annotations
@@ -9,56 +11,96 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import ConfigError
 
 __all__ = ["HELP", "add_arguments", "run"]
 
-HELP = "benchmark a grid of compositions side by side (and against transformers' Llava)"
+HELP = "benchmark a grid of compositions side by side (and against transformers' Llava); 'merge' joins shards"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``zoo bench`` (``--json``, ``--plugin`` and ``--debug`` come from the common parser)."""
     parser.add_argument(
-        "target", nargs="?", default=None, help="a bench YAML file or a bench name of registry.yaml (default: default)"
+        "target",
+        nargs="*",
+        metavar="GRID",
+        help="a bench YAML file or a bench name of registry.yaml (default: default); "
+        "or 'merge DIR...' to combine the --out directories of shards",
     )
-    parser.add_argument("--out", default="bench-out", metavar="DIR", help="output directory (default: bench-out/)")
+    parser.add_argument("--out", metavar="DIR", help="output directory (default: bench-out/, merge: bench-merged/)")
+    parser.add_argument("--shard", metavar="I/N", help="run only the I-th of N slices of the grid (1 <= I <= N)")
     parser.add_argument("--meta", action="store_true", help="sizes and FLOPs only, on the meta device (no weights)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
     parser.add_argument("--no-reference", action="store_true", help="skip the transformers Llava comparison")
-    parser.add_argument("--repeats", type=int, help="timed repeats per measurement (overrides the file)")
-    parser.add_argument("--warmup", type=int, help="untimed warm-up runs (overrides the file)")
+    parser.add_argument("--min-run-time", type=float, help="seconds of timing per call and side (overrides the file)")
+    parser.add_argument("--rounds", type=int, help="interleaved rounds per timing (overrides the file)")
+    parser.add_argument("--noise-threshold", type=float, help="IQR / median that flags a timing noisy (overrides)")
+    parser.add_argument("--threads", type=int, help="torch threads while measuring (overrides the file)")
     parser.add_argument("--max-new-tokens", type=int, help="tokens generated per sample (overrides the file)")
     parser.add_argument("--prompt-len", type=int, help="text tokens per prompt (overrides the file)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    parser.add_argument(
+        "--train-dir", metavar="DIR", help="where a grid with data:/train: trains each combination (default: OUT/train)"
+    )
+
+
+OVERRIDES = ("min_run_time", "rounds", "noise_threshold", "threads", "max_new_tokens", "prompt_len")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the bench, write the outputs to ``--out`` and print the table (or the results with ``--json``)."""
-    from zoo.bench.grid import load_bench, parse_bench
+    """Run the bench (or merge shards), write the outputs to ``--out`` and print the table (or ``--json``)."""
     from zoo.bench.report import format_table, write_outputs
-    from zoo.bench.runner import run_bench
-    from zoo.registry import get_registry
 
-    get_registry(tuple(args.plugin or ()))
-    spec = load_bench(args.target)
-    overrides = {
-        key: getattr(args, key)
-        for key in ("repeats", "warmup", "max_new_tokens", "prompt_len")
-        if getattr(args, key) is not None
-    }
-    if overrides:  # validate the overrides like file values
-        data = {**spec.to_dict(), **overrides}
-        spec = parse_bench(data, source=f"{spec.source} + command line")
-    result = run_bench(
-        spec,
-        device=args.device,
-        meta=args.meta,
-        reference=False if args.no_reference else None,
-        progress=not args.no_progress,
-    )
-    paths = write_outputs(result, args.out)
+    if args.target and args.target[0] == "merge":
+        result = _merge(args)
+        out = args.out or "bench-merged"
+    else:
+        result = _bench(args)
+        out = args.out or "bench-out"
+    paths = write_outputs(result, out)
     if args.json:
         print(json.dumps(result.results, indent=2, default=str))
     else:
         print(format_table(result))
         print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
     return 1 if any(row["status"] == "failed" for row in result.results) else 0
+
+
+def _merge(args: argparse.Namespace) -> Any:
+    from zoo.bench.merge import load_run, merge_runs
+
+    directories = args.target[1:]
+    if not directories:
+        raise ConfigError("zoo bench merge: give the --out directories of the shards (zoo bench merge DIR...)")
+    if args.shard:
+        raise ConfigError("zoo bench merge: --shard applies to running a grid, not to merging")
+    return merge_runs([load_run(d) for d in directories], names=directories)
+
+
+def _bench(args: argparse.Namespace) -> Any:
+    from zoo.bench.grid import load_bench, parse_bench, parse_shard
+    from zoo.bench.runner import run_bench
+    from zoo.registry import get_registry
+
+    if len(args.target) > 1:
+        raise ConfigError(f"zoo bench takes one grid, got {len(args.target)}: {args.target} (or 'merge DIR...')")
+    shard = parse_shard(args.shard) if args.shard else None
+    get_registry(tuple(args.plugin or ()))
+    spec = load_bench(args.target[0] if args.target else None)
+    overrides = {key: getattr(args, key) for key in OVERRIDES if getattr(args, key) is not None}
+    if overrides:  # validate the overrides like file values
+        spec = parse_bench(
+            {**spec.to_dict(), **overrides}, source=f"{spec.source} + command line", base_dir=spec.base_dir
+        )
+    return run_bench(
+        spec,
+        device=args.device,
+        meta=args.meta,
+        reference=False if args.no_reference else None,
+        progress=not args.no_progress,
+        shard=shard,
+        train_dir=args.train_dir or str(Path(args.out or "bench-out") / "train"),
+    )

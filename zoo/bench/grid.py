@@ -11,23 +11,31 @@ listed with its reason instead of crashing the run midway::
       image_size: [32]          # optional: overrides each tower's input size
       batch_size: [1, 4]
       dtype: [float32]
-    repeats: 5                  # timed repeats per measurement (medians and IQR over them)
-    warmup: 1                   # untimed runs first
+    min_run_time: 0.1           # seconds of timing per call and side (torch.utils.benchmark blocks)
+    rounds: 4                   # interleaved rounds per timing (zoo / transformers order alternates ABBA)
+    noise_threshold: 0.1        # a timing whose IQR / median exceeds this is flagged noisy
+    threads: 1                  # optional: torch threads while measuring (default: one per core)
     max_new_tokens: 8
     prompt_len: 16              # text tokens besides the image positions
+    data: {train: train.json, eval: eval.json}   # optional, with train: quality too (zoo.bench.quality)
+    train: {max_steps: 200, batch_size: 16, lr: 2.0e-3, seed: 0}
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo.config import DTYPES, ModelConfig, _check_keys, parse_model_config, read_yaml
 from zoo.errors import ConfigError, ZooError, suggest
+
+if TYPE_CHECKING:
+    from zoo.bench.quality import QualitySpec
 
 __all__ = [
     "BENCH_KEYS",
@@ -39,14 +47,18 @@ __all__ = [
     "expand",
     "load_bench",
     "parse_bench",
+    "parse_shard",
     "plan_grid",
     "registered_benches",
+    "shard_of",
 ]
 
 GRID_KEYS = ("vision", "projector", "lm", "image_size", "batch_size", "dtype")
-BENCH_KEYS = ("grid", "repeats", "warmup", "max_new_tokens", "prompt_len", "plugins", "reference", "description")
+_SCALARS = ("min_run_time", "rounds", "noise_threshold", "threads", "max_new_tokens", "prompt_len", "reference")
+BENCH_KEYS = ("grid", *_SCALARS, "plugins", "description", "data", "train")
+_REPLACED = {"repeats": "min_run_time and rounds", "warmup": "min_run_time (torch.utils.benchmark warms up itself)"}
 SLOTS = ("vision", "projector", "lm")
-_SLOT_FORBIDDEN = ("train", "lr", "lora")
+POLICY_KEYS = ("train", "lr", "lora")  # a slot's training policy: only with a train: section
 
 
 @dataclass(frozen=True)
@@ -58,12 +70,17 @@ class BenchSpec:
         image_sizes: tower input sizes to try (``None``: each tower's own).
         batch_sizes: batch sizes to measure each composition at.
         dtypes: model dtypes (canonical names).
-        repeats: timed repeats per measurement.
-        warmup: untimed runs before the timed ones.
+        min_run_time: seconds of timing per call and side, split over ``rounds``.
+        rounds: interleaved rounds per timing (each a ``Timer.blocked_autorange``).
+        noise_threshold: IQR / median above which a timing (and its row) is flagged noisy.
+        threads: torch intra-op threads while measuring (``None``: torch's default, one per core).
         max_new_tokens: tokens generated per sample (decode latency and throughput).
         prompt_len: text tokens per sample besides the image positions.
         plugins: extra plugin modules to load.
         reference: also time transformers' Llava on the same weights where the layout fits.
+        quality: the ``data:`` / ``train:`` sections, validated (``None``: speed only); see ``zoo.bench.quality``.
+        sections: those two sections as written (``to_dict`` gives them back).
+        base_dir: where their relative paths resolve (the bench file's folder).
         source: where the spec was read from (for messages).
     """
 
@@ -73,18 +90,47 @@ class BenchSpec:
     image_sizes: tuple[int | None, ...] = (None,)
     batch_sizes: tuple[int, ...] = (1,)
     dtypes: tuple[str, ...] = ("float32",)
-    repeats: int = 5
-    warmup: int = 1
+    min_run_time: float = 0.1
+    rounds: int = 4
+    noise_threshold: float = 0.1
+    threads: int | None = None
     max_new_tokens: int = 8
     prompt_len: int = 16
     plugins: tuple[str, ...] = ()
     reference: bool = True
     description: str = ""
     source: str = "<bench>"
+    quality: QualitySpec | None = None
+    sections: dict[str, Any] = field(default_factory=dict)
+    base_dir: str = "."
 
     def slot(self, kind: str) -> tuple[dict[str, Any], ...]:
         """The entries of ``vision``, ``projector`` or ``lm``."""
         return getattr(self, kind)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "<bench>") -> BenchSpec:
+        """Read back :meth:`to_dict` output without the registry (``zoo bench merge`` on any machine).
+
+        The values were validated when the run that wrote them started; use :func:`parse_bench` for
+        anything a person wrote.
+        """
+        grid = data["grid"]
+        slots: dict[str, Any] = {
+            kind: tuple({"name": e} if isinstance(e, str) else dict(e) for e in grid[kind]) for kind in SLOTS
+        }
+        scalars: dict[str, Any] = {key: data[key] for key in _SCALARS if key in data}
+        return cls(
+            **slots,
+            image_sizes=tuple(grid.get("image_size", [None])),
+            batch_sizes=tuple(grid.get("batch_size", [1])),
+            dtypes=tuple(grid.get("dtype", ["float32"])),
+            plugins=tuple(data.get("plugins", ())),
+            description=str(data.get("description", "")),
+            source=source,
+            sections={key: data[key] for key in ("data", "train") if key in data},
+            **scalars,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (the report shows it; ``parse_bench`` reads it back)."""
@@ -94,13 +140,14 @@ class BenchSpec:
         grid["batch_size"] = list(self.batch_sizes)
         grid["dtype"] = list(self.dtypes)
         data: dict[str, Any] = {"grid": grid}
-        for key in ("repeats", "warmup", "max_new_tokens", "prompt_len", "reference"):
-            data[key] = getattr(self, key)
+        for key in _SCALARS:
+            if getattr(self, key) is not None:
+                data[key] = getattr(self, key)
         if self.plugins:
             data["plugins"] = list(self.plugins)
         if self.description:
             data["description"] = self.description
-        return data
+        return {**data, **self.sections}
 
 
 @dataclass(frozen=True)
@@ -120,14 +167,19 @@ class Combination:
         size = f"@{self.image_size}" if self.image_size is not None else ""
         return f"{text}{size}/{self.dtype}"
 
-    def model_dict(self, plugins: Sequence[str] = ()) -> dict[str, Any]:
-        """The composition as a model YAML mapping (what ``zoo build`` would read)."""
-        vision = {"name": self.vision["name"], **_options(self.vision)}
+    def model_dict(self, plugins: Sequence[str] = (), *, policy: bool = False) -> dict[str, Any]:
+        """The composition as a model YAML mapping (what ``zoo build`` would read).
+
+        ``policy=False`` leaves out the slots' training policy (``train``, ``lr``, ``lora``): the speed
+        measurements share components between combinations and run inference only.
+        """
+        model: dict[str, Any] = {"dtype": self.dtype}
+        for kind in SLOTS:
+            entry = getattr(self, kind)
+            options = {k: v for k, v in _options(entry).items() if policy or k not in POLICY_KEYS}
+            model[kind] = {"name": entry["name"], **options}
         if self.image_size is not None:
-            vision["image_size"] = self.image_size
-        model: dict[str, Any] = {"vision": vision, "dtype": self.dtype}
-        for kind in ("projector", "lm"):
-            model[kind] = {"name": getattr(self, kind)["name"], **_options(getattr(self, kind))}
+            model["vision"]["image_size"] = self.image_size
         return {"model": model, "plugins": list(plugins)}
 
 
@@ -165,7 +217,7 @@ def load_bench(target: str | Path | Mapping[str, Any] | None = None) -> BenchSpe
         target = "default"
     path = Path(target)
     if path.suffix in {".yaml", ".yml"} or path.exists():
-        return parse_bench(read_yaml(path), source=str(path))
+        return parse_bench(read_yaml(path), source=str(path), base_dir=path.parent)
     benches = registered_benches()
     if str(target) in benches:
         return parse_bench(benches[str(target)], source=f"registry.yaml:benches.{target}")
@@ -188,10 +240,18 @@ def registered_benches() -> dict[str, Any]:
     return dict(benches)
 
 
-def parse_bench(data: Any, *, source: str = "<bench>") -> BenchSpec:
-    """Validate a bench mapping: keys, types and component names (unknown ones fail here, with choices)."""
+def parse_bench(data: Any, *, source: str = "<bench>", base_dir: str | Path = ".") -> BenchSpec:
+    """Validate a bench mapping: keys, types and component names (unknown ones fail here, with choices).
+
+    ``base_dir``: where relative ``data:`` paths resolve (``load_bench`` passes the file's folder).
+    """
+    from zoo.bench.quality import parse_quality
+
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping with a 'grid' key, got {type(data).__name__}")
+    for old, new in _REPLACED.items():
+        if old in data:
+            raise ConfigError(f"{source}: {old} = {data[old]!r}: no longer read; timings are set by {new}")
     _check_keys(data, BENCH_KEYS, "", source, required=("grid",))
     grid = data["grid"]
     if not isinstance(grid, Mapping):
@@ -200,7 +260,8 @@ def parse_bench(data: Any, *, source: str = "<bench>") -> BenchSpec:
     plugins = data.get("plugins") or []
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
         raise ConfigError(f"{source}: plugins = {plugins!r}: expected a list of module names or .py paths")
-    slots = {kind: tuple(_slot_entries(grid[kind], kind, source)) for kind in SLOTS}
+    quality = parse_quality(data, source=source, base_dir=Path(base_dir))
+    slots = {kind: tuple(_slot_entries(grid[kind], kind, source, quality is not None)) for kind in SLOTS}
     _check_names(slots, tuple(plugins), source)
     image_sizes = grid.get("image_size")
     sizes: tuple[int | None, ...] = (
@@ -219,18 +280,23 @@ def parse_bench(data: Any, *, source: str = "<bench>") -> BenchSpec:
         image_sizes=sizes,
         batch_sizes=batch_sizes,
         dtypes=dtypes,
-        repeats=_int(data.get("repeats", 5), "repeats", source, minimum=1),
-        warmup=_int(data.get("warmup", 1), "warmup", source, minimum=0),
+        min_run_time=_positive(data.get("min_run_time", 0.1), "min_run_time", source),
+        rounds=_int(data.get("rounds", 4), "rounds", source, minimum=1),
+        noise_threshold=_positive(data.get("noise_threshold", 0.1), "noise_threshold", source),
+        threads=None if data.get("threads") is None else _int(data["threads"], "threads", source, minimum=1),
         max_new_tokens=_int(data.get("max_new_tokens", 8), "max_new_tokens", source, minimum=2),
         prompt_len=_int(data.get("prompt_len", 16), "prompt_len", source, minimum=1),
         plugins=tuple(plugins),
         reference=reference,
         description=description,
         source=source,
+        quality=quality,
+        sections=quality.raw if quality else {},
+        base_dir=str(base_dir),
     )
 
 
-def _slot_entries(value: Any, kind: str, source: str) -> list[dict[str, Any]]:
+def _slot_entries(value: Any, kind: str, source: str, allow_policy: bool) -> list[dict[str, Any]]:
     key = f"grid.{kind}"
     if isinstance(value, str | Mapping):
         value = [value]
@@ -245,11 +311,11 @@ def _slot_entries(value: Any, kind: str, source: str) -> list[dict[str, Any]]:
             raise ConfigError(f"{source}: {where} = {item!r}: expected a name or a mapping with a 'name' key")
         if "label" in item and not isinstance(item["label"], str):
             raise ConfigError(f"{source}: {where}.label = {item['label']!r}: expected a string (the name shown)")
-        for forbidden in _SLOT_FORBIDDEN:
+        for forbidden in () if allow_policy else POLICY_KEYS:
             if forbidden in item:
                 raise ConfigError(
-                    f"{source}: {where}.{forbidden}: the bench measures inference with shared components; "
-                    "training policy keys (train, lr, lora) are not accepted in a grid"
+                    f"{source}: {where}.{forbidden}: a training policy (train, lr, lora) means something only "
+                    "in a grid that trains: add data: and train: sections, or drop it"
                 )
         entries.append(dict(item))
     return entries
@@ -265,7 +331,7 @@ def _check_names(slots: Mapping[str, Sequence[dict[str, Any]]], plugins: tuple[s
         for index, entry in enumerate(slots[kind]):
             where = f"grid.{kind}[{index}]"
             spec, implied = registry.resolve(kind, entry["name"], key=f"{source}: {where}.name")
-            options = _options(entry)
+            options = {k: v for k, v in _options(entry).items() if k not in POLICY_KEYS}
             component_config(spec, options, implied=implied, key=where, source=source)
 
 
@@ -273,6 +339,12 @@ def _int(value: Any, key: str, source: str, *, minimum: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ConfigError(f"{source}: {key} = {value!r}: expected an integer >= {minimum}")
     return value
+
+
+def _positive(value: Any, key: str, source: str) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < math.inf:
+        raise ConfigError(f"{source}: {key} = {value!r}: expected a finite number > 0")
+    return float(value)
 
 
 def _ints(value: Any, key: str, source: str, *, minimum: int) -> list[int]:
@@ -310,16 +382,47 @@ def expand(spec: BenchSpec) -> list[Combination]:
     ]
 
 
-def plan_grid(spec: BenchSpec) -> tuple[list[Case], list[Skipped]]:
+def parse_shard(text: str, *, key: str = "--shard") -> tuple[int, int]:
+    """``"I/N"`` -> ``(I, N)`` with ``1 <= I <= N``.
+
+    Example:
+        >>> parse_shard("2/4")
+        (2, 4)
+    """
+    index, sep, count = str(text).partition("/")
+    if sep and index.strip().isdigit() and count.strip().isdigit() and 1 <= int(index) <= int(count):
+        return int(index), int(count)
+    raise ConfigError(f"{key} = {text!r}: expected I/N with 1 <= I <= N, e.g. 1/4 (the first of four shards)")
+
+
+def shard_of(items: Sequence[Any], shard: tuple[int, int] | None) -> list[Any]:
+    """The ``I``-th of ``N`` contiguous, near-equal slices of ``items`` (all of them for ``None``).
+
+    Contiguous, so that a shard shares as many components between its combinations as the grid order
+    allows; deterministic, so that shards 1..N of the same grid cover every item exactly once.
+    """
+    if shard is None:
+        return list(items)
+    index, count = shard
+    size, extra = divmod(len(items), count)
+    start = (index - 1) * size + min(index - 1, extra)
+    return list(items[start : start + size + (1 if index <= extra else 0)])
+
+
+def plan_grid(spec: BenchSpec, shard: tuple[int, int] | None = None) -> tuple[list[Case], list[Skipped]]:
     """Check every combination's contract on ``meta``; return the valid ones and the skipped ones.
 
     A contract failure (or a config value that one component rejects, such as an image size a tower
-    cannot take) skips that combination with its reason; nothing is allocated.
+    cannot take) skips that combination with its reason; nothing is allocated. ``shard=(I, N)`` plans
+    only the ``I``-th of ``N`` slices of the grid (:func:`shard_of`).
     """
     from zoo.builder import plan
 
-    cases, skipped = [], []
-    combinations = expand(spec)
+    cases: list[Case] = []
+    skipped: list[Skipped] = []
+    combinations = shard_of(expand(spec), shard)
+    if not combinations:
+        return cases, skipped
     with contextlib.suppress(ZooError):  # the first plan pays one-time imports; keep them out of plan_s
         plan(parse_model_config(combinations[0].model_dict(spec.plugins)))
     for combination in combinations:

@@ -1,6 +1,6 @@
-"""Measurement primitives: timing statistics, peak memory, FLOP counts, the matmul peak, the machine.
+"""Measurement primitives: peak memory, FLOP counts, the matmul peak, the machine and its load.
 
-Timings are medians and inter-quartile ranges over repeats after warm-up; the only absolute speed
+Timings themselves live in :mod:`zoo.bench.timing` (``torch.utils.benchmark``). The only absolute speed
 zoo reports is next to a matmul peak measured on the same machine in the same run, so a reader
 compares ratios, never a single number from another machine.
 """
@@ -12,11 +12,10 @@ import ctypes
 import gc
 import os
 import platform
-import statistics
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -27,49 +26,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "PeakMemory",
-    "Stats",
     "forward_flops",
     "machine_info",
+    "machine_state",
     "matmul_peak",
     "quiet_transformers",
-    "stats",
     "synchronize",
     "timed",
+    "torch_threads",
 ]
-
-
-@dataclass(frozen=True)
-class Stats:
-    """Median, quartiles and inter-quartile range of a list of timings, in milliseconds."""
-
-    median_ms: float
-    q1_ms: float
-    q3_ms: float
-    n: int
-
-    @property
-    def iqr_ms(self) -> float:
-        """Third minus first quartile."""
-        return self.q3_ms - self.q1_ms
-
-    def to_dict(self, prefix: str) -> dict[str, float]:
-        """``{prefix}_ms_median``, ``_iqr``, ``_q1`` and ``_q3`` for a flat result row."""
-        return {
-            f"{prefix}_ms_median": round(self.median_ms, 4),
-            f"{prefix}_ms_iqr": round(self.iqr_ms, 4),
-            f"{prefix}_ms_q1": round(self.q1_ms, 4),
-            f"{prefix}_ms_q3": round(self.q3_ms, 4),
-        }
-
-
-def stats(seconds: list[float]) -> Stats:
-    """Median and quartiles of ``seconds`` (reported in milliseconds); IQR 0 for fewer than two values."""
-    ms = [s * 1e3 for s in seconds]
-    if len(ms) < 2:
-        value = ms[0] if ms else float("nan")
-        return Stats(value, value, value, len(ms))
-    q1, median, q3 = statistics.quantiles(ms, n=4, method="inclusive")
-    return Stats(median, q1, q3, len(ms))
 
 
 def synchronize(device: torch.device | str) -> None:
@@ -85,6 +50,18 @@ def timed(fn: Callable[[], Any], device: torch.device | str) -> float:
     fn()
     synchronize(device)
     return time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """Run the block with ``count`` torch intra-op threads (``None``: leave the setting alone)."""
+    before = torch.get_num_threads()
+    if count is not None:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _rss() -> int:
@@ -191,18 +168,19 @@ def _frozen(params: list[nn.Parameter]) -> Iterator[None]:
 
 
 def matmul_peak(device: torch.device | str, dtype: torch.dtype, *, budget_s: float = 0.4) -> float:
-    """Best FLOP/s of a square matmul on this machine, now (the yardstick for achieved FLOP/s)."""
+    """Best FLOP/s of a square matmul on this machine, now (the yardstick for achieved FLOP/s).
+
+    The fastest block of a ``torch.utils.benchmark.Timer.blocked_autorange`` over ``budget_s`` seconds.
+    """
+    from torch.utils.benchmark import Timer
+
     device = torch.device(device)
     n = 4096 if device.type == "cuda" else 1024
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
+    timer = Timer("a @ b", globals={"a": a, "b": b}, num_threads=torch.get_num_threads())
     with torch.inference_mode():
-        for _ in range(2):
-            a @ b
-        best, spent, runs = float("inf"), 0.0, 0
-        while runs < 3 or (spent < budget_s and runs < 50):
-            seconds = timed(lambda: a @ b, device)
-            best, spent, runs = min(best, seconds), spent + seconds, runs + 1
+        best = min(timer.blocked_autorange(min_run_time=budget_s).times)
     return 2.0 * n**3 / best
 
 
@@ -234,6 +212,7 @@ def machine_info(device: torch.device | str) -> dict[str, Any]:
 
     device = torch.device(device)
     info: dict[str, Any] = {
+        "host": platform.node(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "cpu": _cpu_model(),
@@ -249,3 +228,15 @@ def machine_info(device: torch.device | str) -> dict[str, Any]:
 
         info["memory_gb"] = round(psutil.virtual_memory().total / 2**30, 1)
     return info
+
+
+def machine_state() -> dict[str, Any]:
+    """How busy the machine is now: UTC time and the 1/5/15-minute load averages (runnable processes).
+
+    A load average above ``cpu_count`` means that processes were waiting for a core: timings taken
+    then measure the queue as much as the model. Recorded at the start and end of every bench run.
+    """
+    state: dict[str, Any] = {"time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    with contextlib.suppress(OSError, AttributeError):  # os.getloadavg does not exist on Windows
+        state["loadavg"] = [round(v, 2) for v in os.getloadavg()]
+    return state

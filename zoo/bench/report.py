@@ -1,8 +1,11 @@
-"""Bench outputs: a terminal table, ``results.json``, ``results.csv``, ``report.md`` and PNG plots.
+"""Bench outputs: a terminal table, ``results.json``, ``results.csv``, ``run.json``, ``report.md``, plots.
 
 ``results.json`` is a list of flat result objects, one per combination and batch size (skipped and
 failed combinations included, with ``status`` and ``reason``). Fields ending in ``_ratio`` are
-zoo / transformers ratios measured in the same run on the same weights.
+zoo / transformers ratios measured in the same run on the same weights; every timing has a ``_spread``
+(IQR / median) and a row with a spread above the grid's ``noise_threshold`` has ``noisy: true``.
+``run.json`` holds the rest (grid, machine, load at start and end, shard), which ``zoo bench merge``
+reads back.
 """
 
 from __future__ import annotations
@@ -14,15 +17,28 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from zoo.bench.quality import rank
 from zoo.bench.runner import BenchRun
 
-__all__ = ["format_table", "plot", "write_csv", "write_json", "write_outputs", "write_report"]
+__all__ = [
+    "format_table",
+    "memory_unit",
+    "plot",
+    "plot_quality",
+    "ranking_markdown",
+    "write_csv",
+    "write_json",
+    "write_outputs",
+    "write_report",
+    "write_run",
+]
 
 LEADING = [
     "id", "status", "vision", "projector", "lm", "image_size", "dtype", "batch_size", "params_total",
     "trainable_total", "image_tokens", "flops_per_sample", "build_s", "vision_encode_ms_median", "forward_ms_median",
-    "prefill_ms_median", "decode_per_token_ms_median", "tokens_per_s", "peak_mem_mb", "forward_latency_ratio",
-    "generate_throughput_ratio",
+    "prefill_ms_median", "decode_per_token_ms_median", "tokens_per_s", "peak_mem_mb", "noisy", "spread_max",
+    "noisy_timings", "forward_latency_ratio", "decode_latency_ratio", "generate_throughput_ratio", "eval_accuracy",
+    "blank_image_accuracy", "eval_loss", "quality_status",
 ]  # fmt: skip
 LATENCY_CALLS = ("vision_encode", "forward", "prefill", "decode_per_token")
 
@@ -34,6 +50,23 @@ def _si(value: Any, unit: str = "") -> str:
         if abs(value) >= factor:
             return f"{value / factor:.2f}{suffix}{unit}"
     return f"{value:.3g}{unit}" if isinstance(value, float) else f"{value}{unit}"
+
+
+MIB = 2**20
+_BYTE_UNITS = (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10), ("B", 1))
+
+
+def memory_unit(largest_bytes: float) -> tuple[str, float]:
+    """The binary unit (name, bytes) in which ``largest_bytes`` reads as a number from 1 to 1023."""
+    for name, size in _BYTE_UNITS:
+        if abs(largest_bytes) >= size:
+            return name, size
+    return "B", 1
+
+
+def _bytes(value: float) -> str:
+    name, size = memory_unit(value)
+    return f"{value / size:.3g} {name}"
 
 
 def _num(value: Any, digits: int = 2) -> str:
@@ -67,15 +100,33 @@ def _columns(meta: bool) -> list[tuple[str, Any]]:
         ("prefill ms", lambda r: _num(r["prefill_ms_median"])),
         ("decode ms/tok", lambda r: _num(r["decode_per_token_ms_median"])),
         ("tok/s", lambda r: _num(r["tokens_per_s"], 1)),
-        ("mem MB", lambda r: _num(r["peak_mem_mb"], 1)),
+        ("mem", lambda r: _bytes(r["peak_mem_mb"] * MIB)),
         ("% peak", lambda r: _num(100 * r["peak_fraction"], 1)),
         ("fwd ratio", lambda r: _num(r.get("forward_latency_ratio"), 3)),
         ("gen ratio", lambda r: _num(r.get("generate_throughput_ratio"), 3)),
+        ("spread", lambda r: f"{100 * r['spread_max']:.0f}%"),
+        ("", lambda r: "NOISY" if r.get("noisy") else ""),
     ]
 
 
+QUALITY_COLUMNS: list[tuple[str, Any]] = [
+    ("acc", lambda r: _pct(r.get("eval_accuracy"))),
+    ("blank acc", lambda r: _pct(r.get("blank_image_accuracy"))),
+    ("eval loss", lambda r: _num(r.get("eval_loss"), 3)),
+    ("quality", lambda r: r.get("quality_status", "-")),
+]
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _has_quality(run: BenchRun) -> bool:
+    return any("quality_status" in r for r in run.results)
+
+
 def _rows(run: BenchRun) -> tuple[list[str], list[list[str]]]:
-    columns = _columns(run.meta)
+    columns = _columns(run.meta) + (QUALITY_COLUMNS if _has_quality(run) else [])
     return [name for name, _ in columns], [[fn(r) for _, fn in columns] for r in run.ok]
 
 
@@ -95,6 +146,29 @@ def format_table(run: BenchRun) -> str:
         f"{ok} measured, {sum(r['status'] == 'skipped' for r in run.results)} skipped, "
         f"{sum(r['status'] == 'failed' for r in run.results)} failed in {run.seconds:.1f} s on {_machine_line(run)}"
     )
+    lines.append(_load_line(run))
+    if run.noisy:
+        lines.append(
+            f"{len(run.noisy)} of {ok} rows NOISY: a timing's IQR exceeds {100 * run.spec.noise_threshold:.0f}% of "
+            "its median; rerun on a quieter machine or with a larger min_run_time before trusting those numbers"
+        )
+    return "\n".join(lines)
+
+
+def _load_line(run: BenchRun) -> str:
+    """Load averages at start and end against the cores (one line per part of a merged run)."""
+    parts = run.parts or [{"machine": run.machine, "shard": list(run.shard) if run.shard else None}]
+    lines = []
+    for part in parts:
+        m = part["machine"]
+        start, end = m.get("start", {}).get("loadavg"), m.get("end", {}).get("loadavg")
+        if start is None:
+            continue
+        where = f"shard {part['shard'][0]}/{part['shard'][1]} " if part.get("shard") else ""
+        busy = " (busier than its cores: expect noise)" if max(start[0], (end or start)[0]) > m["cpu_count"] else ""
+        lines.append(
+            f"{where}load average (1/5/15 min) at start {start}, at end {end}, on {m['cpu_count']} cores{busy}"
+        )
     return "\n".join(lines)
 
 
@@ -133,10 +207,15 @@ def _stacked_chart(ax, labels: list[str], series: dict[str, list[float]]) -> Non
     for name, values in series.items():
         ax.barh(range(len(labels)), values, left=left, height=0.7, label=name)
         left = [a + b for a, b in zip(left, values)]
+    _bar_axes(ax, labels)
+
+
+def _bar_axes(ax, labels: list[str]) -> None:
+    """Labels down the left, the legend outside on the right (never over a bar), a light grid."""
     ax.set_yticks(range(len(labels)))
     ax.set_yticklabels(labels, fontsize=7)
     ax.invert_yaxis()
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
     ax.grid(axis="x", alpha=0.3)
 
 
@@ -147,11 +226,13 @@ def _bar_chart(ax, labels: list[str], series: dict[str, list[float]], errors: di
         positions = [i + (index - (count - 1) / 2) * height for i in range(len(labels))]
         xerr = errors.get(name) if errors else None
         ax.barh(positions, values, height=height, xerr=xerr, label=name, capsize=2, error_kw={"elinewidth": 0.8})
-    ax.set_yticks(range(len(labels)))
-    ax.set_yticklabels(labels, fontsize=7)
-    ax.invert_yaxis()
-    ax.legend(fontsize=7)
-    ax.grid(axis="x", alpha=0.3)
+    _bar_axes(ax, labels)
+
+
+def _whiskers(rows: list[dict[str, Any]], prefix: str) -> list[list[float]]:
+    """Error-bar lengths from the median down to the first and up to the third quartile of ``prefix``."""
+    return [[max(0.0, r[f"{prefix}_ms_median"] - r[f"{prefix}_ms_q1"]) for r in rows],
+            [max(0.0, r[f"{prefix}_ms_q3"] - r[f"{prefix}_ms_median"]) for r in rows]]  # fmt: skip
 
 
 def _figure(rows: int, cols: int = 1):
@@ -161,7 +242,15 @@ def _figure(rows: int, cols: int = 1):
     import matplotlib.pyplot as plt
 
     height = max(2.5, 0.45 * rows + 1.5)
-    return plt, *plt.subplots(1, cols, figsize=(7 * cols, height), squeeze=False)
+    return plt, *plt.subplots(1, cols, figsize=(8 * cols, height), squeeze=False)
+
+
+def _save(run: BenchRun, fig, plt, path: Path, title: str) -> Path:
+    fig.suptitle(f"{title}\n{_machine_line(run)}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # "tight": keeps the legends outside the axes
+    plt.close(fig)
+    return path
 
 
 def plot(run: BenchRun, out: str | Path) -> list[Path]:
@@ -172,11 +261,7 @@ def plot(run: BenchRun, out: str | Path) -> list[Path]:
     written = []
 
     def save(fig, plt, name: str, title: str) -> None:
-        fig.suptitle(f"{title}\n{_machine_line(run)}", fontsize=9)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=110)
-        plt.close(fig)
-        written.append(out / name)
+        written.append(_save(run, fig, plt, out / name, title))
 
     if run.meta:
         plt, fig, axes = _figure(len(rows), 2)
@@ -190,11 +275,7 @@ def plot(run: BenchRun, out: str | Path) -> list[Path]:
 
     plt, fig, axes = _figure(len(rows))
     series = {c: [r[f"{c}_ms_median"] for r in rows] for c in LATENCY_CALLS}
-    errors = {  # whiskers from the first to the third quartile
-        c: [[max(0.0, r[f"{c}_ms_median"] - r[f"{c}_ms_q1"]) for r in rows],
-            [max(0.0, r[f"{c}_ms_q3"] - r[f"{c}_ms_median"]) for r in rows]]
-        for c in LATENCY_CALLS
-    }  # fmt: skip
+    errors = {c: _whiskers(rows, c) for c in LATENCY_CALLS}
     _bar_chart(axes[0][0], labels, series, errors)
     if rows and min(min(v) for v in series.values()) > 0:
         axes[0][0].set_xscale("log")
@@ -205,28 +286,107 @@ def plot(run: BenchRun, out: str | Path) -> list[Path]:
     memory = {"peak (run)": [r["peak_mem_mb"] for r in rows], "weights": [r["weights_mb"] for r in rows]}
     if any("ref_peak_mem_mb" in r for r in rows):
         memory["transformers peak (run)"] = [r.get("ref_peak_mem_mb", 0.0) for r in rows]
+    unit, size = memory_unit(max((v for values in memory.values() for v in values), default=0.0) * MIB)
+    memory = {name: [v * MIB / size for v in values] for name, values in memory.items()}
     _bar_chart(axes[0][0], labels, memory)
-    axes[0][0].set_xlabel(f"MiB ({rows[0]['mem_method'] if rows else 'peak memory'})")
+    axes[0][0].set_xlabel(f"{unit} ({rows[0]['mem_method'] if rows else 'peak memory'})")
     save(fig, plt, "memory.png", "memory per combination")
 
     with_ref = [r for r in rows if r.get("forward_latency_ratio") is not None]
     plt, fig, axes = _figure(len(with_ref), 2)
     if with_ref:
         ref_labels = [r["id"] for r in with_ref]
-        forward = {"zoo": [r["forward_ms_median"] for r in with_ref],
-                   "transformers": [r["ref_forward_ms_median"] for r in with_ref]}  # fmt: skip
-        _bar_chart(axes[0][0], ref_labels, forward)
-        axes[0][0].set_xlabel("forward ms (median)")
-        throughput = {"zoo": [r["tokens_per_s"] for r in with_ref],
-                      "transformers": [r["ref_tokens_per_s"] for r in with_ref]}  # fmt: skip
-        _bar_chart(axes[0][1], ref_labels, throughput)
-        axes[0][1].set_xlabel("generated tokens / s (median)")
+        sides = {"zoo": "", "transformers": "ref_"}
+        forward = {side: [r[f"{p}forward_ms_median"] for r in with_ref] for side, p in sides.items()}
+        _bar_chart(
+            axes[0][0], ref_labels, forward, {side: _whiskers(with_ref, f"{p}forward") for side, p in sides.items()}
+        )
+        axes[0][0].set_xlabel("forward ms (median; whiskers: first to third quartile)")
+        throughput = {side: [r[f"{p}tokens_per_s"] for r in with_ref] for side, p in sides.items()}
+        # tokens/s is batch x N / generate time: its quartiles come from generate's, the other way round
+        errors = {
+            side: [[max(0.0, r[f"{p}tokens_per_s"] * (1 - r[f"{p}generate_ms_median"] / r[f"{p}generate_ms_q3"]))
+                    for r in with_ref],
+                   [max(0.0, r[f"{p}tokens_per_s"] * (r[f"{p}generate_ms_median"] / r[f"{p}generate_ms_q1"] - 1))
+                    for r in with_ref]]
+            for side, p in sides.items()
+        }  # fmt: skip
+        _bar_chart(axes[0][1], ref_labels, throughput, errors)
+        axes[0][1].set_xlabel("generated tokens / s (median; whiskers: quartiles)")
     else:
         for ax in axes[0]:
             ax.text(0.5, 0.5, "no combination fits transformers' Llava layout", ha="center", va="center")
             ax.set_axis_off()
     save(fig, plt, "reference.png", "zoo vs transformers LlavaForConditionalGeneration (same weights)")
+    if _has_quality(run):
+        written += plot_quality(run, out)
     return written
+
+
+def plot_quality(run: BenchRun, out: str | Path) -> list[Path]:
+    """``pareto.png`` (held-out accuracy against FLOPs and latency, labelled) and ``loss_curves.png``."""
+    out = Path(out)
+    written: list[Path] = []
+
+    def save(fig, plt, name: str, title: str) -> None:
+        written.append(_save(run, fig, plt, out / name, title))
+
+    ranked = [r for r in rank(run.results) if r["quality_status"] != "failed"]
+    plt, fig, axes = _figure(0, 2)
+    fig.set_size_inches(14, 5.5)
+    _pareto(axes[0][0], ranked, "flops_per_sample", "forward FLOPs per sample", log=True)
+    _pareto(axes[0][1], ranked, "forward_ms_median", "forward latency, ms (median)", log=False)
+    save(fig, plt, "pareto.png", "held-out accuracy against cost (line: the Pareto front)")
+    plt, fig, axes = _figure(0)
+    fig.set_size_inches(10, 5)
+    ax = axes[0][0]
+    for label, curve in sorted(run.loss_curves.items()):
+        if curve:
+            losses = [math.nan if p[1] is None else p[1] for p in curve]  # None: a NaN loss (diverged)
+            ax.plot([p[0] for p in curve], losses, label=_short(label), linewidth=1.2)
+    ax.set_xlabel("training step")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
+    save(fig, plt, "loss_curves.png", "training loss of every combination (same data order, seed and budget)")
+    return written
+
+
+def _short(label: str) -> str:
+    """A combination label without the dtype suffix (every point of one plot shares it)."""
+    return label.rsplit("/", 1)[0]
+
+
+def _pareto(ax, rows: list[dict[str, Any]], cost: str, xlabel: str, *, log: bool) -> None:
+    """Accuracy against ``cost``, every point labelled with its combination, the Pareto front drawn."""
+    points = [(r[cost], r["eval_accuracy"], r) for r in rows if r.get(cost) is not None]
+    if not points:
+        ax.text(0.5, 0.5, f"no {cost} measured", ha="center", va="center")
+        ax.set_axis_off()
+        return
+    # four label positions in turn, in order of the points: labels of coinciding points do not overlap
+    placements = [((5, 5), "left"), ((5, -10), "left"), ((-5, 5), "right"), ((-5, -10), "right")]
+    for index, (x, y, row) in enumerate(sorted(points, key=lambda p: (p[1], p[0]))):
+        diverged = row["quality_status"] == "diverged"
+        ax.scatter([x], [y], color="tab:red" if diverged else "tab:blue", marker="x" if diverged else "o", zorder=3)
+        offset, align = placements[index % len(placements)]
+        text = "+".join(row[kind] for kind in ("vision", "projector", "lm")) + (" (diverged)" if diverged else "")
+        ax.annotate(text, (x, y), xytext=offset, textcoords="offset points", fontsize=6, ha=align)
+    front, best = [], -1.0
+    for x, y, _ in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="tab:green", alpha=0.6, zorder=2)
+    baseline = rows[0].get("majority_baseline")
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", linestyle="--", linewidth=0.8, label="majority baseline")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
+    if log:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("held-out exact match")
+    ax.grid(alpha=0.3)
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -235,8 +395,73 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _machine_text(m: dict[str, Any]) -> str:
+    return (
+        f"{m['cpu']}, {m['cpu_count']} cores ({m['torch_threads']} torch threads)"
+        + (f", GPU {m['gpu']}" if m["gpu"] else ", no GPU")
+        + f"; {m['platform']}; python {m['python']}, torch {m['torch']}, transformers {m['transformers']}"
+    )
+
+
+def _parts_section(run: BenchRun) -> list[str]:
+    """One line per shard of a merged run: where it ran, how long, how busy the machine was."""
+    lines = ["", "## Shards", "", "Absolute times compare only within a shard; ratios compare everywhere.", ""]
+    table = []
+    for part in run.parts:
+        m, shard = part["machine"], part.get("shard")
+        loads = [m.get(when, {}).get("loadavg", ["?"])[0] for when in ("start", "end")]
+        table.append([
+            f"{shard[0]}/{shard[1]}" if shard else "all", m.get("host", "?"), m["gpu"] or m["cpu"],
+            f"{loads[0]} -> {loads[1]} ({m['cpu_count']} cores)", f"{part['seconds']:.1f}",
+        ])  # fmt: skip
+    lines.append(_markdown_table(["shard", "host", "GPU or CPU", "load average 1 min, start -> end", "s"], table))
+    return lines
+
+
+def _noise_section(run: BenchRun) -> list[str]:
+    if not run.noisy:
+        return []
+    threshold = 100 * run.spec.noise_threshold
+    lines = ["", "## Noisy rows", ""]
+    lines.append(
+        f"These rows have a timing whose IQR exceeds {threshold:.0f}% of its median (`noise_threshold`): their "
+        "numbers say more about the machine than about the combination. Rerun them on a quieter machine or with "
+        "a larger `min_run_time`."
+    )
+    lines.append("")
+    lines += [f"- `{r['id']}`: {r['noisy_timings']} (largest spread {100 * r['spread_max']:.0f}%)" for r in run.noisy]
+    return lines
+
+
+def ranking_markdown(run: BenchRun) -> list[str]:
+    """The ``## Quality ranking`` section of ``report.md`` (empty without quality results)."""
+    ranked = rank(run.results)
+    if not ranked:
+        return []
+    train = run.spec.sections.get("train", {})
+    lines = ["", "## Quality ranking", ""]
+    lines.append(
+        "Every combination trained with the same `train:` settings (seed, data order, steps) on `data.train`, "
+        "then scored on `data.eval` by exact match, once with the images and once with blank ones; ranked by "
+        f"held-out accuracy, then held-out loss; diverged (NaN) and failed combinations last. Budget: {train}."
+    )
+    lines.append("")
+    table = [
+        [str(i + 1), r["combination"], _pct(r.get("eval_accuracy")), _pct(r.get("blank_image_accuracy")),
+         _pct(r.get("majority_baseline")), _num(r.get("eval_loss"), 3), _num(r.get("train_loss_final"), 3),
+         _si(r.get("trainable_params")), _si(r.get("flops_per_sample")), _num(r.get("forward_ms_median")),
+         _num(r.get("train_seconds"), 1), _num(r.get("train_samples_per_s"), 1),
+         r["quality_status"] + (f": {r['quality_reason']}" if r.get("quality_reason") else "")]
+        for i, r in enumerate(ranked)
+    ]  # fmt: skip
+    header = ["rank", "combination", "accuracy", "blank-image acc", "majority", "eval loss", "final train loss",
+              "trainable", "FLOP/sample", "forward ms", "train s", "samples/s", "status"]  # fmt: skip
+    lines.append(_markdown_table(header, table))
+    return lines
+
+
 def write_report(run: BenchRun, path: str | Path, plots: Sequence[Path] = ()) -> Path:
-    """``report.md``: machine, grid, results table, skipped combinations, ratios, plots, definitions."""
+    """``report.md``: machine and load, grid, results table, noisy rows, ratios, skipped ones, plots."""
     import yaml
 
     path = Path(path)
@@ -245,28 +470,35 @@ def write_report(run: BenchRun, path: str | Path, plots: Sequence[Path] = ()) ->
     parts = [
         "# zoo bench report" + (" (meta: sizes and FLOPs only)" if run.meta else ""),
         "",
-        f"Machine: {m['cpu']}, {m['cpu_count']} cores ({m['torch_threads']} torch threads)"
-        + (f", GPU {m['gpu']}" if m["gpu"] else ", no GPU")
-        + f"; {m['platform']}; python {m['python']}, torch {m['torch']}, transformers {m['transformers']}.",
+        f"Machine: {_machine_text(m)}." if not run.parts else f"Merged from {len(run.parts)} shards (below).",
         f"Device: `{m['device']}`. Run time: {run.seconds:.1f} s. Grid: `{run.spec.source}`.",
     ]
+    load = _load_line(run)
+    if load and not run.parts:
+        parts.append(load[0].upper() + load[1:] + ".")
     if run.matmul_peak_flops:
         peaks = ", ".join(f"{d}: {_si(v, 'FLOP/s')}" for d, v in run.matmul_peak_flops.items())
         parts.append(f"Matmul peak measured in this run: {peaks}.")
     if run.component_builds:
-        parts.append(f"Components built for real: {run.component_builds} (each once per grid).")
+        per = "shard" if run.parts else "grid"
+        parts.append(f"Components built for real: {run.component_builds} (each once per {per}).")
+    if run.parts:
+        parts += _parts_section(run)
     parts += ["", "```yaml", yaml.safe_dump(run.spec.to_dict(), sort_keys=False).rstrip(), "```", "", "## Results", ""]
     parts.append(_markdown_table(header, rows) if rows else "No combination was measured.")
+    parts += _noise_section(run)
+    parts += ranking_markdown(run)
     with_ref = [r for r in run.ok if r.get("forward_latency_ratio") is not None]
     if with_ref:
-        parts += ["", "## zoo / transformers (same weights, interleaved repeats)", ""]
+        parts += ["", "## zoo / transformers (same weights, interleaved rounds)", ""]
+        names = ("forward_latency_ratio", "prefill_latency_ratio", "decode_latency_ratio", "generate_throughput_ratio")
         ratio_rows = [
-            [r["id"], _num(r["forward_latency_ratio"], 3), _num(r["prefill_latency_ratio"], 3),
-             _num(r["generate_throughput_ratio"], 3)]
+            [r["id"], *(f"{_num(r.get(n), 3)} ±{100 * r.get(f'{n}_spread', 0):.0f}%" for n in names),
+             "NOISY" if r.get("noisy") else ""]
             for r in with_ref
         ]  # fmt: skip
-        parts.append(_markdown_table(["combination", "forward latency", "prefill latency", "generate throughput"],
-                                     ratio_rows))  # fmt: skip
+        columns = ["combination", "forward latency", "prefill latency", "decode latency", "generate throughput", ""]
+        parts.append(_markdown_table(columns, ratio_rows))
     no_ref = sorted({(r["combination"], r["reference_skipped"]) for r in run.ok if r.get("reference_skipped")})
     if no_ref:
         parts += ["", "Not compared with transformers:", ""]
@@ -283,18 +515,32 @@ def write_report(run: BenchRun, path: str | Path, plots: Sequence[Path] = ()) ->
 
 
 DEFINITIONS = [
-    "- Latencies are medians over `repeats` timed runs after `warmup` untimed ones; IQR in results.json/csv.",
+    "- Every timing is a `torch.utils.benchmark.Timer.blocked_autorange` measurement: `min_run_time` seconds per"
+    " call and side, split over `rounds` (the Timer warms up and picks a block size itself). Reported: the median"
+    " per-call time over all blocks, the quartiles and IQR, and `_spread` = IQR / median. A row is `noisy` when"
+    " one of its timings has a spread above `noise_threshold`.",
     "- `vision_encode`: tower + projector on the batch's images. `forward`: one full forward (image + prompt,"
     " logits for every position, no cache). `prefill`: `generate(max_new_tokens=1)` (time to first token).",
-    "- `decode_per_token`: (generate(N) - prefill) / (N - 1) per repeat; `tokens_per_s`: batch x N / generate(N).",
+    "- `decode_per_token`: one cached single-token step measured directly (embed one token per sample, LM with the"
+    " KV cache of the prompt, argmax; the cache is rolled back after each step so every step sees the prompt's"
+    " length). `tokens_per_s`: batch x N / median `generate(max_new_tokens=N)`.",
     "- FLOPs: `torch.utils.flop_counter` over one forward of one sample (matmuls, convolutions, attention).",
     "- `peak_fraction`: forward FLOP/s achieved over a square-matmul peak measured on this machine in this run.",
     "- Memory: CUDA `max_memory_allocated` above the allocation before the run, or on CPU the peak RSS (sampled"
     " every ms with psutil) above the RSS before one forward + one generate; weights are already resident.",
-    "- `*_ratio`: zoo / transformers `LlavaForConditionalGeneration` holding the same weights, repeats"
-    " interleaved (ABBA) to cancel drift: `forward_latency_ratio` < 1 and `generate_throughput_ratio` > 1"
-    " favour zoo.",
+    "- `*_ratio`: zoo / transformers `LlavaForConditionalGeneration` holding the same weights, measured in"
+    " alternating order (ABBA over rounds) so that drift lands on both sides; `_spread` is the sum of both sides'"
+    " spreads. `*_latency_ratio` < 1 and `generate_throughput_ratio` > 1 favour zoo.",
+    "- Load average: runnable processes averaged over 1/5/15 minutes (`os.getloadavg`) at the start and end of"
+    " the run, and over 1 minute before each row (`loadavg_1m`); above the core count, processes waited for a core.",
 ]
+
+
+def write_run(run: BenchRun, path: str | Path) -> Path:
+    """``run.json``: grid, machine, load at start and end, shard, matmul peaks (``BenchRun.record``)."""
+    path = Path(path)
+    path.write_text(json.dumps(run.record(), indent=2, default=str) + "\n", encoding="utf-8")
+    return path
 
 
 def write_outputs(run: BenchRun, out: str | Path) -> dict[str, Path]:
@@ -305,6 +551,7 @@ def write_outputs(run: BenchRun, out: str | Path) -> dict[str, Path]:
     return {
         "json": write_json(run, out / "results.json"),
         "csv": write_csv(run, out / "results.csv"),
+        "run": write_run(run, out / "run.json"),
         "report": write_report(run, out / "report.md", plots),
         **{p.stem: p for p in plots},
     }

@@ -9,17 +9,30 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from zoo.bench.cache import SLOTS, ComponentCache
+from zoo.bench.calls import make_inputs, timed_calls
 from zoo.bench.grid import BenchSpec, Case, Skipped, plan_grid
-from zoo.bench.measure import PeakMemory, forward_flops, machine_info, matmul_peak, quiet_transformers, stats, timed
+from zoo.bench.measure import (
+    PeakMemory,
+    forward_flops,
+    machine_info,
+    machine_state,
+    matmul_peak,
+    quiet_transformers,
+    torch_threads,
+)
+from zoo.bench.timing import Timing, time_interleaved
 from zoo.errors import ZooError
 
 if TYPE_CHECKING:
@@ -27,7 +40,7 @@ if TYPE_CHECKING:
 
     from zoo.multimodal import MultiModal
 
-__all__ = ["BenchRun", "build_models", "make_inputs", "run_bench"]
+__all__ = ["BenchRun", "build_models", "make_inputs", "run_bench"]  # make_inputs: from zoo.bench.calls
 
 MB = 2**20
 
@@ -43,11 +56,37 @@ class BenchRun:
     meta: bool = False
     seconds: float = 0.0
     component_builds: dict[str, int] = field(default_factory=dict)
+    shard: tuple[int, int] | None = None
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    loss_curves: dict[str, list[list[float | None]]] = field(default_factory=dict)
 
     @property
     def ok(self) -> list[dict[str, Any]]:
         """Rows that were measured."""
         return [r for r in self.results if r["status"] == "ok"]
+
+    @property
+    def noisy(self) -> list[dict[str, Any]]:
+        """Measured rows with a timing whose spread exceeds the grid's ``noise_threshold``."""
+        return [r for r in self.ok if r.get("noisy")]
+
+    def record(self) -> dict[str, Any]:
+        """Everything but the rows, as plain data (``run.json``; ``zoo bench merge`` reads it back).
+
+        ``parts`` lists the runs a merged report was made of (one per shard); a single run is its own part.
+        """
+        return {
+            "spec": self.spec.to_dict(),
+            "source": self.spec.source,
+            "meta": self.meta,
+            "shard": list(self.shard) if self.shard else None,
+            "seconds": round(self.seconds, 3),
+            "machine": self.machine,
+            "matmul_peak_flops": self.matmul_peak_flops,
+            "component_builds": self.component_builds,
+            "parts": self.parts,
+            "loss_curves": self.loss_curves,
+        }
 
 
 def _tqdm(iterable: Any, progress: bool, **kwargs: Any) -> Any:
@@ -82,24 +121,6 @@ def build_models(cases: list[Case], cache: ComponentCache) -> Iterator[tuple[Cas
             cache.release(case)
 
 
-def make_inputs(model: MultiModal, batch_size: int, prompt_len: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random pixels and a prompt ``[text, <image> x tokens_per_image, text...]`` per sample."""
-    if model.image_token_id is None:
-        raise ZooError(
-            f"language model {model.composition.lm.name!r} has no tokenizer (no checkpoint), so no image placeholder "
-            "id exists; bench it with --meta, or set lm.checkpoint / lm.tokenizer"
-        )
-    generator = torch.Generator().manual_seed(seed)
-    device, image_id, vocab = model.device, model.image_token_id, model.lm.vocab_size
-    shape = model.vision.pixel_shape
-    pixels = torch.randn(batch_size, *shape, generator=generator).to(device, model.vision.dtype)  # [B, C, H, W]
-    text = torch.randint(0, vocab, (batch_size, prompt_len), generator=generator)  # [B, P]
-    text = torch.where(text == image_id, (text + 1) % vocab, text)
-    image = torch.full((batch_size, model.tokens_per_image), image_id)  # [B, M]
-    input_ids = torch.cat([text[:, :1], image, text[:, 1:]], dim=1).to(device)  # [B, M + P]
-    return {"pixel_values": pixels, "input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-
-
 def _reference(model: MultiModal, device: torch.device) -> tuple[LlavaForConditionalGeneration | None, str | None]:
     """transformers' ``LlavaForConditionalGeneration`` with the same weights, or why there is none."""
     try:
@@ -113,69 +134,50 @@ def _reference(model: MultiModal, device: torch.device) -> tuple[LlavaForConditi
         return None, str(error)
 
 
-def _generate_kwargs(model: MultiModal, new_tokens: int) -> dict[str, Any]:
-    tokenizer = model.lm.tokenizer
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return {
-        "max_new_tokens": new_tokens,
-        "min_new_tokens": new_tokens,
-        "do_sample": False,
-        "pad_token_id": pad,
-        "eos_token_id": tokenizer.eos_token_id,
-    }
-
-
-def _calls(
-    model: MultiModal, ref: LlavaForConditionalGeneration | None, inputs: dict[str, torch.Tensor], new_tokens: int
-):
-    """The timed calls of each side: name -> zero-argument function."""
-    pixels, ids, mask = inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"]
-    one, many = _generate_kwargs(model, 1), _generate_kwargs(model, new_tokens)
-    sides: dict[str, dict[str, Callable[[], Any]]] = {
-        "zoo": {
-            "vision_encode": lambda: model.encode_images(pixels),
-            "forward": lambda: model(pixel_values=pixels, input_ids=ids, attention_mask=mask, use_cache=False),
-            "prefill": lambda: model.generate(ids, pixels, mask, **one),
-            "generate": lambda: model.generate(ids, pixels, mask, **many),
-        }
-    }
-    if ref is not None:
-        image_id = cast(int, model.image_token_id)  # not None: make_inputs checked it
-        ref_ids = ids.masked_fill(ids == image_id, ref.config.image_token_id)  # [B, T]
-        sides["ref"] = {
-            "forward": lambda: ref(pixel_values=pixels, input_ids=ref_ids, attention_mask=mask, use_cache=False),
-            "prefill": lambda: ref.generate(input_ids=ref_ids, pixel_values=pixels, attention_mask=mask, **one),
-            "generate": lambda: ref.generate(input_ids=ref_ids, pixel_values=pixels, attention_mask=mask, **many),
-        }
-    return sides
-
-
-def _time_sides(sides, repeats: int, warmup: int, device: torch.device) -> dict[str, dict[str, list[float]]]:
-    """Warm up, then time every call of every side, alternating which side goes first (ABBA) per repeat."""
-    names = list(sides)
-    times: dict[str, dict[str, list[float]]] = {side: {call: [] for call in calls} for side, calls in sides.items()}
-    for _ in range(warmup):
-        for side in names:
-            for fn in sides[side].values():
-                fn()
-    for repeat in range(repeats):
-        for side in names if repeat % 2 == 0 else names[::-1]:
-            for call, fn in sides[side].items():
-                times[side][call].append(timed(fn, device))
-    return times
-
-
-def _side_metrics(times: dict[str, list[float]], batch_size: int, new_tokens: int, prefix: str = "") -> dict[str, Any]:
+def _side_metrics(timings: dict[str, Timing], batch_size: int, new_tokens: int, prefix: str = "") -> dict[str, Any]:
     row: dict[str, Any] = {}
-    for call in ("vision_encode", "forward", "prefill"):
-        if call in times:
-            row.update(stats(times[call]).to_dict(prefix + call))
-    decode = [(g - p) / (new_tokens - 1) for g, p in zip(times["generate"], times["prefill"])]
-    row.update(stats(decode).to_dict(prefix + "decode_per_token"))
-    generate = stats(times["generate"])
-    row.update(generate.to_dict(prefix + "generate"))
+    for call, timing in timings.items():
+        row.update(timing.to_dict(prefix + call))
+    generate = timings["generate"]
     row[prefix + "tokens_per_s"] = round(batch_size * new_tokens / (generate.median_ms / 1e3), 3)
+    row[prefix + "tokens_per_s_spread"] = round(generate.spread, 4)
     return row
+
+
+RATIOS = {  # ratio name -> (call, zoo over transformers?)
+    "forward_latency_ratio": ("forward", True),
+    "prefill_latency_ratio": ("prefill", True),
+    "decode_latency_ratio": ("decode_per_token", True),
+    "generate_throughput_ratio": ("generate", False),  # tokens/s: transformers' time over zoo's
+}
+
+
+def _ratios(zoo: dict[str, Timing], ref: dict[str, Timing]) -> dict[str, Any]:
+    """zoo / transformers ratios of medians, each with its spread (the sum of both sides' spreads)."""
+    row: dict[str, Any] = {}
+    for name, (call, zoo_over_ref) in RATIOS.items():
+        if call in zoo and call in ref:
+            a, b = zoo[call], ref[call]
+            row[name] = round(a.median_ms / b.median_ms if zoo_over_ref else b.median_ms / a.median_ms, 4)
+            row[f"{name}_spread"] = round(a.spread + b.spread, 4)
+    return row
+
+
+def _noise(timings: dict[str, dict[str, Timing]], threshold: float) -> dict[str, Any]:
+    """``noisy`` (a timing's IQR / median above ``threshold``, or too few blocks), which ones, the largest spread."""
+    named = {
+        ("" if side == "zoo" else f"{side}_") + call: timing
+        for side, calls in timings.items()
+        for call, timing in calls.items()
+    }
+    spreads = {name: timing.spread for name, timing in named.items()}
+    noisy = sorted(name for name, timing in named.items() if timing.noisy(threshold))
+    return {
+        "noisy": bool(noisy),
+        "noisy_timings": ",".join(noisy),
+        "spread_max": round(max(spreads.values()), 4),
+        "noise_threshold": threshold,
+    }
 
 
 def _component_rows(model: MultiModal, meta: bool) -> dict[str, Any]:
@@ -242,26 +244,28 @@ def _measure_batch(
 ) -> dict[str, Any]:
     new_tokens = spec.max_new_tokens
     inputs = make_inputs(model, batch_size, spec.prompt_len)
-    sides = _calls(model, ref, inputs, new_tokens)
     row: dict[str, Any] = {}
     with torch.inference_mode(), quiet_transformers():
-        times = _time_sides(sides, spec.repeats, spec.warmup, device)
+        sides, left_out = timed_calls(model, ref, inputs, new_tokens)
+        row["loadavg_1m"] = machine_state().get("loadavg", [None])[0]
+        timings = time_interleaved(sides, min_run_time=spec.min_run_time, rounds=spec.rounds, device=device)
         with PeakMemory(device) as memory:
             sides["zoo"]["forward"]()
             sides["zoo"]["generate"]()
         row["peak_mem_mb"], row["mem_method"] = round(memory.peak_bytes / MB, 3), memory.method
-        if ref is not None:
+        if "ref" in sides:
             with PeakMemory(device) as memory:
                 sides["ref"]["forward"]()
                 sides["ref"]["generate"]()
             row["ref_peak_mem_mb"] = round(memory.peak_bytes / MB, 3)
-    row.update(_side_metrics(times["zoo"], batch_size, new_tokens))
-    row["repeats"], row["warmup"] = spec.repeats, spec.warmup
-    if ref is not None:
-        row.update(_side_metrics(times["ref"], batch_size, new_tokens, prefix="ref_"))
-        row["forward_latency_ratio"] = round(row["forward_ms_median"] / row["ref_forward_ms_median"], 4)
-        row["prefill_latency_ratio"] = round(row["prefill_ms_median"] / row["ref_prefill_ms_median"], 4)
-        row["generate_throughput_ratio"] = round(row["tokens_per_s"] / row["ref_tokens_per_s"], 4)
+    row.update(_side_metrics(timings["zoo"], batch_size, new_tokens))
+    row["min_run_time"], row["rounds"] = spec.min_run_time, spec.rounds
+    if left_out:
+        row["timings_left_out"] = "; ".join(f"{call}: {reason}" for call, reason in left_out.items())
+    if "ref" in timings:
+        row.update(_side_metrics(timings["ref"], batch_size, new_tokens, prefix="ref_"))
+        row.update(_ratios(timings["zoo"], timings["ref"]))
+    row.update(_noise(timings, spec.noise_threshold))
     return row
 
 
@@ -272,6 +276,8 @@ def run_bench(
     meta: bool = False,
     reference: bool | None = None,
     progress: bool = True,
+    shard: tuple[int, int] | None = None,
+    train_dir: str | Path | None = None,
 ) -> BenchRun:
     """Measure every valid combination of ``spec``; skipped ones appear in the results with their reason.
 
@@ -281,15 +287,54 @@ def run_bench(
         meta: sizes and FLOPs only, on the ``meta`` device (full-size grids without allocating).
         reference: time transformers' Llava too (default: the spec's ``reference``).
         progress: show tqdm progress bars on stderr.
+        shard: ``(I, N)``: run only the ``I``-th of ``N`` slices of the grid (``zoo.bench.grid.shard_of``);
+            ``zoo bench merge`` combines the shards' outputs into one report.
+        train_dir: where a grid with ``data:`` / ``train:`` sections trains each combination (its
+            checkpoints and logs stay there); default: a temporary folder, removed afterwards.
     """
-    from zoo.builder import build
-
     start = time.perf_counter()
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     use_reference = spec.reference if reference is None else reference
-    cases, skipped = plan_grid(spec)
-    results: list[dict[str, Any]] = []
-    run = BenchRun(spec, results, machine_info("meta" if meta else device), meta=meta)
+    with torch_threads(spec.threads):
+        machine = {**machine_info("meta" if meta else device), "start": machine_state()}
+        run = BenchRun(spec, [], machine, meta=meta, shard=shard)
+        cases = _run(run, device, use_reference, progress)
+        if spec.quality is not None and not meta:
+            with contextlib.ExitStack() as stack:
+                work = Path(train_dir) if train_dir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
+                _quality(run, cases, work, progress)
+    if shard is not None:
+        for row in run.results:
+            row["shard"] = f"{shard[0]}/{shard[1]}"
+    run.seconds = time.perf_counter() - start
+    machine["end"] = machine_state()
+    return run
+
+
+def _quality(run: BenchRun, cases: list[Case], work: Path, progress: bool) -> None:
+    """Train and score every case with the grid's budget; the fields go onto each of its rows."""
+    from zoo.bench.quality import train_and_evaluate
+
+    spec = run.spec
+    if spec.quality is None:
+        return
+    for case in _tqdm(cases, progress, desc="zoo bench: train + eval", unit="combo"):
+        label = case.combination.label
+        with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its logs; stdout is for --json results
+            fields, curve = train_and_evaluate(
+                case, spec.quality, work_dir=work, plugins=spec.plugins, max_new_tokens=spec.max_new_tokens
+            )
+        run.loss_curves[label] = curve
+        for row in run.results:
+            if row["combination"] == label:
+                row.update(fields)
+
+
+def _run(run: BenchRun, device: torch.device, use_reference: bool, progress: bool) -> list[Case]:
+    from zoo.builder import build
+
+    spec, meta, results = run.spec, run.meta, run.results
+    cases, skipped = plan_grid(spec, run.shard)
     model: MultiModal | None
     if meta:
         for case in _tqdm(cases, progress, desc="zoo bench --meta", unit="combo"):
@@ -301,7 +346,7 @@ def run_bench(
             results.append(row)
     else:
         dtypes = sorted({case.config.dtype for case in cases})
-        run.matmul_peak_flops = {d: matmul_peak(device, getattr(torch, d)) for d in dtypes}
+        run.matmul_peak_flops = {d: matmul_peak(device, getattr(torch, d), budget_s=spec.min_run_time) for d in dtypes}
         cache = ComponentCache(device)
         bar = _tqdm(None, progress, total=len(cases) * len(spec.batch_sizes), desc="zoo bench", unit="run")
         for case, model, info in build_models(cases, cache):
@@ -311,8 +356,7 @@ def run_bench(
         bar.close()
         run.component_builds = dict(cache.builds)
     results.extend(_skipped_row(skip, spec) for skip in skipped)
-    run.seconds = time.perf_counter() - start
-    return run
+    return cases
 
 
 def _measure_case(case, model, info, spec, device, use_reference, run, bar) -> list[dict[str, Any]]:

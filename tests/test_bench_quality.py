@@ -1,0 +1,122 @@
+"""``zoo bench`` with ``data:`` and ``train:``: every combination trained alike, scored held out, ranked."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+
+from zoo.bench import parse_bench, plan_grid
+from zoo.bench.quality import rank
+from zoo.cli import main
+from zoo.errors import ConfigError
+from zoo.registry import get_registry
+from zoo.shapes import write_shapes
+
+
+def _zero_output(module, inputs, output):
+    return output * 0.0  # the image never reaches the LM: the model can only guess from the question
+
+
+@pytest.fixture
+def zero_projector():
+    """A throwaway plugin's projector: an MLP whose output is always zero (a crippled combination)."""
+    registry = get_registry()
+    real = registry.get("projector", "mlp2x-gelu")
+
+    def build(config):
+        module = real.factory(config)
+        module.register_forward_hook(_zero_output)
+        return module
+
+    registry.add(dataclasses.replace(real, name="zero-projector", factory=build, plugin=""), plugin="test_quality")
+    try:
+        yield "zero-projector"
+    finally:
+        registry.remove("projector", "zero-projector")
+
+
+def _quality_grid(data_dir, projectors, **train):
+    return {
+        "grid": {"vision": [{"name": "tiny-clip", "train": "full", "image_size": 32}], "projector": projectors,
+                 "lm": [{"name": "tiny-qwen2", "train": "full"}]},
+        "min_run_time": 0.005, "rounds": 2, "threads": 1, "max_new_tokens": 3, "prompt_len": 4, "reference": False,
+        "data": {"train": str(data_dir / "train.json"), "eval": str(data_dir / "eval.json"), "max_length": 64},
+        "train": {"max_steps": 60, "batch_size": 16, "lr": 3.0e-3, "scheduler": "constant", "seed": 0,
+                  "save_steps": 1000, "logging_steps": 5, **train},
+    }  # fmt: skip
+
+
+def test_quality_sections_are_validated_with_the_key_and_the_choices(tmp_path):
+    grid = {"vision": [{"name": "tiny-clip", "train": "full"}], "projector": ["linear"], "lm": ["tiny-qwen2"]}
+    with pytest.raises(ConfigError, match=r"grid.vision\[0\].train: a training policy .* add data: and train:"):
+        parse_bench({"grid": grid}, source="bench.yaml")
+    data = {"train": "train.json", "eval": "eval.json"}
+    cases = [
+        ({"data": data}, "data: is set but train: is not"),
+        ({"data": {"train": "train.json"}, "train": {"max_steps": 2}}, "data.eval is not set"),
+        ({"data": data, "train": {"max_steps": 2, "output_dir": "x"}}, "train.output_dir"),
+        ({"data": data, "train": {"max_steps": 2, "shceduler": "cosine"}}, "train.shceduler"),
+    ]
+    for sections, message in cases:
+        with pytest.raises(ConfigError, match=message):
+            parse_bench({"grid": grid, **sections}, source="bench.yaml", base_dir=tmp_path)
+    spec = parse_bench({"grid": grid, "data": data, "train": {"max_steps": 2}}, source="b.yaml", base_dir=tmp_path)
+    assert spec.quality.data.eval == str(tmp_path / "eval.json") and spec.to_dict()["train"] == {"max_steps": 2}
+    (case,), _ = plan_grid(spec)  # the speed measurements build without the policy; training with it
+    assert case.config.vision.train != "full"
+    assert case.combination.model_dict(policy=True)["model"]["vision"]["train"] == "full"
+
+
+@pytest.mark.slow
+def test_a_crippled_combination_ranks_last(tmp_path, zero_projector):
+    data_dir = tmp_path / "shapes"
+    write_shapes(data_dir, train=96, eval=24, seed=0, image_size=32)
+    spec = parse_bench(_quality_grid(data_dir, ["mlp2x-gelu", zero_projector]), source="quality.yaml")
+    out = tmp_path / "out"
+    path = tmp_path / "quality.json"
+    path.write_text(json.dumps(spec.to_dict()))
+    assert main(["bench", str(path), "--out", str(out), "--no-progress", "--json"]) == 0
+    rows = json.loads((out / "results.json").read_text())
+    ranked = rank(rows)
+    assert [r["projector"] for r in ranked] == ["mlp2x-gelu", "zero-projector"], ranked
+    best, crippled = ranked
+    for row in ranked:
+        assert row["quality_status"] == "ok" and row["train_steps"] == 60 and row["eval_n"] == 24
+        assert row["train_seconds"] > 0 and row["train_samples_per_s"] > 0 and math.isfinite(row["train_loss_final"])
+        assert row["trainable_params"] == row["params_total"]  # everything trains (full)
+    assert best["eval_accuracy"] > crippled["eval_accuracy"]
+    assert crippled["blank_image_accuracy"] == crippled["eval_accuracy"]  # it never saw the images anyway
+    record = json.loads((out / "run.json").read_text())
+    assert sorted(record["loss_curves"]) == sorted(r["combination"] for r in ranked)
+    assert all(len(curve) == 12 for curve in record["loss_curves"].values())  # a loss every 5 of 60 steps
+    report = (out / "report.md").read_text()
+    assert "## Quality ranking" in report and report.index("mlp2x-gelu+tiny-qwen2") < report.index("zero-projector+")
+    for name in ("pareto", "loss_curves"):
+        assert (out / f"{name}.png").stat().st_size > 5000
+
+
+def test_diverged_and_failed_combinations_are_kept_and_ranked_last(tmp_path):
+    from zoo.bench.report import plot_quality, ranking_markdown
+    from zoo.bench.runner import BenchRun
+
+    def row(name, status, accuracy=None, loss=None):
+        return {"id": f"{name}/bs1", "combination": name, "vision": name, "projector": "p", "lm": "l",
+                "status": "ok", "quality_status": status,
+                "eval_accuracy": accuracy, "eval_loss": loss, "blank_image_accuracy": 0.3, "majority_baseline": 0.3,
+                "flops_per_sample": 1e6, "forward_ms_median": 2.0}  # fmt: skip
+
+    rows = [row("a", "diverged", 0.25), row("b", "ok", 0.5, 1.0), row("c", "failed"), row("d", "ok", 0.5, 0.8),
+            row("e", "ok", 0.9, 2.0)]  # fmt: skip
+    assert [r["combination"] for r in rank(rows)] == ["e", "d", "b", "a", "c"]
+    spec = parse_bench({"grid": {"vision": ["tiny-clip"], "projector": ["linear"], "lm": ["tiny-qwen2"]}})
+    machine = {"cpu": "cpu", "cpu_count": 2, "torch_threads": 1, "gpu": None, "torch": "t"}
+    curves = {"a": [[1.0, 2.0], [2.0, None]], "b": [[1.0, 2.0], [2.0, 1.0]]}
+    run = BenchRun(spec, rows, machine, loss_curves=curves)
+    ranking = "\n".join(ranking_markdown(run))
+    assert ranking.index("| 1 | e |") < ranking.index("| 4 | a |") < ranking.index("| 5 | c |")
+    assert "| diverged |" in ranking and "| failed |" in ranking
+    pareto, curves_png = plot_quality(run, tmp_path)
+    assert pareto.name == "pareto.png" and curves_png.stat().st_size > 0
