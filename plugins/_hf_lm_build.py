@@ -17,11 +17,11 @@ from typing import Any
 from torch import nn
 
 from zoo.errors import CheckpointError, ConfigError
+from zoo.hf import check_arch_fields, loading_problems, make_hf_config
 from zoo.interfaces import LanguageModel
 from zoo.specs import LanguageModelConfig
 from zoo.weights import building_on_meta, torch_dtype_of
 
-from ._hf_common import check_arch_fields, loading_problems, make_hf_config
 from ._hf_lm import Family, tiny_tokenizer_path
 
 __all__ = ["build_language_model", "infer_lora_targets"]

@@ -28,11 +28,10 @@ import torch
 from torch import nn
 
 from zoo.errors import CheckpointError, ConfigError, suggest
+from zoo.hf import loading_problems, make_hf_config
 from zoo.interfaces import ImagePreprocessor, VisionTower
 from zoo.specs import VisionTowerConfig
 from zoo.weights import building_on_meta, load_state_dict_file, require_path, torch_dtype_of
-
-from ._hf_common import loading_problems, make_hf_config
 
 __all__ = ["CHECKPOINT_KEY", "HFVisionTower", "build_tower"]
 

@@ -191,6 +191,57 @@ def test_export_merges_lora_and_reloads_with_the_same_logits(tmp_path):
     assert (_hf_logits(reloaded, batch) - before).abs().max() <= TOLERANCE
 
 
+PUBLISHED_PREFIXES = ("vision_tower.vision_model.", "multi_modal_projector.", "language_model.model.",
+                      "language_model.lm_head.")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("vision", "lm"),
+    [("tiny-clip", "tiny-qwen2"), ("tiny-clip", "tiny-llama"), ("tiny-siglip", "tiny-qwen3"),
+     ("tiny-siglip", "tiny-llama")],
+)  # fmt: skip
+def test_export_writes_the_llava_hf_key_layout(tmp_path, vision, lm):
+    """Every tensor under its llava-hf key (what vLLM and transformers 4.x read), equal to zoo's own."""
+    from safetensors.torch import load_file
+    from transformers import LlavaForConditionalGeneration
+
+    torch.manual_seed(0)
+    model = zoo.build({"model": {"vision": vision, "projector": "mlp2x-gelu", "lm": lm}}).eval()
+    save_hf_llava(model, tmp_path / "hf")
+    saved = load_file(tmp_path / "hf" / "model.safetensors")
+    causal = model.lm.model
+    expected = {
+        **{f"vision_tower.vision_model.{k}": v for k, v in model.vision.model.state_dict().items()},
+        **{f"multi_modal_projector.{k}": v for k, v in model.projector.state_dict().items()},
+        **{f"language_model.model.{k}": v for k, v in causal.base_model.state_dict().items()},
+    }
+    if not causal.config.tie_word_embeddings:  # a tied head is the embedding matrix: stored once
+        expected["language_model.lm_head.weight"] = causal.get_output_embeddings().weight
+    assert sorted(saved) == sorted(expected)
+    assert all(key.startswith(PUBLISHED_PREFIXES) for key in saved)
+    for key, tensor in expected.items():
+        assert torch.equal(saved[key], tensor), key
+
+    reloaded, info = LlavaForConditionalGeneration.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    batch = _batch(model.image_token_id, tokens=model.tokens_per_image)
+    assert (_hf_logits(reloaded.eval(), batch) - _zoo_logits(model, batch)).abs().max() <= TOLERANCE
+    back = from_hf_llava(tmp_path / "hf")  # import reads the published layout too
+    assert (_zoo_logits(back, batch) - _zoo_logits(model, batch)).abs().max() <= TOLERANCE
+
+
+def test_import_refuses_a_directory_with_missing_weights(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _write_llava(tmp_path / "llava")
+    file = tmp_path / "llava" / "model.safetensors"
+    tensors = load_file(file)
+    dropped = next(k for k in tensors if "projector.linear_2.weight" in k)
+    save_file({k: v for k, v in tensors.items() if k != dropped}, file, metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"weights missing for .*linear_2\.weight"):
+        from_hf_llava(tmp_path / "llava")
+
+
 def test_exported_processor_expands_images_like_zoo(tmp_path):
     from transformers import LlavaProcessor
 
@@ -227,6 +278,7 @@ def test_export_then_import_siglip_round_trip(tmp_path):
         ({"vision": "tiny-timm-vit"}, "model.vision = 'tiny-timm-vit'"),
         ({"vision": "tiny-dinov2"}, "model.vision = 'tiny-dinov2'"),
         ({"vision": {"name": "tiny-clip", "image_size": 48}}, "model.vision.image_size = 48"),
+        ({"lm": "tiny-minicpm3"}, "model.lm = 'tiny-minicpm3' (MiniCPM3ForCausalLM) divides hidden states"),
     ],
 )
 def test_export_names_the_part_that_does_not_fit(slots, part):
