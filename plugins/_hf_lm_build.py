@@ -137,7 +137,8 @@ def _check_checkpoint_config(directory: Path, config: LanguageModelConfig, name:
 
 
 def _load_tokenizer(config: LanguageModelConfig, checkpoint: Path | None, name: str) -> Any | None:
-    """``model.lm.tokenizer``, else the checkpoint's, else the shipped tiny one for ``tiny-*``, else ``None``."""
+    """``model.lm.tokenizer``, else the checkpoint's, else the shipped tiny one for ``tiny-*`` (unless
+    ``tiny_tokenizer: false``), else ``None``."""
     from transformers import AutoTokenizer
 
     if config.tokenizer is not None:
@@ -146,7 +147,7 @@ def _load_tokenizer(config: LanguageModelConfig, checkpoint: Path | None, name: 
             raise CheckpointError(f"{key} = {config.tokenizer!r}: no such directory")
     elif checkpoint is not None and any((checkpoint / f).is_file() for f in _TOKENIZER_FILES):
         source, key = checkpoint, f"{KEY}.checkpoint"
-    elif name.startswith("tiny-"):
+    elif name.startswith("tiny-") and config.tiny_tokenizer:
         source, key = tiny_tokenizer_path(), "the shipped tiny tokenizer"
     else:
         return None

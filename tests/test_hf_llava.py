@@ -31,8 +31,18 @@ def _tokenizer():
     return tokenizer
 
 
-def _write_llava(path, *, vision: str = "clip", strategy: str = "default", layer: int = -2, seed: int = 0):
-    """A random tiny transformers Llava saved with its tokenizer (the image token added) to ``path``."""
+def _write_llava(
+    path,
+    *,
+    vision: str = "clip",
+    strategy: str = "default",
+    layer: int = -2,
+    seed: int = 0,
+    vocab_size: int = 1040,
+    image_token_index: int | None = None,
+):
+    """A random tiny transformers Llava saved to ``path`` with its tokenizer (the image token added), or
+    without any tokenizer when ``image_token_index`` is given (a weights-only directory)."""
     from transformers import (
         CLIPVisionConfig,
         LlavaConfig,
@@ -41,8 +51,8 @@ def _write_llava(path, *, vision: str = "clip", strategy: str = "default", layer
         SiglipVisionConfig,
     )
 
-    tokenizer = _tokenizer()
-    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    tokenizer = _tokenizer() if image_token_index is None else None
+    image_id = tokenizer.convert_tokens_to_ids("<image>") if tokenizer is not None else image_token_index
     shape = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
              "patch_size": 8, "image_size": 32}  # fmt: skip
     if vision == "clip":
@@ -50,7 +60,7 @@ def _write_llava(path, *, vision: str = "clip", strategy: str = "default", layer
     else:
         vision_config = SiglipVisionConfig(**shape)
     text_config = Qwen2Config(
-        vocab_size=1040, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=vocab_size, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, tie_word_embeddings=False, bos_token_id=1021, eos_token_id=1023, pad_token_id=1021,
     )  # fmt: skip
     config = LlavaConfig(
@@ -64,7 +74,8 @@ def _write_llava(path, *, vision: str = "clip", strategy: str = "default", layer
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).eval()
     model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
     return model, image_id
 
 
@@ -117,6 +128,31 @@ def test_import_matches_transformers_logits_and_generation(tmp_path):
         theirs = hf.generate(**batch, **options)
     assert ours.shape[1] > batch["input_ids"].shape[1]
     assert torch.equal(ours, theirs)
+
+
+def test_import_weights_only_directory_with_a_vocabulary_larger_than_any_tokenizer(tmp_path):
+    """No tokenizer files: rows from text_config.vocab_size, the image id from image_token_index, none attached."""
+    hf, image_id = _write_llava(tmp_path / "llava", vocab_size=5000, image_token_index=4321)
+    data = hf_llava_composition(tmp_path / "llava")["model"]
+    assert data["image_token_id"] == 4321 and data["lm"]["tiny_tokenizer"] is False and "tokenizer" not in data["lm"]
+    model = from_hf_llava(tmp_path / "llava")
+    assert model.image_token_id == 4321 and model.lm.vocab_size == 5000 and not model.lm.has_tokenizer
+    batch = _batch(image_id)
+    assert (_zoo_logits(model, batch) - _hf_logits(hf, batch)).abs().max() <= TOLERANCE
+    with pytest.raises(ZooError, match=r"no tokenizer.*model\.lm\.tokenizer = AutoTokenizer"):
+        model.processor()
+
+    model.save(tmp_path / "zoo")  # the composition carries image_token_id: a reload needs no tokenizer either
+    loaded = zoo.load(tmp_path / "zoo")
+    assert loaded.image_token_id == 4321 and not loaded.lm.has_tokenizer
+    assert (_zoo_logits(loaded, batch) - _hf_logits(hf, batch)).abs().max() <= TOLERANCE
+    save_hf_llava(loaded, tmp_path / "back")  # and exports again, still without a tokenizer
+    assert json.loads((tmp_path / "back" / "config.json").read_text())["image_token_index"] == 4321
+
+    tokenizer = _tokenizer()  # a tokenizer whose '<image>' is not id 4321: the processor says so
+    model.lm.tokenizer = tokenizer
+    with pytest.raises(ZooError, match=r"the id 1024, but the model's image token id is 4321"):
+        model.processor()
 
 
 def test_import_composition_overrides_only_what_differs(tmp_path):

@@ -139,9 +139,7 @@ def from_hf_llava(directory: str | os.PathLike, device: str | torch.device | Non
     if getattr(causal.config, "tie_word_embeddings", False):  # assignment gave the head its own parameter
         causal.get_output_embeddings().weight = causal.get_input_embeddings().weight
     index = int(hf_config.image_token_index)
-    if model.image_token_id is None:
-        model.image_token_id = index
-    elif model.image_token_id != index:
+    if model.image_token_id != index:
         raise ZooError(
             f"{path}: image_token_index is {index} but the tokenizer gives {model.image_token!r} the id "
             f"{model.image_token_id}; save the processor (tokenizer with the image token) into {path}"
@@ -200,9 +198,13 @@ def hf_llava_composition(
     if lm_arch:
         lm["arch"] = lm_arch
     image_token = "<image>"
+    model: dict[str, Any] = {}
     if _has_tokenizer(path):
         lm["tokenizer"] = str(path.resolve())
         image_token = _image_token(path, int(config.image_token_index), where)
+    else:  # weights only: no tokenizer but the checkpoint's own; the config names the image token's id
+        lm["tiny_tokenizer"] = False
+        model["image_token_id"] = int(config.image_token_index)
     vision: dict[str, Any] = {"name": vision_name, "select_layer": layer, "select": select}
     if vision_arch:
         vision["arch"] = vision_arch
@@ -213,6 +215,7 @@ def hf_llava_composition(
             "lm": lm,
             "dtype": canonical,
             "image_token": image_token,
+            **model,
         }
     }
 

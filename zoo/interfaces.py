@@ -241,10 +241,21 @@ class LanguageModel(nn.Module):
         """The tokenizer; a clear error when this LM was built without one."""
         if self._tokenizer is None:
             raise ZooError(
-                f"language model {self.name!r} has no tokenizer: it was built without a checkpoint; set "
-                "model.lm.checkpoint (or model.lm.tokenizer) to a local directory"
+                f"language model {self.name!r} has no tokenizer (built from weights alone); give it the one its "
+                "weights were trained with: `model.lm.tokenizer = AutoTokenizer.from_pretrained(DIR)` in Python, "
+                "or model.lm.tokenizer: DIR (or model.lm.checkpoint) in the YAML"
             )
         return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer: Any) -> None:
+        """Attach a tokenizer (a weights-only model gets the one its weights were trained with)."""
+        if len(tokenizer) > self.vocab_size:
+            raise ConfigError(
+                f"the tokenizer has {len(tokenizer)} tokens but language model {self.name!r} has {self.vocab_size} "
+                "embedding rows: it is not the tokenizer of these weights"
+            )
+        self._tokenizer = tokenizer
 
     @property
     def has_tokenizer(self) -> bool:
