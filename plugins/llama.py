@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import zoo
+from zoo.hf import LLAMA_LORA_TARGETS, Family, lm_spec
 from zoo.specs import LanguageModelSpec
-
-from ._hf_lm import LLAMA_LORA_TARGETS, Family, lm_spec
 
 __all__ = ["LLAMA", "zoo_register_language_models"]
 

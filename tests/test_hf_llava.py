@@ -24,7 +24,8 @@ TOKENS = 16  # (32 px / patch 8)^2 patches; CLIP's CLS dropped by 'default', Sig
 
 def _tokenizer():
     from transformers import AutoTokenizer
-    from zoo_plugins._hf_lm import tiny_tokenizer_path
+
+    from zoo.hf import tiny_tokenizer_path
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_tokenizer_path()))
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]}, replace_extra_special_tokens=False)
