@@ -53,16 +53,19 @@ class ImagePreprocessor:
 
 
 class VisionTower(nn.Module, abc.ABC):
-    """A ViT-like image encoder: ``forward(pixel_values [B, 3, H, W]) -> [B, N, D]``.
+    """An image encoder: ``forward(pixel_values [B, 3, H, W]) -> [B, N, D]``.
 
-    Subclasses set the contract attributes in ``__init__`` and implement ``hidden_states_upto``.
+    Subclasses set the contract attributes in ``__init__`` and implement ``hidden_states_upto``. The
+    contract describes the *selected* layer's output: a hierarchical tower whose stages differ in width
+    and stride (ConvNeXt, Hiera, Swin) sets ``hidden_size`` and ``patch_size`` from the stage that
+    ``select_layer`` picks (``examples/zoo-example-backbones`` does this for ConvNeXt).
 
     Attributes:
-        hidden_size: feature size ``D``.
+        hidden_size: feature size ``D`` of the selected layer.
         num_prefix_tokens: CLS/register tokens before the patches (1 for CLIP, 0 for SigLIP).
-        patch_size: side of one patch in pixels.
+        patch_size: side in pixels of one token of the selected layer (its stride).
         image_size: input side in pixels.
-        num_layers: transformer blocks; ``select_layer`` indexes ``[embeddings, block 1..L]``.
+        num_layers: blocks or stages; ``select_layer`` indexes ``[embeddings, block 1..L]``.
         select_layer: which hidden state to return (-2: penultimate block, LLaVA's choice).
         select: ``patch`` drops the prefix tokens, ``all`` keeps them.
         source: library that implements it.
