@@ -268,3 +268,15 @@ def test_make_tiny_tokenizer_reproduces_the_shipped_files(tmp_path):
     main(["--out", str(tmp_path)])
     for name in ("tokenizer.json", "tokenizer_config.json"):
         assert (tmp_path / name).read_text(encoding="utf-8") == (TINY_TOKENIZER / name).read_text(encoding="utf-8")
+
+
+def test_a_tokenizer_attached_later_must_fit_the_embeddings():
+    from transformers import AutoTokenizer
+
+    lm = build_component("lm", "tiny-qwen2", {"tiny_tokenizer": False, "arch": {"vocab_size": 500}}, meta=True)
+    assert not lm.has_tokenizer
+    with pytest.raises(ConfigError, match="1024 tokens but language model 'tiny-qwen2' has 500 embedding rows"):
+        lm.tokenizer = AutoTokenizer.from_pretrained(str(TINY_TOKENIZER))
+    lm = build_component("lm", "tiny-qwen2", {"tiny_tokenizer": False}, meta=True)
+    lm.tokenizer = AutoTokenizer.from_pretrained(str(TINY_TOKENIZER))
+    assert lm.has_tokenizer and len(lm.tokenizer) == 1024
