@@ -99,7 +99,7 @@ def test_every_registered_composition_builds():
         assert model.tokens_per_image == model.contract.image_tokens > 0
         if tiny:
             ids = torch.tensor([[model.image_token_id] * model.tokens_per_image + [1, 2, 3]])
-            pixels = torch.rand(1, 3, model.vision.image_size, model.vision.image_size)
+            pixels = torch.rand(1, *model.vision.pixel_shape)  # [1, C, H, W]
             with torch.no_grad():
                 logits = model(pixel_values=pixels, input_ids=ids).logits
             assert logits.shape[:2] == ids.shape and torch.isfinite(logits).all(), name

@@ -47,7 +47,7 @@ def test_composition_builds_and_runs(tower, projector, lm):
         return
     model = build(plan(config), prebuilt={"vision": vision_module, "lm": lm_module}).eval()
     processor = model.processor()
-    image = torch.rand(1, 3, vision_module.image_size, vision_module.image_size)
+    image = torch.rand(1, *vision_module.pixel_shape)  # [1, C, H, W]
     ids = processor.tokenizer("x", add_special_tokens=False)["input_ids"]
     input_ids = torch.tensor([[model.image_token_id] * model.tokens_per_image + ids])  # [1, M + t]
     with torch.no_grad():

@@ -107,6 +107,11 @@ class VisionTower(nn.Module, abc.ABC):
         return side, side
 
     @property
+    def pixel_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` of one preprocessed image, as ``forward`` takes it."""
+        return (3, self.image_size, self.image_size)
+
+    @property
     def num_patches(self) -> int:
         """Patch tokens per image."""
         rows, cols = self.grid_size()

@@ -40,6 +40,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "zoo_plugins.clip",
     "zoo_plugins.siglip",
     "zoo_plugins.dinov2",
+    "zoo_plugins.fused",
     "zoo_plugins.timm_towers",
     "zoo_plugins.open_clip_towers",
     "zoo_plugins.projectors",

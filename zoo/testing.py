@@ -73,8 +73,7 @@ def check_vision_tower(name: str, *, batch: int = 2, **overrides: Any) -> dict[s
     label = f"vision tower {name!r}"
     with _seeded():
         tower = cast("VisionTower", _build(label, "vision", name, overrides))
-        side = tower.image_size
-        pixels = torch.randn(batch, 3, side, side)
+        pixels = torch.randn(batch, *tower.pixel_shape)  # [B, C, H, W]
         _check_contract_types(label, tower, ("hidden_size", "num_prefix_tokens", "num_tokens", "patch_size"))
         rows, cols = tower.grid_size()
         prefix = tower.num_prefix_tokens if tower.select == "all" else 0
@@ -89,7 +88,7 @@ def check_vision_tower(name: str, *, batch: int = 2, **overrides: Any) -> dict[s
             return module(pixels)  # always fp32 pixels: the tower casts them to its own dtype
 
         out = _check_forward(label, tower, run, (batch, tower.num_tokens, tower.hidden_size), "features")
-        if "select" not in overrides and tower.select == "patch":
+        if "select" not in overrides and tower.select == "patch" and _accepts_option("vision", name, "select"):
             everything = _build(label, "vision", name, {**overrides, "select": "all"})
             with torch.no_grad():
                 full = _run(label, "select='all' with the same weights", _forward_with, everything, tower, pixels)
@@ -398,11 +397,22 @@ def _check_preprocessor(tower: VisionTower, label: str) -> None:
     )
     image = Image.fromarray(torch.randint(0, 256, (side + 7, side + 3, 3), dtype=torch.uint8).numpy())
     pixels = preprocessor([image])
+    expected = (1, *tower.pixel_shape)
     _expect(
-        tuple(pixels.shape) == (1, 3, side, side),
+        tuple(pixels.shape) == expected,
         label,
-        f"preprocessor turned one {side + 3}x{side + 7} image into {list(pixels.shape)}, expected [1, 3, {side}, {side}]",
+        f"preprocessor turned one {side + 3}x{side + 7} image into {list(pixels.shape)}, expected {list(expected)}",
     )
+
+
+def _accepts_option(kind: str, name: str, option: str) -> bool:
+    """Whether the component registered as ``name`` takes ``option`` in its config."""
+    import dataclasses
+
+    from zoo.registry import get_registry
+
+    spec, _ = get_registry().resolve(kind, name)
+    return option in {f.name for f in dataclasses.fields(spec.config_cls)}
 
 
 def _check_lm_structure(label: str, lm: LanguageModel) -> None:

@@ -157,13 +157,12 @@ def forward_flops(model: MultiModal, seq_len: int, batch_size: int = 1) -> dict[
 
     vision, projector, lm = model.vision, model.projector, model.lm
     device = lm.model.get_input_embeddings().weight.device
-    size = vision.image_size
     counts = {}
     # The counter's module tracker hooks autograd on inputs that require grad (a resampler's learned
     # queries); freeze every parameter meanwhile so that no hook is needed.
     trainable = [p for p in model.parameters() if p.requires_grad]
     with _frozen(trainable), torch.inference_mode():
-        pixels = torch.zeros(batch_size, 3, size, size, device=device, dtype=vision.dtype)  # [B, 3, S, S]
+        pixels = torch.zeros(batch_size, *vision.pixel_shape, device=device, dtype=vision.dtype)  # [B, C, H, W]
         with FlopCounterMode(display=False) as counter:
             features = vision(pixels)  # [B, N, D]
         counts["vision"] = counter.get_total_flops()

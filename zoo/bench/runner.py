@@ -91,8 +91,8 @@ def make_inputs(model: MultiModal, batch_size: int, prompt_len: int, seed: int =
         )
     generator = torch.Generator().manual_seed(seed)
     device, image_id, vocab = model.device, model.image_token_id, model.lm.vocab_size
-    size = model.vision.image_size
-    pixels = torch.randn(batch_size, 3, size, size, generator=generator).to(device, model.vision.dtype)  # [B,3,S,S]
+    shape = model.vision.pixel_shape
+    pixels = torch.randn(batch_size, *shape, generator=generator).to(device, model.vision.dtype)  # [B, C, H, W]
     text = torch.randint(0, vocab, (batch_size, prompt_len), generator=generator)  # [B, P]
     text = torch.where(text == image_id, (text + 1) % vocab, text)
     image = torch.full((batch_size, model.tokens_per_image), image_id)  # [B, M]
