@@ -18,6 +18,14 @@ present, not required) or an Arm64 one, Linux, Python 3.10-3.13; it brings its o
 by ``VLLM_CPU_KVCACHE_SPACE`` (GiB, set to 1 here) and the worker threads by ``VLLM_CPU_OMP_THREADS_BIND``.
 No GPU, no network: the exported directory is all vLLM reads.
 
+One trap on such a machine: the wheel's ``torchvision`` and ``torchaudio`` come from PyPI, built against
+the CUDA torch, and do not load against its ``torch 2.13.0+cpu`` (``RuntimeError: operator
+torchvision::nms does not exist``; ``OSError: Could not load this library: .../_torchaudio.so``); vLLM's
+Llava needs torchvision. Either install ``torchvision==0.28.0+cpu`` from the PyTorch CPU index
+(``--index-url https://download.pytorch.org/whl/cpu``) or, where only PyPI is reachable (as here), put
+PyPI's CUDA build of the same torch into the venv (``pip install --force-reinstall torch==2.13.0``, ~3 GB
+with its NVIDIA libraries; it runs on CPU) and ``pip uninstall torchaudio torchcodec``.
+
 Run (from the repository root, in zoo's own environment)::
 
     python benchmarks/serve_vllm.py --vllm-python vllm-venv/bin/python [--out serve-out]
