@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import selectors
@@ -17,6 +18,7 @@ import torch
 
 import zoo
 import zoo.atomic
+import zoo.checkpoint_save
 from zoo.builder import build_component
 from zoo.checkpoint import MANIFEST, canonical_state, load, read_manifest, save
 from zoo.errors import CheckpointError
@@ -48,7 +50,7 @@ def test_frozen_tiny_model_round_trip_and_manifest(tmp_path, tiny_model):
     assert not loaded.training and loaded.image_token_id == tiny_model.image_token_id
 
     manifest = read_manifest(directory)
-    assert manifest["format"] == "zoo.checkpoint" and manifest["format_version"] == 1
+    assert manifest["format"] == "zoo.checkpoint" and manifest["format_version"] == 2
     assert manifest["zoo_version"] == zoo.__version__
     assert {"torch", "transformers", "peft", "safetensors"} <= set(manifest["versions"])
     assert manifest["versions"]["torch"] == torch.__version__
@@ -75,6 +77,13 @@ def test_frozen_tiny_model_round_trip_and_manifest(tmp_path, tiny_model):
         "<image>" in json.loads((directory / "tokenizer" / "tokenizer.json").read_text())["added_tokens"][-1]["content"]
     )
     assert set(manifest["files"]) >= {"vision.safetensors", "projector.safetensors", "lm.safetensors"}
+    for name, entry in manifest["files"].items():  # size and sha256 of every file, tokenizer included
+        data = (directory / name).read_bytes()
+        assert entry == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    from safetensors import safe_open
+
+    with safe_open(str(directory / "projector.safetensors"), framework="pt") as reader:
+        assert reader.metadata()["zoo.generation"] == manifest["generation"]
     assert not list(directory.rglob("*.bin")) and not list(directory.rglob("*.pt"))  # no pickle anywhere
 
 
@@ -159,12 +168,17 @@ def test_frozen_checkpoint_lm_is_referenced_with_its_added_rows(tmp_path):
     assert record["added_rows"] == {"file": "lm.added_rows.safetensors", "from": 1024, "to": 1025}
     assert not (directory / "lm.safetensors").exists()
 
-    loaded = load(directory)
+    with pytest.raises(CheckpointError, match=r"its lm is built from .*qwen.*outside the checkpoint.*bases="):
+        load(directory)  # a checkpoint never makes zoo read outside itself on its own
+    loaded = load(directory, bases={"lm": lm_dir})
     assert torch.equal(_logits(loaded, inputs), _logits(model, inputs))  # including the logit of the new row
 
     os.rename(lm_dir, tmp_path / "moved")
-    with pytest.raises(CheckpointError, match=r"lm weights are not in the checkpoint but referenced at .*qwen"):
-        load(directory)
+    with pytest.raises(CheckpointError, match=r"bases\['lm'\] = .*qwen.* does not exist"):
+        load(directory, bases={"lm": lm_dir})
+    assert torch.equal(_logits(load(directory, bases={"lm": tmp_path / "moved"}), inputs), _logits(model, inputs))
+    os.rename(tmp_path / "moved", lm_dir)
+    assert torch.equal(_logits(load(directory, bases="recorded"), inputs), _logits(model, inputs))
 
 
 def test_a_save_killed_mid_write_leaves_the_previous_checkpoint(tmp_path, tiny_model):
@@ -212,10 +226,10 @@ def test_a_failed_save_changes_nothing(tmp_path, tiny_model, monkeypatch):
     save(tiny_model, target)
     before = {p.name: p.stat().st_mtime_ns for p in target.iterdir()}
 
-    def broken(tensors, path):
+    def broken(tensors, path, generation):
         raise OSError("disk full")
 
-    monkeypatch.setattr(zoo.checkpoint, "_write_safetensors", broken)
+    monkeypatch.setattr(zoo.checkpoint_save, "_write_safetensors", broken)
     with pytest.raises(OSError, match="disk full"):
         save(tiny_model, target)
     assert {p.name: p.stat().st_mtime_ns for p in target.iterdir()} == before
@@ -233,10 +247,10 @@ def test_rename_aside_swap_without_renameat2(tmp_path, tiny_model, monkeypatch):
     assert torch.equal(_logits(load(target), inputs), _logits(other, inputs))
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
 
-    # a crash between the two renames leaves the old checkpoint aside; loading says where it is
+    # a crash between the two renames leaves the old checkpoint aside; the next load puts it back
     os.rename(target, tmp_path / ".ckpt.old-99999999-abc")
-    with pytest.raises(CheckpointError, match=r"interrupted save left the previous checkpoint at .*\.ckpt\.old-"):
-        load(target)
+    assert torch.equal(_logits(load(target), inputs), _logits(other, inputs))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]
 
 
 def test_save_refuses_to_replace_a_directory_that_is_not_a_checkpoint(tmp_path, tiny_model):
@@ -298,10 +312,9 @@ def test_missing_or_truncated_tensors_are_errors_naming_the_component(tmp_path, 
     state.pop("linear_2.bias")
     state["extra.weight"] = torch.zeros(1)
     save_file(state, str(directory / "projector.safetensors"))
-    _edit_manifest(
-        directory,
-        lambda m: m["files"].update({"projector.safetensors": os.path.getsize(directory / "projector.safetensors")}),
-    )
+    data = (directory / "projector.safetensors").read_bytes()
+    entry = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    _edit_manifest(directory, lambda m: m["files"].update({"projector.safetensors": entry}))
     with pytest.raises(
         CheckpointError, match=r"projector 'mlp2x-gelu'.*missing linear_2.bias; unexpected extra.weight"
     ):

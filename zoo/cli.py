@@ -28,6 +28,7 @@ KIND_ALIASES = {
     "model": "model", "models": "model",
 }  # fmt: skip
 EXTRA_COMMANDS = {"bench": "zoo.bench.command", "convert": "zoo.convert_command", "generate": "zoo.generate_command"}
+EXTRA_COMMANDS["verify"] = "zoo.verify_command"
 
 
 def _registry(args: argparse.Namespace):
@@ -196,7 +197,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     lines.append(f"image tokens per image: {summary['image_tokens']}   built in {summary['build_seconds']} s"
                  + ("  (meta: nothing allocated)" if args.meta else ""))  # fmt: skip
     if args.save and not args.meta:
-        model.save(args.save)
+        model.save(args.save, overwrite=args.overwrite)
         lines.append(f"saved to {args.save}")
     _emit(args, summary, "\n".join(lines))
     return 0
@@ -248,6 +249,9 @@ def make_parser() -> argparse.ArgumentParser:
     _add_target_arguments(p)
     p.add_argument("--meta", action="store_true", help="build on the meta device (nothing allocated)")
     p.add_argument("--save", metavar="DIR", help="save the built model to DIR")
+    p.add_argument(
+        "--overwrite", action="store_true", help="--save into a directory zoo did not write (keeps its files)"
+    )
     p.set_defaults(func=cmd_build)
     for name, module_name in EXTRA_COMMANDS.items():
         try:

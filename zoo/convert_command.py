@@ -10,6 +10,8 @@ import argparse
 import json
 from pathlib import Path
 
+from zoo.load_options import add_load_arguments, load_kwargs
+
 __all__ = ["HELP", "add_arguments", "run"]
 
 HELP = "convert between zoo checkpoints and transformers Llava directories"
@@ -29,6 +31,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("source", help="what to convert")
     parser.add_argument("destination", help="output directory (replaced atomically if it holds the same kind)")
     parser.add_argument("--dtype", help="with --from-hf-llava: build in this dtype instead of the checkpoint's")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="write into a directory zoo did not write (its files are kept)"
+    )
+    add_load_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,16 +45,16 @@ def run(args: argparse.Namespace) -> int:
     source, destination = Path(args.source), Path(args.destination)
     if args.from_hf_llava:
         model = from_hf_llava(source, dtype=args.dtype)
-        save(model, destination)
+        save(model, destination, overwrite=args.overwrite)
         kind, origin = "zoo checkpoint", "transformers Llava directory"
     else:
         if (source / MANIFEST).is_file():
-            model, origin = load(source), "zoo checkpoint"
+            model, origin = load(source, **load_kwargs(args)), "zoo checkpoint"
         else:
             from zoo.builder import build
 
             model, origin = build(args.source, plugins=tuple(args.plugin or ())), "composition"
-        save_hf_llava(model, destination)
+        save_hf_llava(model, destination, overwrite=args.overwrite)
         kind = "transformers Llava directory"
     names = {k: model.composition.slot(k).name for k in ("vision", "projector", "lm")}
     summary = {

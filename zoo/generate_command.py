@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from zoo.load_options import add_load_arguments, load_kwargs
+
 __all__ = ["HELP", "add_arguments", "run"]
 
 HELP = "generate text for a prompt (and images) with a composition or a saved checkpoint"
@@ -23,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-chat-template", action="store_true", help="feed the prompt as raw text")
     parser.add_argument("--stream", action="store_true", help="print tokens as they are generated")
+    add_load_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     target = Path(args.target)
     if (target / "manifest.json").is_file():
-        model = zoo.load(target)
+        model = zoo.load(target, **load_kwargs(args))
     else:
         model = zoo.build(args.target, plugins=tuple(args.plugin or ()))
     model.eval()

@@ -400,21 +400,24 @@ def to_hf_llava(model: MultiModal) -> LlavaForConditionalGeneration:
     return hf.train(model.training)
 
 
-def save_hf_llava(model: MultiModal, directory: str | os.PathLike) -> Path:
+def save_hf_llava(model: MultiModal, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``model`` as a transformers Llava directory: weights, config, tokenizer and processor.
 
     ``LlavaForConditionalGeneration.from_pretrained(directory)`` and ``LlavaProcessor.from_pretrained
     (directory)`` read it back; the processor expands each image token to the same number of ids as
-    ``model.processor()``. The write is atomic (temporary sibling, then swap).
+    ``model.processor()``. The write is atomic (temporary sibling, then swap) and owner-aware: it
+    replaces only an export zoo wrote (it leaves a ``.zoo-output.json`` marker) and keeps files there
+    that zoo did not write; ``overwrite`` also writes into another directory, keeping its files.
 
     Example:
         >>> zoo.hf_llava.save_hf_llava(zoo.build("tiny-clip-mlp-qwen2"), "out/llava-tiny")
     """
-    from zoo.atomic import atomic_directory
+    from zoo.atomic import atomic_directory, mark_output, marked_files
 
     hf = to_hf_llava(model)
     target = Path(directory)
-    with atomic_directory(target, replaceable=_is_hf_llava_dir, what="transformers Llava directory") as tmp:
+    owned = marked_files(_EXPORT_KIND)
+    with atomic_directory(target, owned_files=owned, what=_EXPORT_KIND, overwrite=overwrite) as tmp:
         # our keys, written as given: transformers 5 would write its own module paths (no ``vision_model.``)
         hf.save_pretrained(str(tmp), state_dict=published_state_dict(hf), save_original_format=False)
         processor = _llava_processor(model, hf.config.vision_feature_select_strategy)
@@ -422,6 +425,7 @@ def save_hf_llava(model: MultiModal, directory: str | os.PathLike) -> Path:
             processor.save_pretrained(str(tmp))
         elif model.lm.has_tokenizer:
             model.lm.tokenizer.save_pretrained(str(tmp))
+        mark_output(tmp, _EXPORT_KIND)
     return target
 
 
@@ -453,11 +457,7 @@ def published_state_dict(hf: LlavaForConditionalGeneration) -> dict[str, torch.T
     }
 
 
-def _is_hf_llava_dir(path: Path) -> bool:
-    try:
-        return json.loads((path / "config.json").read_text(encoding="utf-8")).get("model_type") == "llava"
-    except (OSError, ValueError, AttributeError):
-        return False
+_EXPORT_KIND = "transformers Llava directory"
 
 
 def _llava_processor(model: MultiModal, strategy: str) -> Any | None:

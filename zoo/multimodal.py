@@ -228,17 +228,17 @@ class MultiModal(nn.Module):
         return sequences
 
     # -- persistence ----------------------------------------------------------------------------
-    def save(self, directory: Any) -> Any:
+    def save(self, directory: Any, *, overwrite: bool = False) -> Any:
         """Save as a self-describing zoo checkpoint directory (see :func:`zoo.checkpoint.save`)."""
         from zoo.checkpoint import save
 
-        return save(self, directory)
+        return save(self, directory, overwrite=overwrite)
 
-    def save_hf_llava(self, directory: Any) -> Any:
+    def save_hf_llava(self, directory: Any, *, overwrite: bool = False) -> Any:
         """Export to a transformers ``LlavaForConditionalGeneration`` directory (see :mod:`zoo.hf_llava`)."""
         from zoo.hf_llava import save_hf_llava
 
-        return save_hf_llava(self, directory)
+        return save_hf_llava(self, directory, overwrite=overwrite)
 
     # -- reporting ------------------------------------------------------------------------------
     def parameter_counts(self) -> dict[str, dict[str, int]]:
