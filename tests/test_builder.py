@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
@@ -13,11 +11,9 @@ from zoo.errors import ContractError
 
 
 def test_meta_build_of_the_reference_composition_reports_published_sizes():
-    start = time.perf_counter()
     model = zoo.build(
         {"model": {"vision": "clip-vit-l-14-336", "projector": "mlp2x-gelu", "lm": "qwen2-7b"}}, meta=True
     )
-    elapsed = time.perf_counter() - start
     summary = model.summary()
     # Qwen2-7B model card / config.json: 7,615,616,512 parameters (untied 152,064 x 3,584 head).
     assert summary["components"]["lm"]["params"] == 7_615_616_512
@@ -25,7 +21,7 @@ def test_meta_build_of_the_reference_composition_reports_published_sizes():
     assert summary["components"]["projector"]["params"] == 16_522_240
     assert summary["image_tokens"] == 576  # (336 / 14)^2 patches, CLS dropped
     assert all(p.device.type == "meta" for p in model.parameters())
-    assert elapsed < 30  # generous: the point is that nothing is allocated (the goal of <5 s is benchmarked)
+    # speed is a goal measured in benchmarks/meta_build.py, not asserted here (timed asserts flake on busy machines)
 
 
 def test_projector_dims_are_inferred():

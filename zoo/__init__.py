@@ -41,6 +41,7 @@ _LAZY = {
     "plan": "zoo.builder",
     "load": "zoo.checkpoint",
     "from_hf_llava": "zoo.hf_llava",
+    "from_vlm_learning": "zoo.vlm_learning",
     "MultiModal": "zoo.multimodal",
     "MultiModalProcessor": "zoo.processor",
     "VisionTower": "zoo.interfaces",

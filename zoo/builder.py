@@ -3,7 +3,11 @@
 The builder resolves each slot's registered spec, merges preset defaults, name-implied values and the
 user's overrides into the spec's typed config, builds every component on the ``meta`` device (no
 allocation, no weight file read), infers the projector's dimensions from its neighbours, checks the
-contract, and only then builds for real.
+contract, verifies it by running the tower and projector once on ``meta`` (``verify_contract``), and
+only then builds for real. Numbers that would make a real build explode are refused here too: an
+``image_size`` past what the tower and the LM's context can use, a LoRA rank past the LM's width,
+and a composition whose random-initialised weights (no ``checkpoint``) would exceed
+``MAX_RANDOM_INIT_BYTES`` (``zoo build --meta`` inspects it without allocating).
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ import torch
 from torch import nn
 
 from zoo.config import DTYPES, ModelConfig, config_from_dict, load_model_config
-from zoo.contract import Contract, check_contract, check_declared_dims
-from zoo.errors import ConfigError, ZooError
+from zoo.contract import Contract, check_contract, check_declared_dims, verify_contract
+from zoo.errors import ConfigError, PluginError, ZooError
+from zoo.limits import MAX_IMAGE_SIDE, MAX_RANDOM_INIT_BYTES, InputLimitError, brief, format_bytes
 from zoo.registry import Registry, get_registry
 from zoo.specs import ComponentSpec
 
@@ -110,13 +115,26 @@ def call_factory(
             raise
         where = f"{source}: " if message.startswith("model.") else f"{source}: {key} ({spec.name!r}): "
         raise type(error)(where + message) from error
-    except Exception as error:
+    except (Exception, SystemExit) as error:  # plugin code: even sys.exit() must not end the process
         raise ConfigError(
-            f"{source}: {key} ({spec.name!r}) could not be built: {type(error).__name__}: {error} "
-            "(run with --debug for the traceback)"
+            f"{source}: {key} ({spec.name!r}, plugin {spec.plugin!r}) could not be built: "
+            f"{type(error).__name__}: {str(error)[:300]} (run with --debug for the traceback)"
         ) from error
+    expected = _interface(spec.kind)
+    if not isinstance(module, expected):
+        raise PluginError(
+            f"{source}: {key} ({spec.name!r}): the factory of plugin {spec.plugin!r} returned "
+            f"{brief(module)} instead of a zoo.{expected.__name__}; this is a bug in that plugin"
+        )
+    built = cast("nn.Module", module)
     dtype = getattr(config, "dtype", None)
-    return cast("nn.Module", module.to(getattr(torch, dtype)) if dtype else module)
+    return built.to(getattr(torch, dtype)) if dtype else built
+
+
+def _interface(kind: str) -> type[nn.Module]:
+    from zoo.interfaces import LanguageModel, Projector, VisionTower
+
+    return {"vision": VisionTower, "projector": Projector, "lm": LanguageModel}.get(kind, nn.Module)
 
 
 @contextlib.contextmanager
@@ -200,8 +218,11 @@ def plan(target: str | Path | Mapping[str, Any] | ModelConfig, *, plugins: Seque
             specs[kind], config.slot(kind).options, implied=implied[kind], dtype=config.dtype,
             key=f"model.{kind}", source=src,
         )  # fmt: skip
+        if kind == "vision" and getattr(configs[kind], "image_size", None) is not None:
+            _check_image_side(configs[kind].image_size, src)
         modules[kind] = call_factory(specs[kind], configs[kind], key=f"model.{kind}", source=src, meta=True)
     vision, lm = cast("VisionTower", modules["vision"]), cast("LanguageModel", modules["lm"])
+    _check_lm_limits(config, vision, lm, src)
     declared = {k: config.projector.options.get(k) for k in ("in_dim", "out_dim")}
     check_declared_dims(declared, config.vision.name, vision.hidden_size, config.lm.name, lm.hidden_size, src)
     configs["projector"] = component_config(
@@ -213,6 +234,14 @@ def plan(target: str | Path | Mapping[str, Any] | ModelConfig, *, plugins: Seque
     )
     names = {kind: config.slot(kind).name for kind in ("vision", "projector", "lm")}
     contract = check_contract(vision, modules["projector"], lm, names, src)
+    context = _context_length(lm)
+    if context is not None and contract.image_tokens > context:
+        raise InputLimitError(
+            f"{src}: one image becomes {contract.image_tokens} tokens but language model {config.lm.name!r} has a "
+            f"context of {context}; lower model.vision.image_size or choose a projector with fewer tokens"
+        )
+    owners = {kind: specs[kind].plugin for kind in specs}
+    verify_contract(vision, modules["projector"], contract, names, owners, src)
     return BuildPlan(config, specs, configs, contract, modules, time.perf_counter() - start)
 
 
@@ -224,6 +253,7 @@ def build(
     plugins: Sequence[str] = (),
     prebuilt: Mapping[str, nn.Module] | None = None,
     empty_weights: Collection[str] = (),
+    allow_random_init: bool = False,
 ) -> MultiModal:
     """Build a ``MultiModal`` from a YAML path, a registered composition name, a mapping or a plan.
 
@@ -235,6 +265,9 @@ def build(
         prebuilt: already-built components by slot (the bench reuses them across a grid).
         empty_weights: slots to build with parameters on ``meta`` (no random init): the caller assigns
             every parameter afterwards (``zoo.load`` does, from a checkpoint that saved them all).
+        allow_random_init: build even when the components without a ``checkpoint`` would allocate
+            more than ``MAX_RANDOM_INIT_BYTES`` of random weights (refused by default: a full-size
+            preset with no weights is almost always a missing ``checkpoint:``).
 
     Example:
         >>> model = build("tiny-clip-mlp-qwen2")
@@ -246,6 +279,8 @@ def build(
 
     checked = target if isinstance(target, BuildPlan) else plan(target, plugins=plugins)
     src = checked.config.source
+    if not meta and not allow_random_init:
+        _check_random_init(checked, skip={*(prebuilt or {}), *empty_weights})
     if meta:
         modules = dict(checked.meta_modules)
     else:
@@ -264,7 +299,63 @@ def build(
         contract=checked.contract,
         component_configs=checked.configs,
     )
-    apply_training_policy(model, checked.config)
+    with torch.device("meta") if meta else contextlib.nullcontext():  # LoRA weights too: nothing allocated
+        apply_training_policy(model, checked.config)
     if device is not None and not meta:
         model.to(device)
     return model
+
+
+def _check_image_side(side: Any, source: str) -> None:
+    if isinstance(side, int) and not isinstance(side, bool) and not 1 <= side <= MAX_IMAGE_SIDE:
+        raise InputLimitError(
+            f"{source}: model.vision.image_size = {brief(side)} is out of range; expected 1..{MAX_IMAGE_SIDE} pixels"
+        )
+
+
+def _context_length(lm: Any) -> int | None:
+    value = getattr(getattr(getattr(lm, "model", None), "config", None), "max_position_embeddings", None)
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _check_lm_limits(config: ModelConfig, vision: Any, lm: Any, source: str) -> None:
+    """What the meta-built tower and LM bound: patch size, LoRA rank, and the image placeholder."""
+    if vision.image_size < vision.patch_size:
+        raise InputLimitError(
+            f"{source}: model.vision.image_size = {vision.image_size} is smaller than one patch of "
+            f"{config.vision.name!r} ({vision.patch_size} pixels)"
+        )
+    if config.lm.train == "lora" and config.lm.lora.r > lm.hidden_size:
+        raise InputLimitError(
+            f"{source}: model.lm.lora.r = {brief(config.lm.lora.r)} is larger than the width of {config.lm.name!r} "
+            f"({lm.hidden_size}); a LoRA rank is at most the layer width (typically 8..64)"
+        )
+    if getattr(lm, "has_tokenizer", False):
+        tokenizer = lm.tokenizer
+        token = config.image_token
+        if token in tokenizer.get_vocab() and token not in tokenizer.get_added_vocab():
+            raise ConfigError(
+                f"{source}: model.image_token = {brief(token)} is an ordinary token of {config.lm.name!r}'s "
+                "tokenizer: every occurrence in a text would become an image position; choose a placeholder "
+                "that is not in the vocabulary, such as '<image>'"
+            )
+
+
+def _check_random_init(checked: BuildPlan, *, skip: Collection[str]) -> None:
+    """Refuse to allocate more than ``MAX_RANDOM_INIT_BYTES`` of random weights (no ``checkpoint``)."""
+    random = {}
+    for kind, module in checked.meta_modules.items():
+        if kind in skip or getattr(checked.configs[kind], "checkpoint", None):
+            continue
+        random[kind] = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+    total = sum(random.values())
+    if total <= MAX_RANDOM_INIT_BYTES:
+        return
+    names = ", ".join(
+        f"model.{kind} ({checked.config.slot(kind).name!r}, {format_bytes(n)})" for kind, n in random.items() if n
+    )
+    raise InputLimitError(
+        f"{checked.config.source}: building this composition would allocate about {format_bytes(total)} of random "
+        f"weights: {names} have no checkpoint; set model.<slot>.checkpoint to local weights, inspect it with "
+        "'zoo build --meta' (allocates nothing), or pass allow_random_init=True to zoo.build"
+    )

@@ -90,6 +90,7 @@ __all__ = [
     "is_lora_key",
     "load",
     "load_state_into",
+    "load_weights",
     "read_manifest",
     "save",
     "verify",
@@ -203,6 +204,29 @@ def load(
     if device is not None:
         model.to(device)
     return model
+
+
+def load_weights(model: MultiModal, directory: str | os.PathLike) -> None:
+    """Copy a checkpoint's weights into ``model``, an already built model of the same composition.
+
+    What resuming a training run needs: the model is built (and perhaps about to be wrapped for DDP or
+    FSDP) and its trained weights, adapter included, come from the checkpoint, in place. Reads only the
+    files inside ``directory``; builds nothing.
+
+    Raises:
+        CheckpointError: not a checkpoint, another composition or contract, tensors that do not fit.
+    """
+    with Snapshot.open(directory) as snapshot:
+        manifest, where = snapshot.manifest, snapshot.where
+        saved = {kind: manifest["components"][kind].get("name") for kind in SLOTS}
+        now = {kind: model.composition.slot(kind).name for kind in SLOTS}
+        contract = _jsonable(model.contract.to_dict())
+        if saved != now or manifest["contract"] != contract:
+            changes = _differences(saved, now) if saved != now else _differences(manifest["contract"], contract)
+            raise CheckpointError(f"{where} holds another composition than the model it is loaded into: {changes}")
+        _check_image_token(model, manifest, where)
+        for kind in SLOTS:
+            _load_component(model, kind, manifest["components"][kind], snapshot, where)
 
 
 def _references(manifest: Mapping[str, Any], bases: Mapping[str, Any] | str, where: str) -> dict[str, Path]:

@@ -1,6 +1,7 @@
 """The ``zoo`` command line: a thin shell over the public API.
 
-User errors (``ZooError``) print one line and exit 2; ``--debug`` shows the traceback.
+User errors (``ZooError``, a bad argument, a file-system error) print one line and exit 2;
+``--debug`` shows the traceback. With ``--json`` the error is ``{"error": "..."}`` on stdout instead.
 """
 
 from __future__ import annotations
@@ -9,10 +10,11 @@ import argparse
 import importlib
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from zoo.errors import ZooError
 
@@ -28,7 +30,12 @@ KIND_ALIASES = {
     "model": "model", "models": "model",
 }  # fmt: skip
 EXTRA_COMMANDS = {"bench": "zoo.bench.command", "convert": "zoo.convert_command", "generate": "zoo.generate_command"}
+EXTRA_COMMANDS["chat"] = "zoo.chat_command"
+EXTRA_COMMANDS["train"] = "zoo.train_command"
+EXTRA_COMMANDS["data"] = "zoo.data_command"
+EXTRA_COMMANDS["eval"] = "zoo.eval_command"
 EXTRA_COMMANDS["verify"] = "zoo.verify_command"
+EXTRA_COMMANDS["demo"] = "zoo.demo_command"
 
 
 def _registry(args: argparse.Namespace):
@@ -67,7 +74,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         {"name": f.name, "origin": f.origin, "distribution": f.distribution, "error": f.error} for f in host.failures
     ]
     lines = [f"{p['name']:<34} {p['origin']:<10} {p['components']:>3} components  {p['distribution']}" for p in loaded]
-    lines += [f"{f['name']:<34} FAILED     {f['error']}" for f in failed]
+    lines += [
+        f"{f['name']:<34} FAILED     {f['error']}"
+        + (f"  (distribution {f['distribution']})" if f["distribution"] else "")
+        for f in failed
+    ]
     _emit(args, {"loaded": loaded, "failed": failed}, "\n".join(lines))
     return 0
 
@@ -184,6 +195,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     _registry(args)
     if args.save and args.meta:
         raise ZooError("--save needs real weights; drop --meta to save the model")
+    if args.save:
+        _check_save_target(args.save, overwrite=bool(getattr(args, "overwrite", False)))
     target = _target(args)
     start = time.perf_counter()
     model = build(target, meta=args.meta, plugins=tuple(args.plugin or ()))
@@ -197,10 +210,32 @@ def cmd_build(args: argparse.Namespace) -> int:
     lines.append(f"image tokens per image: {summary['image_tokens']}   built in {summary['build_seconds']} s"
                  + ("  (meta: nothing allocated)" if args.meta else ""))  # fmt: skip
     if args.save and not args.meta:
-        model.save(args.save, overwrite=args.overwrite)
+        try:
+            model.save(args.save, overwrite=args.overwrite)
+        except OSError as error:
+            raise ZooError(f"--save {args.save!r}: cannot write the checkpoint: {error.strerror or error}") from error
         lines.append(f"saved to {args.save}")
     _emit(args, summary, "\n".join(lines))
     return 0
+
+
+def _check_save_target(path: str, *, overwrite: bool = False) -> None:
+    """Refuse, before building, a ``--save`` destination that cannot or must not become a checkpoint."""
+    from pathlib import Path
+
+    target = Path(path)
+    where = f"--save {path!r}"
+    if target.is_symlink() and not target.exists():
+        raise ZooError(f"{where} is a dangling symbolic link")
+    if target.exists():
+        if not target.is_dir():
+            raise ZooError(f"{where} exists and is not a directory")
+        if os.path.ismount(target):
+            raise ZooError(f"{where} is a mount point; choose a new directory")
+        if not overwrite and any(target.iterdir()) and not (target / "manifest.json").is_file():
+            raise ZooError(f"{where} is a non-empty directory that is not a zoo checkpoint; choose a new directory")
+    elif not target.parent.is_dir():
+        raise ZooError(f"{where}: the parent directory {str(target.parent)!r} does not exist")
 
 
 def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
@@ -211,9 +246,9 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", help="model dtype (overrides the config's; default float32 for the inline form)")
 
 
-def _common_options(suppress: bool) -> argparse.ArgumentParser:
+def _common_options(suppress: bool) -> _Parser:
     """Options accepted before and after the command; after it they must not reset earlier values."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     default: dict[str, Any] = {"default": argparse.SUPPRESS} if suppress else {}
     common.add_argument(
         "--plugin", action="append", metavar="MODULE_OR_FILE", help="extra plugin to load (repeatable)", **default
@@ -224,9 +259,28 @@ def _common_options(suppress: bool) -> argparse.ArgumentParser:
     return common
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with zoo's error format: one line (or ``{"error": ...}`` with ``--json``), exit 2."""
+
+    json_errors = False
+
+    def error(self, message: str) -> NoReturn:
+        message = re.sub(r"'([^']{60})[^']{4,}'", r"'\1...'", message)  # argparse quotes the bad value whole
+        _print_error(f"{message} (see '{self.prog} --help')", as_json=self.json_errors)
+        raise SystemExit(2)
+
+
+def _print_error(message: str, *, as_json: bool) -> None:
+    line = " ".join(message.split())
+    if as_json:
+        print(json.dumps({"error": line}))
+    else:
+        print(f"zoo: error: {line}", file=sys.stderr)
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The argparse parser of the ``zoo`` command."""
-    parser = argparse.ArgumentParser(prog="zoo", description="A plugin-based zoo of vision-language models.",
+    parser = _Parser(prog="zoo", description="A plugin-based zoo of vision-language models.",
                                      parents=[_common_options(False)])  # fmt: skip
     common = _common_options(True)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -278,23 +332,35 @@ def _quiet_libraries() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``zoo`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _Parser.json_errors = "--json" in argv
     parser = make_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, or a bad argument (already printed on one line)
+        return exit_.code if isinstance(exit_.code, int) else 2
     if not args.debug:
         _quiet_libraries()
     try:
         return int(args.func(args) or 0)
-    except ZooError as error:
+    except (ZooError, OSError) as error:
         if args.debug:
             raise
         _report_plugin_failures()
-        print(f"zoo: error: {error}", file=sys.stderr)
+        _print_error(_describe(error), as_json=args.json)
         return 2
     except KeyboardInterrupt:
         print("zoo: interrupted", file=sys.stderr)
         return 130
     finally:
         _report_plugin_failures()
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, OSError) and not isinstance(error, ZooError):
+        where = f" {error.filename!r}" if error.filename else ""
+        return f"cannot access{where}: {error.strerror or error}"
+    return str(error)
 
 
 if __name__ == "__main__":

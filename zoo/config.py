@@ -6,6 +6,8 @@ Every error names the file, the key path, the bad value and what would work. Onl
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import types
 import typing
 from collections.abc import Mapping
@@ -13,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from zoo.errors import ConfigError, suggest
+from zoo.limits import MAX_CONFIG_INT, InputLimitError, brief
+from zoo.yaml_io import load_yaml_file
 
 __all__ = [
     "DTYPES",
@@ -104,25 +106,18 @@ def torch_dtype(name: str, *, key: str = "dtype"):
     """The ``torch.dtype`` for a dtype name (``bf16``, ``float32``...), or a ConfigError naming ``key``."""
     import torch
 
-    canonical = DTYPES.get(str(name).lower())
+    canonical = DTYPES.get(name.lower()) if isinstance(name, str) else None
     if canonical is None:
-        raise ConfigError(f"{key} = {name!r} is not a dtype; {suggest(str(name), sorted(set(DTYPES.values())))}")
+        raise ConfigError(f"{key} = {brief(name)} is not a dtype; {suggest(_word(name), sorted(set(DTYPES.values())))}")
     return getattr(torch, canonical)
 
 
 def read_yaml(path: str | Path) -> Any:
-    """Read a YAML file with ``yaml.safe_load``; errors name the file and the line."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as error:
-        raise ConfigError(f"config file {str(path)!r} does not exist") from error
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {str(path)!r}: {error}") from error
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: invalid YAML: {error}") from error
+    """Read a YAML file with the bounded safe loader (``zoo.yaml_io``); errors name the file and line.
+
+    Only regular files up to a size limit are read; aliases, nesting and duplicate keys are checked.
+    """
+    return load_yaml_file(path)
 
 
 def load_model_config(target: str | Path | Mapping[str, Any]) -> ModelConfig:
@@ -135,24 +130,25 @@ def load_model_config(target: str | Path | Mapping[str, Any]) -> ModelConfig:
     if isinstance(target, Mapping):
         return parse_model_config(target)
     path = Path(target)
-    if path.suffix in {".yaml", ".yml"} or path.exists():
-        return parse_model_config(read_yaml(path), source=str(path))
+    if path.suffix in {".yaml", ".yml"} or _exists(path):
+        return parse_model_config(read_yaml(path), source=str(path), base_dir=path.parent)
     from zoo.registry import get_registry
 
     compositions = get_registry().compositions
     if str(target) in compositions:
         return parse_model_config(compositions[str(target)], source=f"registry.yaml:models.{target}")
     raise ConfigError(
-        f"{str(target)!r} is neither a YAML file nor a registered composition; "
-        f"{suggest(str(target), compositions)} (see 'zoo list model')"
+        f"{brief(str(target))} is neither a YAML file nor a registered composition; "
+        f"{suggest(str(target)[:100], compositions)} (see 'zoo list model')"
     )
 
 
-def parse_model_config(data: Any, *, source: str = "<config>") -> ModelConfig:
+def parse_model_config(data: Any, *, source: str = "<config>", base_dir: str | Path | None = None) -> ModelConfig:
     """Validate a composition mapping (``{plugins, model: {vision, projector, lm, dtype...}}``).
 
     A mapping without a ``model`` key but with slot keys is accepted as the ``model`` section itself
-    (the form used by ``registry.yaml``).
+    (the form used by ``registry.yaml``). A relative plugin path (``.py`` or containing a ``/``) is
+    resolved against ``base_dir``, the folder of the config file, never the working directory.
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping with a 'model' key, got {type(data).__name__}")
@@ -160,11 +156,12 @@ def parse_model_config(data: Any, *, source: str = "<config>") -> ModelConfig:
         data = {"model": {k: v for k, v in data.items() if k != "plugins"}, "plugins": data.get("plugins", [])}
     _check_keys(data, ("plugins", "model"), "", source, required=("model",))
     plugins = data.get("plugins") or []
-    if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
-        raise ConfigError(f"{source}: plugins = {plugins!r}: expected a list of module names or .py paths")
+    if not isinstance(plugins, list) or not all(isinstance(p, str) and p.strip() for p in plugins):
+        raise ConfigError(f"{source}: plugins = {brief(plugins)}: expected a list of module names or .py paths")
+    plugins = [_plugin_reference(p, base_dir) for p in plugins]
     model = data["model"]
     if not isinstance(model, Mapping):
-        raise ConfigError(f"{source}: model = {model!r}: expected a mapping with vision, projector and lm")
+        raise ConfigError(f"{source}: model = {brief(model)}: expected a mapping with vision, projector and lm")
     _check_keys(
         model,
         (*SLOT_KEYS, "dtype", "image_token", "image_token_id", "gradient_checkpointing"),
@@ -173,15 +170,15 @@ def parse_model_config(data: Any, *, source: str = "<config>") -> ModelConfig:
         SLOT_KEYS,
     )
     dtype = model.get("dtype", "float32")
-    canonical = DTYPES.get(str(dtype).lower())
+    canonical = DTYPES.get(dtype.lower()) if isinstance(dtype, str) else None
     if canonical is None:
         raise ConfigError(
-            f"{source}: model.dtype = {dtype!r} is not a dtype; {suggest(str(dtype), sorted(set(DTYPES.values())))}"
+            f"{source}: model.dtype = {brief(dtype)} is not a dtype; {suggest(_word(dtype), sorted(set(DTYPES.values())))}"
         )
     image_token = _typed(model.get("image_token", "<image>"), str, "model.image_token", source)
     if not image_token.strip() or image_token != image_token.strip():
         raise ConfigError(
-            f"{source}: model.image_token = {image_token!r}: expected a non-empty token such as '<image>'"
+            f"{source}: model.image_token = {brief(image_token)}: expected a non-empty token such as '<image>'"
         )
     image_token_id = _typed(model.get("image_token_id"), int | None, "model.image_token_id", source)
     if image_token_id is not None and image_token_id < 0:
@@ -204,7 +201,7 @@ def _parse_slot(kind: str, value: Any, source: str) -> ComponentChoice:
     if isinstance(value, str):
         value = {"name": value}
     if not isinstance(value, Mapping):
-        raise ConfigError(f"{source}: {key} = {value!r}: expected a name or a mapping with a 'name' key")
+        raise ConfigError(f"{source}: {key} = {brief(value)}: expected a name or a mapping with a 'name' key")
     if "name" not in value:
         raise ConfigError(f"{source}: {key} has no 'name' (see 'zoo list {kind}' for the choices)")
     options = dict(value)
@@ -212,25 +209,29 @@ def _parse_slot(kind: str, value: Any, source: str) -> ComponentChoice:
     train = options.pop("train", DEFAULT_TRAIN[kind])
     if train not in TRAIN_MODES:
         raise ConfigError(
-            f"{source}: {key}.train = {train!r} is not a training mode; {suggest(str(train), TRAIN_MODES)}"
+            f"{source}: {key}.train = {brief(train)} is not a training mode; {suggest(_word(train), TRAIN_MODES)}"
         )
     if train == "lora" and kind != "lm":
         raise ConfigError(f"{source}: {key}.train = 'lora': LoRA applies to the language model; use frozen or full")
     lr = options.pop("lr", None)
     if lr is not None:
         lr = _typed(lr, float, f"{key}.lr", source)
+        if not math.isfinite(lr) or lr <= 0:
+            raise ConfigError(f"{source}: {key}.lr = {brief(lr)} is not valid; expected a finite number > 0")
     lora_data = options.pop("lora", None)
     if lora_data is not None and train != "lora":
-        raise ConfigError(f"{source}: {key}.lora is set but {key}.train = {train!r}; set {key}.train: lora or drop it")
+        raise ConfigError(
+            f"{source}: {key}.lora is set but {key}.train = {brief(train)}; set {key}.train: lora or drop it"
+        )
     lora = config_from_dict(LoraSettings, lora_data or {}, f"{key}.lora", source)
     for field_name, ok, rule in (
         ("r", lora.r >= 1, "a positive integer"),
         ("alpha", lora.alpha > 0, "positive"),
-        ("dropout", 0 <= lora.dropout < 1, "in [0, 1)"),
+        ("dropout", 0 <= lora.dropout < 1, "in [0, 1)"),  # NaN fails it too
     ):
         if not ok:
             value = getattr(lora, field_name)
-            raise ConfigError(f"{source}: {key}.lora.{field_name} = {value!r} is not valid; it must be {rule}")
+            raise ConfigError(f"{source}: {key}.lora.{field_name} = {brief(value)} is not valid; it must be {rule}")
     return ComponentChoice(name=name, options=options, train=train, lr=lr, lora=lora)
 
 
@@ -238,7 +239,7 @@ def _check_keys(data: Mapping, allowed, path: str, source: str, required=()) -> 
     for key in data:
         if key not in allowed:
             where = f"{path}.{key}" if path else str(key)
-            raise ConfigError(f"{source}: unknown key {where!r}; {suggest(str(key), allowed)}")
+            raise ConfigError(f"{source}: unknown key {brief(where)}; {suggest(_word(key), allowed)}")
     for key in required:
         if key not in data:
             where = f"{path}.{key}" if path else key
@@ -251,7 +252,7 @@ def config_from_dict(cls: type, data: Any, path: str, source: str = "<config>") 
     ``path`` is the YAML key path of ``data`` (``model.vision``), used in every message.
     """
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: {path} = {data!r}: expected a mapping")
+        raise ConfigError(f"{source}: {path} = {brief(data)}: expected a mapping")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     _check_keys(data, names, path, source)
@@ -260,7 +261,9 @@ def config_from_dict(cls: type, data: Any, path: str, source: str = "<config>") 
     for key, value in data.items():
         value = _typed(value, hints[key], f"{path}.{key}", source)
         if key in choices and value is not None and value not in choices[key]:
-            raise ConfigError(f"{source}: {path}.{key} = {value!r} is not valid; {suggest(str(value), choices[key])}")
+            raise ConfigError(
+                f"{source}: {path}.{key} = {brief(value)} is not valid; {suggest(_word(value), choices[key])}"
+            )
         values[key] = value
     return cls(**values)
 
@@ -279,19 +282,21 @@ def _typed(value: Any, hint: Any, key: str, source: str) -> Any:
                 return _typed(value, option, key, source)
             except ConfigError:
                 continue
-        raise ConfigError(f"{source}: {key} = {value!r} has the wrong type; expected {_type_name(hint)}")
+        raise ConfigError(f"{source}: {key} = {brief(value)} has the wrong type; expected {_type_name(hint)}")
     if hint is Any:
         return value
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{source}: {key} = {value!r} has the wrong type; expected {_type_name(hint)}")
+            raise ConfigError(f"{source}: {key} = {brief(value)} has the wrong type; expected {_type_name(hint)}")
         (item_hint, *_) = typing.get_args(hint) or (Any,)
         return [_typed(v, item_hint, f"{key}[{i}]", source) for i, v in enumerate(value)]
     if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{source}: {key} = {value!r} has the wrong type; expected a mapping")
+            raise ConfigError(f"{source}: {key} = {brief(value)} has the wrong type; expected a mapping")
         return dict(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > 2**1000:
+            raise InputLimitError(f"{source}: {key} = {brief(value)} is out of range for a number")
         return float(value)
     if hint is float and isinstance(value, str):
         try:
@@ -303,8 +308,12 @@ def _typed(value: Any, hint: Any, key: str, source: str) -> Any:
         if hint is bool
         else isinstance(value, hint) and not (hint is int and isinstance(value, bool))
     ):
+        if hint is int and not -MAX_CONFIG_INT <= value <= MAX_CONFIG_INT:
+            raise InputLimitError(
+                f"{source}: {key} = {brief(value)} is out of range; integers are limited to +-{MAX_CONFIG_INT:,}"
+            )
         return value
-    raise ConfigError(f"{source}: {key} = {value!r} has the wrong type; expected {_type_name(hint)}")
+    raise ConfigError(f"{source}: {key} = {brief(value)} has the wrong type; expected {_type_name(hint)}")
 
 
 def _type_name(hint: Any) -> str:
@@ -316,3 +325,23 @@ def _type_name(hint: Any) -> str:
     if origin is not None:
         return f"a list of {_type_name(typing.get_args(hint)[0])}" if origin in (list, tuple) else "a mapping"
     return {int: "an integer", float: "a number", str: "a string", bool: "true/false"}.get(hint, str(hint))
+
+
+def _plugin_reference(name: str, base_dir: str | Path | None) -> str:
+    """A plugin entry as given, with a relative file path made absolute against the config's folder."""
+    if base_dir is None or not (name.endswith(".py") or "/" in name or os.sep in name):
+        return name
+    path = Path(name).expanduser()
+    return name if path.is_absolute() else os.path.normpath(Path(base_dir).resolve() / path)
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
+
+
+def _word(value: Any) -> str:
+    """``value`` as a short string to find close matches for (never a huge ``str()``)."""
+    return value[:100] if isinstance(value, str) else brief(value)

@@ -1,4 +1,11 @@
-"""The hidden-size / token-count contract between tower, projector and LM, checked before weights."""
+"""The hidden-size / token-count contract between tower, projector and LM, checked before weights.
+
+Declarations are checked against each other (``check_contract``) and then verified
+(``verify_contract``): the tower and the projector run once on the ``meta`` device (shapes only,
+nothing allocated) and their real output shapes must be the ones they declared. A component whose
+``hidden_size`` or ``num_output_tokens`` lies is stopped here, naming it and the plugin that
+registered it, instead of failing later inside torch or blaming the user's prompt.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ from typing import Any
 
 from zoo.errors import ContractError
 
-__all__ = ["Contract", "check_contract", "check_declared_dims"]
+__all__ = ["Contract", "check_contract", "check_declared_dims", "verify_contract"]
 
 
 @dataclass(frozen=True)
@@ -82,3 +89,43 @@ def check_contract(vision: Any, projector: Any, lm: Any, names: dict[str, str], 
         lm_hidden_size=lm.hidden_size,
         image_tokens=image_tokens,
     )
+
+
+def verify_contract(
+    vision: Any, projector: Any, contract: Contract, names: dict[str, str], plugins: dict[str, str], source: str
+) -> None:
+    """Run ``vision`` and ``projector`` (built on ``meta``) once on a ``meta`` batch of one image and
+    check their real output shapes against ``contract``; a difference is a ``ContractError``."""
+    import torch
+
+    def who(kind: str, title: str) -> str:
+        plugin = plugins.get(kind) or "?"
+        return f"{title} {names[kind]!r} (model.{kind}.name, from plugin {plugin!r})"
+
+    def run(kind: str, title: str, module: Any, inputs: torch.Tensor, declared: tuple[int, ...], what: str) -> Any:
+        try:
+            with torch.no_grad():
+                output = module(inputs)
+        except Exception as error:
+            raise ContractError(
+                f"{source}: {who(kind, title)} could not run on the meta device to verify its contract "
+                f"({type(error).__name__}: {str(error)[:200]}); a component must run on meta (shapes only)"
+            ) from error
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else None
+        if shape != declared:
+            got = f"a {type(output).__name__}" if shape is None else f"shape {list(shape)}"
+            raise ContractError(
+                f"{source}: {who(kind, title)} declares {what} = {list(declared)} but its forward returned "
+                f"{got} on a meta batch of one image; the plugin's declared contract is wrong "
+                "(fix the component or report it to the plugin's author)"
+            )
+        return output
+
+    shape = tuple(getattr(vision, "pixel_shape", (3, vision.image_size, vision.image_size)))
+    pixels = torch.empty(1, *shape, device="meta")  # [1, C, H, W]
+    tokens, width = contract.vision_tokens, contract.vision_hidden_size
+    run("vision", "vision tower", vision, pixels, (1, tokens, width), "[images, num_tokens, hidden_size]")
+    dtype = next((p.dtype for p in projector.parameters()), torch.float32)
+    features = torch.empty(1, tokens, width, device="meta", dtype=dtype)  # [1, N, D]
+    declared = (1, contract.image_tokens, contract.lm_hidden_size)
+    run("projector", "projector", projector, features, declared, "[images, num_output_tokens, out_dim]")

@@ -2,6 +2,7 @@
 
 zoo convert --from-hf-llava HF_DIR ZOO_DIR     # import a Llava directory, save a zoo checkpoint
 zoo convert --to-hf-llava SOURCE HF_DIR        # SOURCE: a zoo checkpoint, a YAML file or a composition
+zoo convert --from-vlm-learning SRC ZOO_DIR --lm-checkpoint QWEN1_DIR   # the reference's adapter + projector
 """
 
 from __future__ import annotations
@@ -28,25 +29,53 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="SOURCE is a zoo checkpoint, a YAML file or a composition name; write a transformers Llava directory",
     )
+    direction.add_argument(
+        "--from-vlm-learning",
+        action="store_true",
+        help="SOURCE is a VLM-learning (MMultiModal) output: peft adapter + other_params.bin; write a zoo checkpoint",
+    )
     parser.add_argument("source", help="what to convert")
     parser.add_argument("destination", help="output directory (replaced atomically if it holds the same kind)")
-    parser.add_argument("--dtype", help="with --from-hf-llava: build in this dtype instead of the checkpoint's")
+    parser.add_argument(
+        "--dtype", help="write the weights in this dtype (float32, bfloat16, float16) instead of the source's"
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="write into a directory zoo did not write (its files are kept)"
     )
     add_load_arguments(parser)
+    parser.add_argument(
+        "--lm-checkpoint", metavar="QWEN1_DIR", help="with --from-vlm-learning: the Qwen-1 base model dir"
+    )
+    parser.add_argument("--vision-checkpoint", metavar="DIR", help="with --from-vlm-learning: the CLIP dir it used")
+    parser.add_argument(
+        "--model", default="vlm-learning-qwen-7b", help="with --from-vlm-learning: the composition (name or YAML)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Do the conversion and print what was written (``--json``: a JSON object)."""
     from zoo.checkpoint import MANIFEST, load, save
+    from zoo.config import torch_dtype
     from zoo.hf_llava import from_hf_llava, save_hf_llava
 
+    dtype = torch_dtype(args.dtype, key="--dtype") if args.dtype else None  # refused before anything is read
     source, destination = Path(args.source), Path(args.destination)
     if args.from_hf_llava:
         model = from_hf_llava(source, dtype=args.dtype)
         save(model, destination, overwrite=args.overwrite)
         kind, origin = "zoo checkpoint", "transformers Llava directory"
+    elif args.from_vlm_learning:
+        from zoo.errors import ZooError
+        from zoo.vlm_learning import from_vlm_learning
+
+        if not args.lm_checkpoint:
+            raise ZooError("--from-vlm-learning needs --lm-checkpoint QWEN1_DIR (the Qwen-1 model it was trained on)")
+        model = from_vlm_learning(
+            source, args.lm_checkpoint, model=args.model, vision_checkpoint=args.vision_checkpoint,
+            dtype=args.dtype, plugins=tuple(args.plugin or ()),
+        )  # fmt: skip
+        save(model, destination, overwrite=args.overwrite)
+        kind, origin = "zoo checkpoint", "VLM-learning checkpoint"
     else:
         if (source / MANIFEST).is_file():
             model, origin = load(source, **load_kwargs(args)), "zoo checkpoint"
@@ -54,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
             from zoo.builder import build
 
             model, origin = build(args.source, plugins=tuple(args.plugin or ())), "composition"
+        if dtype is not None:
+            model = model.to(dtype)
         save_hf_llava(model, destination, overwrite=args.overwrite)
         kind = "transformers Llava directory"
     names = {k: model.composition.slot(k).name for k in ("vision", "projector", "lm")}

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
+from zoo.errors import ZooError
 from zoo.load_options import add_load_arguments, load_kwargs
 
 __all__ = ["HELP", "add_arguments", "run"]
@@ -18,26 +20,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", help="a checkpoint directory, a YAML file or a composition name")
     parser.add_argument("--prompt", required=True, help="the user message; '<image>' marks each image")
     parser.add_argument("--image", action="append", default=[], help="image file (repeatable, in order)")
-    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="at least 1; capped by the model's context")
     parser.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--temperature", type=float, default=1.0, help="with --do-sample; finite and > 0")
+    parser.add_argument("--top-p", type=float, default=1.0, help="with --do-sample; in (0, 1]")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-chat-template", action="store_true", help="feed the prompt as raw text")
+    parser.add_argument("--system", help="system message (placed first by the chat template)")
     parser.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     add_load_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load or build the model, run generation, print the answer."""
+    """Load or build the model, run generation, print the answer (``--json``: ``{"text", "tokens"}``)."""
     import torch
 
     import zoo
     from zoo.images import open_image
+    from zoo.limits import check_generation_options
 
+    # every option is checked before anything is built, read or run
+    check_generation_options(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
+    if not args.prompt.strip() and not args.image:
+        raise ZooError("--prompt is empty; write a question or instruction")
+    if args.stream and args.json:
+        raise ZooError("--stream and --json do not mix: --json prints one object when generation ends")
     torch.manual_seed(args.seed)
     target = Path(args.target)
-    if (target / "manifest.json").is_file():
+    if target.is_dir():  # a checkpoint directory: zoo.load says what it is if it is not a zoo one
         model = zoo.load(target, **load_kwargs(args))
     else:
         model = zoo.build(args.target, plugins=tuple(args.plugin or ()))
@@ -47,9 +57,20 @@ def run(args: argparse.Namespace) -> int:
     if images and model.image_token not in prompt:
         prompt = "\n".join([model.image_token] * len(images) + [prompt])
     processor = model.processor()
-    if not args.no_chat_template and getattr(processor.tokenizer, "chat_template", None):
-        prompt = processor.apply_chat_template([{"role": "user", "content": prompt}])
+    has_template = bool(getattr(processor.tokenizer, "chat_template", None))
+    if args.system is not None and (args.no_chat_template or not has_template):
+        why = "--no-chat-template is set" if args.no_chat_template else "the tokenizer has no chat template"
+        raise ZooError(f"--system needs the chat template, and {why}; put the system text into --prompt instead")
+    if not args.no_chat_template and has_template:
+        system = [{"role": "system", "content": args.system}] if args.system is not None else []
+        prompt = processor.apply_chat_template([*system, {"role": "user", "content": prompt}])
     batch = processor(prompt, images=images)
+    context = getattr(model.lm.model.config, "max_position_embeddings", None)
+    check_generation_options(
+        max_new_tokens=args.max_new_tokens,
+        context=context if isinstance(context, int) and context > 0 else None,
+        prompt_tokens=int(batch["input_ids"].shape[1]),
+    )
     options = {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample}
     if args.do_sample:
         options.update(temperature=args.temperature, top_p=args.top_p)
@@ -58,8 +79,10 @@ def run(args: argparse.Namespace) -> int:
 
         options["streamer"] = TextStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
     output = model.generate(**batch, **options)  # [1, T + new]
-    if not args.stream:
-        new_tokens = output[:, batch["input_ids"].shape[1] :]
+    new_tokens = output[:, batch["input_ids"].shape[1] :]  # [1, new]
+    if args.json:
+        print(json.dumps({"text": processor.decode(new_tokens)[0], "tokens": new_tokens[0].tolist()}))
+    elif not args.stream:
         print(processor.decode(new_tokens)[0])
     sys.stdout.flush()
     return 0

@@ -298,24 +298,73 @@ class LanguageModel(nn.Module):
         return embeds * self.embed_scale if self.embed_scale != 1.0 else embeds
 
     def add_tokens(self, tokens: Sequence[str]) -> list[int]:
-        """Add special tokens to the tokenizer (growing the embeddings if needed); return their ids."""
+        """Add special tokens to the tokenizer (growing the embeddings if needed); return their ids.
+
+        A token the tokenizer already has as a special token (Qwen-1's ``<|extra_0|>``) is used as it is.
+
+        Raises:
+            ConfigError: a token is an ordinary token of the vocabulary, or the tokenizer cannot add new
+                special tokens (some remote-code tokenizers refuse); the message suggests unused special
+                tokens that could serve instead.
+        """
         tokenizer = self.tokenizer
-        vocab, added = tokenizer.get_vocab(), set(tokenizer.get_added_vocab())
-        ordinary = [t for t in tokens if t in vocab and t not in added]
+        vocab, added, specials = tokenizer.get_vocab(), set(tokenizer.get_added_vocab()), self._special_tokens()
+        ordinary = [t for t in tokens if t in vocab and t not in added and t not in specials]
         if ordinary:
             raise ConfigError(
                 f"model.image_token = {ordinary[0]!r} is an ordinary token of {self.name!r}'s tokenizer: every "
                 "occurrence in a text would become an image position; choose a placeholder that is not in the "
                 "vocabulary, such as '<image>'"
             )
-        missing = [t for t in tokens if t not in vocab]
+        missing = [t for t in tokens if t not in vocab and t not in specials]
         if missing:
-            # transformers 5 names them ``extra_special_tokens`` (``additional_...`` is a deprecated alias)
-            tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
+            try:  # transformers 5 names them ``extra_special_tokens`` (``additional_...`` is a deprecated alias)
+                tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
+                refused = next((t for t in missing if t not in tokenizer.get_vocab()), None)
+                reason = "it silently skipped it" if refused else ""
+            except (ValueError, TypeError, NotImplementedError, KeyError) as error:
+                refused, reason = missing[0], f"{type(error).__name__}: {error}"
+            if refused is not None:
+                raise ConfigError(self._cannot_add_message(refused, reason))
         ids = tokenizer.convert_tokens_to_ids(list(tokens))
         if ids and max(ids) >= self.vocab_size:
             self.model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         return ids
+
+    def _special_tokens(self) -> dict[str, int]:
+        """Special tokens the tokenizer already knows: its added special tokens, and a remote-code tokenizer's
+        own ``special_tokens`` table (Qwen-1's ``QWenTokenizer`` keeps them outside ``get_vocab()``)."""
+        tokenizer = self.tokenizer
+        found = {
+            str(token.content): int(index)
+            for index, token in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items()
+            if getattr(token, "special", False)
+        }
+        table = getattr(tokenizer, "special_tokens", None)
+        if isinstance(table, dict):
+            found.update({t: i for t, i in table.items() if isinstance(t, str) and isinstance(i, int)})
+        return found
+
+    def _cannot_add_message(self, token: str, reason: str) -> str:
+        tokenizer = self.tokenizer
+        named = {
+            getattr(tokenizer, f"{role}_token", None) for role in ("bos", "eos", "unk", "pad", "sep", "cls", "mask")
+        }
+        template = str(getattr(tokenizer, "chat_template", None) or "")
+        unused = sorted(
+            (index, text)
+            for text, index in self._special_tokens().items()
+            if text not in named and text not in template and text != token
+        )
+        if unused:
+            choices = ", ".join(repr(text) for _, text in unused[:3])
+            advice = f"set model.image_token to one of its special tokens that nothing else uses: {choices}"
+        else:
+            advice = "it has no unused special token either; give model.lm.tokenizer a tokenizer that can add tokens"
+        return (
+            f"model.image_token = {token!r}: the tokenizer of {self.name!r} ({type(tokenizer).__name__}) cannot add "
+            f"a new special token ({reason}); {advice}"
+        )
 
     def forward(
         self,

@@ -7,13 +7,22 @@ that fails to import is recorded with its name, distribution and error, and the 
 - ``ZOO_PLUGINS``: comma-separated extra plugin modules or ``.py`` files, loaded like ``--plugin``.
 - ``ZOO_DISABLE_PLUGINS``: comma-separated plugin names (built-in module or entry point) to skip.
 - ``ZOO_TRACE_PLUGINS=1``: print every hook call (pluggy's hook-call monitoring) to stderr.
+
+A plugin named twice (an entry point that a config or ``--plugin`` names again) is loaded once. An
+unknown (misspelled) hook fails the plugin with a did-you-mean; a module without any
+``@zoo.hookimpl`` loads with a warning. ``SystemExit`` and ``KeyboardInterrupt`` raised by plugin code
+at import are recorded like any other failure, with the plugin's name. A plugin reference is a file
+when it ends in ``.py`` or holds a path separator, and a module name otherwise (a file in the working
+directory never shadows a module name).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import importlib.util
+import inspect
 import os
 import sys
 import traceback
@@ -24,7 +33,7 @@ from types import ModuleType
 import pluggy
 
 from zoo import hookspecs
-from zoo.errors import PluginError
+from zoo.errors import PluginError, close_matches
 
 __all__ = [
     "BUILTIN_PLUGINS",
@@ -33,7 +42,11 @@ __all__ = [
     "PluginHost",
     "PluginInfo",
     "env_flag",
+    "is_plugin_file",
 ]
+
+# what plugin code may raise that must not end the host process (``GeneratorExit`` is left alone)
+PLUGIN_ESCAPES: tuple[type[BaseException], ...] = (Exception, SystemExit, KeyboardInterrupt)
 
 ENTRY_POINT_GROUP = "zoo"
 BUILTIN_PLUGINS: tuple[str, ...] = (
@@ -45,6 +58,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "zoo_plugins.open_clip_towers",
     "zoo_plugins.projectors",
     "zoo_plugins.qwen",
+    "zoo_plugins.qwen1",
     "zoo_plugins.minicpm",
     "zoo_plugins.llama",
     "zoo_plugins.hf_causal_lm",
@@ -90,6 +104,7 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self.loaded: list[PluginInfo] = []
         self.failures: list[PluginFailure] = []
+        self.notes: list[str] = []
         self.blocked = set(_env_list("ZOO_DISABLE_PLUGINS"))
         self._reported = 0
         if env_flag("ZOO_TRACE_PLUGINS"):
@@ -115,8 +130,10 @@ class PluginHost:
                 continue
             try:
                 plugin = entry_point.load()
+                if self.pm.is_registered(plugin):
+                    continue  # the same module under a second name: loaded once
                 self._register(plugin, entry_point.name)
-            except Exception as error:  # noqa: BLE001 - a broken plugin must not take the host down
+            except PLUGIN_ESCAPES as error:  # a broken plugin must not take the host down
                 self._fail(entry_point.name, "entrypoint", dist, error)
                 continue
             self.loaded.append(PluginInfo(entry_point.name, "entrypoint", dist, version))
@@ -129,36 +146,70 @@ class PluginHost:
             return None
         try:
             module = _import_module_or_file(name)
+            if self.pm.is_registered(module):
+                return None  # named twice (entry point + --plugin, or two spellings of one file): loaded once
             self._register(module, name)
-        except Exception as error:  # noqa: BLE001 - recorded, re-raised only in strict mode
-            self._fail(name, origin, "", error)
+        except PLUGIN_ESCAPES as error:  # recorded, re-raised only in strict mode
+            self._fail(name, origin, _distribution_of(name), error)
             return None
-        self.loaded.append(PluginInfo(name, origin))
+        self.loaded.append(PluginInfo(name, origin, "" if origin == "builtin" else _distribution_of(name)))
         return module
 
     def _register(self, plugin: object, name: str) -> None:
         self.pm.register(plugin, name=name)
-        try:
-            self.pm.check_pending()
-        except pluggy.PluginValidationError as error:
+        known = known_hooks()
+        unknown = sorted({caller.name for caller in self.pm.get_hookcallers(plugin) or () if caller.name not in known})
+        if unknown:
             self.pm.unregister(plugin)
+            hints = []
+            for hook in unknown:
+                close = close_matches(hook, known, limit=1)
+                hints.append(f"{hook!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise PluginError(
-                f"plugin {name!r} defines unknown hooks: {error}; "
-                f"known hooks: {', '.join(sorted(h for h in dir(self.pm.hook) if h.startswith('zoo_')))}"
-            ) from error
+                f"plugin {name!r} implements unknown hook {', '.join(hints)}; "
+                f"zoo's hooks are {', '.join(sorted(known))}"
+            )
+        if not self.pm.get_hookcallers(plugin):
+            unmarked = sorted(n for n in known if callable(getattr(plugin, n, None)))
+            why = (
+                f"{', '.join(unmarked)} lack the @zoo.hookimpl decorator"
+                if unmarked
+                else "it has no @zoo.hookimpl functions"
+            )
+            self.notes.append(f"zoo: warning: plugin {name!r} registers nothing: {why}")
 
     def _fail(self, name: str, origin: str, dist: str, error: BaseException) -> None:
         failure = PluginFailure(
             name=name,
             origin=origin,
             distribution=dist,
-            error=f"{type(error).__name__}: {error}",
+            error=f"{type(error).__name__}: {_short(str(error))}",
             traceback=traceback.format_exc(),
         )
         self.failures.append(failure)
         if self.strict:
             where = f" (distribution {dist})" if dist else ""
             raise PluginError(f"plugin {name!r}{where} failed to load: {failure.error}") from error
+
+    def disable(self, name: str, error: BaseException, *, origin: str = "hook") -> None:
+        """Unregister a plugin that loaded but then failed (its hook raised, or its names clash).
+
+        It moves from ``loaded`` to ``failures`` keeping its origin and distribution; strict mode raises.
+        """
+        info = next((p for p in self.loaded if p.name == name), None)
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            self.pm.unregister(plugin)
+        if info is not None:
+            self.loaded.remove(info)
+        self._fail(name, info.origin if info else origin, info.distribution if info else "", error)
+
+    def describe(self, name: str) -> str:
+        """``plugin 'x' (distribution pkg 1.0)``: how messages name a plugin."""
+        info = next((p for p in self.loaded if p.name == name), None)
+        dist = info.distribution if info else _distribution_of(name)
+        version = f" {info.version}" if info and info.version else ""
+        return f"plugin {name!r}" + (f" (distribution {dist}{version})" if dist else "")
 
     def unreported_warnings(self) -> list[str]:
         """The warnings not handed out before (a config's plugins may fail after the first report)."""
@@ -167,20 +218,53 @@ class PluginHost:
         return lines
 
     def warnings(self) -> list[str]:
-        """One line per failed plugin, for the CLI to print to stderr."""
+        """One line per failed plugin (and per plugin that registers nothing), for stderr."""
         return [
             f"zoo: plugin {f.name!r} ({f.origin}{', ' + f.distribution if f.distribution else ''}) "
             f"failed to load and was skipped: {f.error}"
             for f in self.failures
-        ]
+        ] + self.notes
+
+
+def known_hooks() -> set[str]:
+    """Names of the hooks zoo declares (from ``zoo.hookspecs``, not from what plugins implement)."""
+    return {name for name, value in inspect.getmembers(hookspecs) if name.startswith("zoo_") and callable(value)}
+
+
+def is_plugin_file(name: str) -> bool:
+    """A plugin reference names a file when it ends in ``.py`` or holds a path separator."""
+    return name.endswith(".py") or "/" in name or os.sep in name
+
+
+def _short(text: str, limit: int = 400) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@functools.lru_cache(maxsize=1)
+def _module_distributions() -> dict[str, list[str]]:
+    return dict(importlib.metadata.packages_distributions())
+
+
+def _distribution_of(name: str) -> str:
+    """The installed distribution that provides module ``name`` (``""`` for files and unknown modules)."""
+    if is_plugin_file(name):
+        return ""
+    try:
+        found = _module_distributions().get(name.split(".", 1)[0], [])
+    except Exception:  # noqa: BLE001 - broken metadata of another package must not matter here
+        return ""
+    return ", ".join(sorted(set(found)))
 
 
 def _import_module_or_file(name: str) -> ModuleType:
-    path = Path(name)
-    if name.endswith(".py") or path.is_file():
+    if is_plugin_file(name):
+        path = Path(name).expanduser()
         if not path.is_file():
             raise FileNotFoundError(f"plugin file {name!r} does not exist")
         module_name = "zoo_local_plugin_" + "".join(c if c.isalnum() else "_" for c in str(path.resolve()))
+        if module_name in sys.modules:  # the same file named twice (two spellings): one module
+            return sys.modules[module_name]
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
             raise ImportError(f"cannot import plugin file {name!r}")

@@ -91,8 +91,9 @@ class MultiModalProcessor:
         Returns:
             ``input_ids`` and ``attention_mask`` ``[B, T]``, ``pixel_values`` ``[N_img, 3, H, W]``.
         """
-        prompts = [text] if isinstance(text, str) else list(text)
+        prompts = _check_prompts(text)
         flat_images = _flatten_images(images, len(prompts))
+        _check_images(flat_images)
         counts = [p.count(self.image_token) for p in prompts]
         if sum(counts) != len(flat_images):
             raise ZooError(
@@ -130,9 +131,48 @@ class MultiModalProcessor:
         return self.tokenizer.batch_decode(token_ids, skip_special_tokens=skip_special_tokens)
 
 
-def _flatten_images(images: Sequence[Any] | None, num_prompts: int) -> list[Any]:
+def _check_prompts(text: Any) -> list[str]:
+    """The prompts as a list; anything but non-empty strings is a ``ZooError``."""
+    if isinstance(text, str):
+        prompts = [text]
+    elif isinstance(text, Sequence) and not isinstance(text, bytes | bytearray):
+        prompts = list(text)
+    else:
+        raise ZooError(f"text must be a string or a list of strings, not a {type(text).__name__}")
+    if not prompts:
+        raise ZooError("text is an empty list; give at least one prompt")
+    for index, prompt in enumerate(prompts):
+        if not isinstance(prompt, str):
+            raise ZooError(f"text[{index}] is a {type(prompt).__name__}, not a string")
+        if not prompt.strip():
+            where = "the prompt" if isinstance(text, str) else f"text[{index}]"
+            raise ZooError(f"{where} is empty; write a question or instruction (with one placeholder per image)")
+    return prompts
+
+
+def _check_images(images: list[Any]) -> None:
+    """Every image must be a non-empty PIL image (files are opened with ``zoo.images.open_image``)."""
+    from PIL import Image
+
+    for index, image in enumerate(images):
+        if not isinstance(image, Image.Image):
+            raise ZooError(
+                f"images[{index}] is a {type(image).__name__}, not a PIL image; open image files with "
+                "zoo.images.open_image(path)"
+            )
+        if image.width < 1 or image.height < 1:
+            raise ZooError(f"images[{index}] is empty ({image.width}x{image.height} pixels)")
+
+
+def _flatten_images(images: Any, num_prompts: int) -> list[Any]:
     if images is None:
         return []
+    from PIL import Image
+
+    if isinstance(images, Image.Image):
+        return [images]
+    if not isinstance(images, Sequence) or isinstance(images, str | bytes):
+        raise ZooError(f"images must be a list of PIL images (or one list per prompt), not a {type(images).__name__}")
     if isinstance(images, Sequence) and images and isinstance(images[0], list | tuple):
         if len(images) != num_prompts:
             raise ZooError(f"got {len(images)} image lists for {num_prompts} prompts; give one list per prompt")

@@ -2,6 +2,12 @@
 
 The registry is filled lazily, once, the first time it is needed (``get_registry()``). Extra plugin
 modules (a config's ``plugins:``, ``--plugin``) can be added later; only their hooks run then.
+
+A plugin's registrations are staged and checked (``zoo.specs.spec_problem``) before any of them
+is added, so a plugin is in or out as a whole. A name registered by two plugins disables both
+(``zoo plugins`` lists them as failed, with their distributions) and every other command keeps
+working; when one of the two is a built-in, only the other one is disabled, since zoo's own names
+are reserved. Strict mode (``ZOO_STRICT_PLUGINS=1``) makes any of this fatal.
 """
 
 from __future__ import annotations
@@ -13,14 +19,23 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from zoo.errors import ConfigError, DuplicateNameError, PluginError, UnknownNameError, suggest
-from zoo.plugin_manager import PluginHost
-from zoo.specs import KINDS, ComponentSpec, LanguageModelSpec, ProjectorSpec, VisionTowerSpec
+from zoo.limits import brief
+from zoo.plugin_manager import BUILTIN_PLUGINS, PLUGIN_ESCAPES, PluginHost
+from zoo.specs import (
+    KINDS,
+    MAX_NAME_LENGTH,
+    ComponentSpec,
+    LanguageModelSpec,
+    ProjectorSpec,
+    VisionTowerSpec,
+    spec_problem,
+)
+from zoo.yaml_io import load_yaml_file
 
 __all__ = [
     "KIND_TITLES",
+    "NameClashError",
     "Registry",
     "get_registry",
     "list_components",
@@ -37,6 +52,14 @@ _HOOKS = {
     "projector": "zoo_register_projectors",
     "lm": "zoo_register_language_models",
 }
+
+
+class NameClashError(DuplicateNameError):
+    """Two plugins registered one name; ``plugins`` holds both plugin names (first, second)."""
+
+    def __init__(self, message: str, plugins: tuple[str, str]) -> None:
+        super().__init__(message)
+        self.plugins = plugins
 
 
 def natural_key(text: str) -> list[Any]:
@@ -59,41 +82,66 @@ class Registry:
 
     # -- filling --------------------------------------------------------------------------------
     def collect(self, plugin: object) -> None:
-        """Run the registration hooks of one plugin, attributing its specs to it."""
+        """Run the registration hooks of one plugin and add its specs, all or none."""
         pm = self.host.pm
         others = [p for p in pm.get_plugins() if p is not plugin]
         plugin_name = pm.get_name(plugin) or repr(plugin)
+        staged: list[ComponentSpec] = []
         for kind, hook_name in _HOOKS.items():
             caller = pm.subset_hook_caller(hook_name, remove_plugins=others)
-            caller(register=self._register_fn(kind, plugin_name))
-
-    def _register_fn(self, kind: str, plugin_name: str):
-        def register(spec: ComponentSpec) -> None:
-            if getattr(spec, "kind", None) != kind:
-                raise PluginError(
-                    f"plugin {plugin_name!r} passed a {type(spec).__name__} "
-                    f"({getattr(spec, 'name', '?')!r}) to {_HOOKS[kind]}; expected a {_SPEC_TYPES[kind].__name__}"
-                )
+            caller(register=self._register_fn(kind, plugin_name, staged))
+        names = [(spec.kind, spec.name) for spec in staged]
+        for spec in staged:
+            if names.count((spec.kind, spec.name)) > 1:
+                raise PluginError(f"plugin {plugin_name!r} registers {KIND_TITLES[spec.kind]} {spec.name!r} twice")
+            self._check_free(spec, plugin_name)
+        for spec in staged:
             self.add(spec, plugin=plugin_name)
 
+    def _register_fn(self, kind: str, plugin_name: str, staged: list[ComponentSpec]):
+        def register(spec: ComponentSpec) -> None:
+            if not isinstance(spec, ComponentSpec):
+                raise PluginError(
+                    f"plugin {plugin_name!r} passed {brief(spec)} to {_HOOKS[kind]}; "
+                    f"expected a {_SPEC_TYPES[kind].__name__}"
+                )
+            if spec.kind != kind:
+                raise PluginError(
+                    f"plugin {plugin_name!r} passed a {type(spec).__name__} "
+                    f"({brief(spec.name)}) to {_HOOKS[kind]}; expected a {_SPEC_TYPES[kind].__name__}"
+                )
+            problem = spec_problem(spec)
+            if problem is not None:
+                raise PluginError(f"plugin {plugin_name!r} registered a bad {type(spec).__name__}: {problem}")
+            staged.append(spec)
+
         return register
+
+    def _check_free(self, spec: ComponentSpec, plugin: str) -> None:
+        table = self._specs[spec.kind]
+        if spec.name in table:
+            first = table[spec.name].plugin
+            raise NameClashError(
+                f"{KIND_TITLES[spec.kind]} {spec.name!r} is registered by two plugins: "
+                f"{self.host.describe(first)} and {self.host.describe(plugin)}; "
+                "uninstall or rename one, or skip one with ZOO_DISABLE_PLUGINS",
+                (first, plugin),
+            )
 
     def add(self, spec: ComponentSpec, *, plugin: str = "") -> None:
         """Add one spec; a name that is already registered is an error naming both plugins."""
         if not isinstance(spec, ComponentSpec) or spec.kind not in KINDS:
             raise PluginError(
-                f"plugin {plugin!r} registered {spec!r}; expected a VisionTowerSpec, ProjectorSpec or LanguageModelSpec"
+                f"plugin {plugin!r} registered {brief(spec)}; expected a VisionTowerSpec, ProjectorSpec or "
+                "LanguageModelSpec"
             )
+        problem = spec_problem(spec)
+        if problem is not None:
+            raise PluginError(f"plugin {plugin!r} registered a bad {type(spec).__name__}: {problem}")
         plugin = spec.plugin or plugin
-        table = self._specs[spec.kind]
-        if spec.name in table:
-            first = table[spec.name].plugin
-            raise DuplicateNameError(
-                f"{KIND_TITLES[spec.kind]} {spec.name!r} is registered twice: by plugin {first!r} and "
-                f"by plugin {plugin!r}; rename one or disable a plugin with ZOO_DISABLE_PLUGINS"
-            )
+        self._check_free(spec, plugin)
         object.__setattr__(spec, "plugin", plugin)
-        table[spec.name] = spec
+        self._specs[spec.kind][spec.name] = spec
 
     def forget_plugin(self, plugin: str) -> None:
         """Drop every spec a plugin registered (it failed half-way through its hooks)."""
@@ -115,14 +163,16 @@ class Registry:
             raise ConfigError(f"unknown component kind {kind!r}; {suggest(kind, KINDS)}")
         table = self._specs[kind]
         if not isinstance(name, str) or not name:
-            raise ConfigError(f"{key or kind}: expected a {KIND_TITLES[kind]} name (a string), got {name!r}")
+            raise ConfigError(f"{key or kind}: expected a {KIND_TITLES[kind]} name (a string), got {brief(name)}")
+        if len(name) > MAX_NAME_LENGTH:
+            raise ConfigError(f"{key or kind} = {brief(name)} is not a name (over {MAX_NAME_LENGTH} characters)")
         if name in table and not table[name].pattern:
             return table[name], {}
         for spec in table.values():
             implied = spec.match(name)
             if implied is not None:
                 return spec, implied
-        where = f"{key} = {name!r}" if key else repr(name)
+        where = f"{key} = {name!r}" if key else repr(name)  # at most MAX_NAME_LENGTH characters
         if ":" in name:
             prefix = name.split(":", 1)[0] + ":"
             sources = sorted({s.name.split(":", 1)[0] + ":" for s in table.values() if s.pattern and ":" in s.name})
@@ -179,10 +229,7 @@ class Registry:
 
 def _read_registry_yaml() -> dict[str, Any]:
     path = registry_yaml_path()
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"cannot read the shipped registry {path}: {error}") from error
+    data = load_yaml_file(path, what="the shipped registry") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
@@ -213,16 +260,22 @@ def get_registry(plugins: Sequence[str] = (), *, strict: bool | None = None) -> 
 
 
 def _collect_each(registry: Registry, plugins: Iterable[object]) -> None:
+    host = registry.host
     for plugin in plugins:
+        name = host.pm.get_name(plugin) or repr(plugin)
         try:
             registry.collect(plugin)
-        except DuplicateNameError:
-            raise
-        except Exception as error:  # noqa: BLE001 - a plugin whose hook raises is reported, not fatal
-            name = registry.host.pm.get_name(plugin) or repr(plugin)
-            registry.host.pm.unregister(plugin)
+        except NameClashError as error:
+            if host.strict:
+                raise
+            first = error.plugins[0]
+            if first != name and first not in BUILTIN_PLUGINS:  # zoo's own names stay; a third party's go
+                registry.forget_plugin(first)
+                host.disable(first, error)
+            host.disable(name, error)
+        except PLUGIN_ESCAPES as error:  # a hook that raises, even SystemExit, is reported, not fatal
             registry.forget_plugin(name)
-            registry.host._fail(name, "hook", "", error)
+            host.disable(name, error)
 
 
 def loaded_registry() -> Registry | None:

@@ -256,6 +256,10 @@ def _asides(path: Path) -> list[Path]:
 
 
 def _no_manifest(path: Path, root: int) -> CheckpointError:
+    from zoo.vlm_learning import is_vlm_learning_dir, not_a_zoo_checkpoint_hint
+
+    if is_vlm_learning_dir(path):
+        return CheckpointError(not_a_zoo_checkpoint_hint(path))
     hint = ""
     try:
         os.stat("config.json", dir_fd=root, follow_symlinks=False)

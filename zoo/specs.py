@@ -7,6 +7,7 @@ Heavy imports happen inside factories.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -22,7 +23,11 @@ __all__ = [
     "ProjectorSpec",
     "VisionTowerConfig",
     "VisionTowerSpec",
+    "spec_problem",
 ]
+
+MAX_NAME_LENGTH = 200
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:<>+/-]*")
 
 KINDS = ("vision", "projector", "lm")
 
@@ -137,7 +142,8 @@ class ComponentSpec:
     plugin: str = ""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "defaults", MappingProxyType(dict(self.defaults)))
+        defaults = dict(self.defaults) if isinstance(self.defaults, Mapping) else self.defaults
+        object.__setattr__(self, "defaults", MappingProxyType(defaults) if isinstance(defaults, dict) else defaults)
 
     def match(self, name: str) -> dict[str, str] | None:
         """Config values from the named groups if ``name`` fits this spec's pattern, else ``None``."""
@@ -169,3 +175,44 @@ class LanguageModelSpec(ComponentSpec):
 
     kind: ClassVar[str] = "lm"
     config_cls: type = LanguageModelConfig
+
+
+def spec_problem(spec: ComponentSpec) -> str | None:
+    """Why ``spec`` cannot be registered, or ``None``: checked once, when a plugin registers it.
+
+    A bad spec is the plugin's bug, so it must fail at registration (blaming the plugin) rather than
+    later in an unrelated lookup, in ``zoo list`` or in a user's build.
+    """
+    name = spec.name
+    if not isinstance(name, str) or not name:
+        return f"its name is {type(name).__name__} {name!r:.60}; expected a non-empty string"
+    if len(name) > MAX_NAME_LENGTH or not _NAME.fullmatch(name):
+        return (
+            f"name {name!r:.80} is not valid; use letters, digits and . _ : < > + / - "
+            f"(at most {MAX_NAME_LENGTH} characters, no spaces)"
+        )
+    if not callable(spec.factory):
+        return f"factory {spec.factory!r:.60} is not callable"
+    cls = spec.config_cls
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        return f"config_cls {cls!r:.60} is not a dataclass"
+    fields = {f.name for f in dataclasses.fields(cls)}
+    if not isinstance(spec.defaults, Mapping):
+        return f"defaults is a {type(spec.defaults).__name__}; expected a mapping of {cls.__name__} fields"
+    unknown = sorted(str(k) for k in spec.defaults if k not in fields)
+    if unknown:
+        return f"defaults set {', '.join(repr(k) for k in unknown)}, which {cls.__name__} has no field for"
+    for attribute in ("description", "source"):
+        if not isinstance(getattr(spec, attribute), str):
+            return f"{attribute} is a {type(getattr(spec, attribute)).__name__}; expected a string"
+    if spec.pattern is not None:
+        if not isinstance(spec.pattern, str) or len(spec.pattern) > 1000:
+            return f"pattern {spec.pattern!r:.60} is not a regular expression string"
+        try:
+            compiled = re.compile(spec.pattern)
+        except re.error as error:
+            return f"pattern {spec.pattern!r:.80} is not a valid regular expression: {error}"
+        extra = sorted(set(compiled.groupindex) - fields)
+        if extra:
+            return f"pattern group {extra[0]!r} is not a field of {cls.__name__}"
+    return None

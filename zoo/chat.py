@@ -1,0 +1,130 @@
+"""Chat messages -> token ids and labels with the LM tokenizer's own chat template.
+
+The whole conversation is rendered once and tokenized once (so training sees exactly the ids the
+template gives at inference). A token is supervised when it overlaps an assistant turn's span in
+the rendered text: the turn's content plus the end-of-turn marker the template writes after it
+(``<|im_end|>`` for ChatML), so the model learns to stop; whitespace the template writes after
+that marker is not supervised. Each span is found by rendering the conversation up to the turn
+with the generation prompt (where the turn starts) and up to and including it (where it ends).
+Each image placeholder token is then expanded to ``tokens_per_image`` ids, never supervised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from zoo.errors import ZooError
+from zoo.multimodal import IGNORE_INDEX
+from zoo.records import DATA_IMAGE_TOKEN
+
+__all__ = ["ChatEncoder", "Encoded"]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Token ids, labels (``IGNORE_INDEX`` where unsupervised) and how many images they hold."""
+
+    input_ids: list[int]
+    labels: list[int]
+    num_images: int
+
+
+class ChatEncoder:
+    """Encodes chat messages for one model (picklable: holds the tokenizer, not the model).
+
+    Args:
+        tokenizer: the LM's (fast) tokenizer, with a chat template and the image token added.
+        image_token: the model's placeholder string (``DATA_IMAGE_TOKEN`` in data is rewritten to it).
+        tokens_per_image: positions one image occupies.
+    """
+
+    def __init__(self, tokenizer: Any, *, image_token: str, tokens_per_image: int) -> None:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ZooError(
+                f"the tokenizer {type(tokenizer).__name__} has no chat template; conversation data needs one "
+                "(use an instruct/chat tokenizer or set tokenizer.chat_template)"
+            )
+        if not getattr(tokenizer, "is_fast", False):
+            raise ZooError(f"the tokenizer {type(tokenizer).__name__} is not a fast tokenizer; labels need offsets")
+        self.tokenizer = tokenizer
+        self.image_token = image_token
+        self.image_token_id = int(tokenizer.convert_tokens_to_ids(image_token))
+        self.tokens_per_image = tokens_per_image
+
+    def render(self, messages: Sequence[Mapping[str, str]], *, add_generation_prompt: bool = False) -> str:
+        """The template's text for ``messages`` (data placeholders rewritten to the model's image token)."""
+        if self.image_token != DATA_IMAGE_TOKEN:
+            messages = [{**m, "content": m["content"].replace(DATA_IMAGE_TOKEN, self.image_token)} for m in messages]
+        return self.tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def encode(
+        self,
+        messages: Sequence[Mapping[str, str]],
+        *,
+        supervise: str = "assistant",
+        max_length: int | None = None,
+    ) -> Encoded:
+        """Ids and labels of a whole conversation.
+
+        Args:
+            messages: ``{"role", "content"}`` dicts, as ``zoo.records.Conversation.messages``.
+            supervise: ``assistant`` (every assistant turn, for training) or ``last`` (the last
+                assistant turn only, for the loss on a reference answer).
+            max_length: truncate to at most this many ids (images expanded); a cut that would fall
+                inside an image's positions moves to just before that image, so an image is kept
+                whole or dropped with everything after it. ``num_images`` counts the images kept.
+        """
+        if supervise not in ("assistant", "last"):
+            raise ZooError(f"supervise = {supervise!r} is not valid; valid choices: 'assistant', 'last'")
+        text = self.render(messages)
+        turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+        spans = [self._span(messages, i, text) for i in (turns[-1:] if supervise == "last" else turns)]
+        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        labels = [
+            token if any(start < span_end and end > span_start for span_start, span_end in spans) else IGNORE_INDEX
+            for token, (start, end) in zip(encoding["input_ids"], encoding["offset_mapping"])
+        ]
+        return self._expand(encoding["input_ids"], labels, max_length)
+
+    def encode_prompt(self, messages: Sequence[Mapping[str, str]]) -> Encoded:
+        """Ids of ``messages`` followed by the generation prompt (what a model answers), no labels."""
+        text = self.render(messages, add_generation_prompt=True)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return self._expand(ids, [IGNORE_INDEX] * len(ids), None)
+
+    def _span(self, messages: Sequence[Mapping[str, str]], turn: int, text: str) -> tuple[int, int]:
+        before = self.render(messages[:turn], add_generation_prompt=True)
+        through = text if turn == len(messages) - 1 else self.render(messages[: turn + 1])
+        if not (through.startswith(before) and text.startswith(through)):
+            raise ZooError(
+                "the tokenizer's chat template does not render a conversation as the concatenation of its turns "
+                "(rendering a prefix of the messages is not a prefix of the full text), so the assistant turns "
+                "cannot be located for labels; use a template that renders turns incrementally"
+            )
+        end = len(through)
+        while end > len(before) and through[end - 1].isspace():
+            end -= 1
+        return len(before), end
+
+    def _expand(self, ids: Sequence[int], labels: Sequence[int], max_length: int | None) -> Encoded:
+        out_ids: list[int] = []
+        out_labels: list[int] = []
+        starts: list[int] = []
+        for token, label in zip(ids, labels):
+            if token == self.image_token_id:
+                starts.append(len(out_ids))
+                out_ids.extend([token] * self.tokens_per_image)
+                out_labels.extend([IGNORE_INDEX] * self.tokens_per_image)
+            else:
+                out_ids.append(token)
+                out_labels.append(label)
+        cut = len(out_ids) if max_length is None else min(len(out_ids), max_length)
+        for start in starts:
+            if start < cut < start + self.tokens_per_image:
+                cut = start  # never keep part of an image
+        kept = sum(start + self.tokens_per_image <= cut for start in starts)
+        return Encoded(out_ids[:cut], out_labels[:cut], kept)

@@ -1,0 +1,288 @@
+"""Training data: the ``data:`` section, a LLaVA conversation ``Dataset`` and its collator.
+
+Typical use (what ``zoo train`` does)::
+
+    config = parse_data_config(yaml_data["data"], source="train.yaml", base_dir=Path("."))
+    dataset = LlavaDataset(config.train, model, image_folder=config.image_folder_for(config.train),
+                           max_length=config.max_length, on_error=config.on_error)
+    loader = DataLoader(dataset, batch_size=8, collate_fn=DataCollator.from_model(model))
+    loss = model(**next(iter(loader))).loss
+
+Records are read and validated up front (:mod:`zoo.records`); every image path is checked to be a
+file then. Text is tokenized and images are opened (``zoo.images.open_image``) lazily, in
+``__getitem__``, so in the dataloader workers. Labels cover the assistant turns only
+(:mod:`zoo.chat`); truncation to ``max_length`` never splits an image: a cut inside an image's
+positions moves to just before it and that image (and any later one) is dropped with its pixels.
+
+Blank-image mode (``blank_images=True``) replaces every image by a mid-grey (RGB 128, 128, 128)
+image of the same size: after the tower's normalisation it carries no information, the ablation
+that shows whether a model uses its images.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch.utils.data import Dataset
+
+from zoo.chat import ChatEncoder
+from zoo.config import _check_keys, config_from_dict
+from zoo.errors import ConfigError, ZooError
+from zoo.images import open_image
+from zoo.multimodal import IGNORE_INDEX
+from zoo.records import ON_ERROR, Conversation, DataError, RecordList, check_records, read_json_records, read_records
+
+__all__ = [
+    "BLANK_RGB",
+    "DataCollator",
+    "DataConfig",
+    "DataError",
+    "LlavaDataset",
+    "blank_like",
+    "parse_data_config",
+    "read_records",
+]
+
+logger = logging.getLogger(__name__)
+
+BLANK_RGB = (128, 128, 128)  # mid-grey
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The ``data:`` section of a training file (paths already resolved against the file's folder).
+
+    Attributes:
+        train: LLaVA conversation JSON (a list) or JSONL.
+        eval: held-out records in the same format (optional).
+        image_folder: where relative image paths resolve; ``None``: the folder of each JSON file.
+        max_length: ids per sample after image expansion (longer samples are truncated).
+        on_error: ``error`` stops at the first bad record; ``skip`` drops bad records and reports the count.
+        group_by_modality_length: batch image and text-only samples apart, by length (LLaVA's sampler).
+        num_workers: dataloader worker processes (images are opened in them).
+    """
+
+    train: str
+    eval: str | None = None
+    image_folder: str | None = None
+    max_length: int = 2048
+    on_error: str = "error"
+    group_by_modality_length: bool = False
+    num_workers: int = 0
+
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"on_error": ON_ERROR}
+
+    def image_folder_for(self, data_file: str | Path) -> Path:
+        """The folder that relative image paths of ``data_file`` resolve against."""
+        return Path(self.image_folder) if self.image_folder is not None else Path(data_file).parent
+
+
+def parse_data_config(data: Any, *, source: str = "<config>", base_dir: Path | None = None) -> DataConfig:
+    """Validate the ``data:`` mapping; relative paths resolve against ``base_dir`` (the YAML's folder).
+
+    Example:
+        >>> parse_data_config({"train": "train.json"}, source="run.yaml", base_dir=Path("/runs")).train
+        '/runs/train.json'
+    """
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: data = {data!r}: expected a mapping with at least 'train'")
+    _check_keys(data, [f for f in DataConfig.__dataclass_fields__ if f != "choices"], "data", source, ("train",))
+    config = config_from_dict(DataConfig, data, "data", source)
+    if config.max_length < 1:
+        raise ConfigError(f"{source}: data.max_length = {config.max_length!r} is not valid; it must be >= 1")
+    if config.num_workers < 0:
+        raise ConfigError(f"{source}: data.num_workers = {config.num_workers!r} is not valid; it must be >= 0")
+    for key in ("train", "eval", "image_folder"):
+        value = getattr(config, key)
+        if value is not None and not value.strip():
+            raise ConfigError(f"{source}: data.{key} = {value!r}: expected a path")
+    base = Path(base_dir) if base_dir is not None else None
+
+    def resolve(value: str | None) -> str | None:
+        if value is None or base is None or Path(value).is_absolute():
+            return value
+        return str(base / value)
+
+    return DataConfig(
+        **{**config.__dict__, **{k: resolve(getattr(config, k)) for k in ("train", "eval", "image_folder")}}
+    )
+
+
+def blank_like(image: Any) -> Any:
+    """A mid-grey RGB image of ``image``'s size (``BLANK_RGB``)."""
+    from PIL import Image
+
+    return Image.new("RGB", image.size, BLANK_RGB)
+
+
+class LlavaDataset(Dataset):
+    """LLaVA conversation records as model inputs: ``input_ids`` and ``labels`` ``[T]``, ``pixel_values`` ``[n_img, 3, H, W]``.
+
+    Args:
+        records_or_path: a JSON/JSONL file, or records (dicts) already in memory.
+        model: the ``MultiModal`` the data is for (its tokenizer, chat template, image token, tokens per
+            image and tower preprocessing are used; the model itself is not kept).
+        image_folder: where relative image paths resolve (default: the file's folder, or the working
+            directory for in-memory records).
+        max_length: ids per sample after image expansion; see the module docstring for truncation.
+        on_error: ``error`` raises a ``DataError`` naming the file, record index and id of the first bad
+            record; ``skip`` drops bad records (malformed, or naming a missing image) and logs the count;
+            an image found corrupt only when opened (in ``__getitem__``) is logged and the next record is
+            returned in its place.
+        blank_images: replace every image by a mid-grey one of the same size.
+        supervise: ``assistant`` (labels on every assistant turn) or ``last`` (the last one only).
+    """
+
+    def __init__(
+        self,
+        records_or_path: str | Path | Sequence[Mapping[str, Any]],
+        model: Any,
+        *,
+        image_folder: str | Path | None = None,
+        max_length: int = 2048,
+        on_error: str = "error",
+        blank_images: bool = False,
+        supervise: str = "assistant",
+    ) -> None:
+        if isinstance(records_or_path, str | Path):
+            records: Sequence[Any] = read_json_records(records_or_path)
+            source = str(records_or_path)
+            default_folder = Path(records_or_path).parent
+        else:
+            records, source, default_folder = records_or_path, "<records>", Path(".")
+        self.source = source
+        self.image_folder = Path(image_folder) if image_folder is not None else default_folder
+        conversations = check_records(records, source=source, on_error=on_error)
+        self.skipped: list[str] = list(conversations.skipped)
+        self.conversations = self._with_existing_images(conversations, on_error)
+        self.encoder = ChatEncoder(model.lm.tokenizer, image_token=model.image_token,
+                                   tokens_per_image=model.tokens_per_image)  # fmt: skip
+        self.preprocessor = model.vision.preprocessor
+        self.max_length = max_length
+        self.on_error = on_error
+        self.blank_images = blank_images
+        self.supervise = supervise
+
+    def _with_existing_images(self, conversations: RecordList, on_error: str) -> list[Conversation]:
+        kept = []
+        for conversation in conversations:
+            missing = [p for p in conversation.images if not self.image_path(p).is_file()]
+            if not missing:
+                kept.append(conversation)
+                continue
+            problem = (
+                f"{conversation.where}: image {str(self.image_path(missing[0]))!r} does not exist or is not a file"
+            )
+            if on_error == "error":
+                raise DataError(problem)
+            self.skipped.append(problem)
+        if len(kept) < len(conversations):
+            logger.warning("%s: skipped %d records naming missing images (data.on_error: skip); first: %s",
+                           self.source, len(conversations) - len(kept), self.skipped[-1])  # fmt: skip
+        return kept
+
+    def image_path(self, name: str) -> Path:
+        """Where an image named in a record lives (absolute paths stay as they are)."""
+        return self.image_folder / name
+
+    def __len__(self) -> int:
+        return len(self.conversations)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        for attempt in range(len(self.conversations)):
+            conversation = self.conversations[(index + attempt) % len(self.conversations)]
+            try:
+                return self.encode(conversation)
+            except DataError as error:
+                if self.on_error == "error":
+                    raise
+                logger.warning("skipping a record whose image cannot be read (data.on_error: skip): %s", error)
+        raise DataError(f"{self.source}: no record of the dataset can be read")
+
+    def encode(self, conversation: Conversation) -> dict[str, torch.Tensor]:
+        """One conversation as model inputs (opens its images)."""
+        encoded = self.encoder.encode(conversation.messages, supervise=self.supervise, max_length=self.max_length)
+        return {
+            "input_ids": torch.tensor(encoded.input_ids, dtype=torch.long),  # [T]
+            "labels": torch.tensor(encoded.labels, dtype=torch.long),  # [T]
+            "pixel_values": self.pixel_values(conversation, conversation.images[: encoded.num_images]),
+        }
+
+    def pixel_values(self, conversation: Conversation, names: Sequence[str]) -> torch.Tensor:
+        """The preprocessed images ``names`` of ``conversation``, ``[n_img, 3, H, W]`` (blank in blank mode)."""
+        images = []
+        for number, name in enumerate(names):
+            try:
+                image = open_image(self.image_path(name), what=f"image {number}")
+            except ZooError as error:
+                raise DataError(f"{conversation.where}: {error}") from error
+            images.append(blank_like(image) if self.blank_images else image)
+        return self.preprocessor(images)  # [n_img, 3, H, W]
+
+    @property
+    def lengths(self) -> list[int]:
+        """Estimated ids per sample (words plus image positions), cheap, as LLaVA estimates them."""
+        per_image = self.encoder.tokens_per_image
+        return [_words(c) + per_image * len(c.images) for c in self.conversations]
+
+    @property
+    def modality_lengths(self) -> list[int]:
+        """``lengths`` signed as LLaVA's ``modality_lengths``: positive with images, negative text-only."""
+        return [n if c.images else -n for n, c in zip(self.lengths, self.conversations)]
+
+
+def _words(conversation: Conversation) -> int:
+    return sum(len(m["content"].split()) for m in conversation.messages)
+
+
+class DataCollator:
+    """Pads a list of dataset items into the keyword arguments of ``MultiModal.forward``.
+
+    ``input_ids`` are padded with ``pad_token_id``, ``labels`` (when present) with ``IGNORE_INDEX``;
+    ``attention_mask`` marks real tokens; ``pixel_values`` of the items are concatenated in order.
+
+    Args:
+        pad_token_id: the id padding positions get (masked out; never supervised).
+        padding_side: ``right`` for training, ``left`` for generation.
+        pad_to_multiple_of: round the padded length up to a multiple of this (tensor-core friendly).
+    """
+
+    def __init__(self, pad_token_id: int, padding_side: str = "right", pad_to_multiple_of: int | None = None) -> None:
+        if padding_side not in ("left", "right"):
+            raise ZooError(f"padding_side = {padding_side!r} is not valid; valid choices: 'left', 'right'")
+        self.pad_token_id = int(pad_token_id)
+        self.padding_side = padding_side
+        self.pad_to_multiple_of = pad_to_multiple_of
+
+    @classmethod
+    def from_model(cls, model: Any, **kwargs: Any) -> DataCollator:
+        """The collator for ``model``'s tokenizer (pad token, else end-of-text, else 0)."""
+        tokenizer = model.lm.tokenizer
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        return cls(pad if pad is not None else 0, **kwargs)
+
+    def __call__(self, items: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        length = max(len(item["input_ids"]) for item in items)
+        if self.pad_to_multiple_of:
+            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        with_labels = all("labels" in item for item in items)
+        batch = {
+            "input_ids": torch.full((len(items), length), self.pad_token_id, dtype=torch.long),  # [B, T]
+            "attention_mask": torch.zeros((len(items), length), dtype=torch.long),  # [B, T]
+        }
+        if with_labels:
+            batch["labels"] = torch.full((len(items), length), IGNORE_INDEX, dtype=torch.long)  # [B, T]
+        for row, item in enumerate(items):
+            size = len(item["input_ids"])
+            span = slice(length - size, length) if self.padding_side == "left" else slice(0, size)
+            batch["input_ids"][row, span] = item["input_ids"]
+            batch["attention_mask"][row, span] = 1
+            if with_labels:
+                batch["labels"][row, span] = item["labels"]
+        batch["pixel_values"] = torch.cat([item["pixel_values"] for item in items])  # [N_img, 3, H, W]
+        return batch

@@ -1,0 +1,199 @@
+"""``zoo.train``: train a composition from a training file with transformers' ``Trainer``.
+
+One process, ``torchrun --nproc_per_node N -m zoo train CONFIG`` or ``accelerate launch -m zoo train
+CONFIG``: the distributed setup (DDP, FSDP, DeepSpeed) is accelerate's, read from the launcher's
+environment and the ``train:`` section. What a run leaves in ``output_dir``::
+
+    checkpoint-100/   a zoo checkpoint (zoo.load, zoo generate, zoo eval, zoo convert) + Trainer's resume state
+    final/            the model at the end (a zoo checkpoint)
+    log.jsonl         one line per log: loss, lr per component, grad_norm, samples/s, tokens/s, eval loss
+    loss.png          the loss curve
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+from zoo.errors import ConfigError
+from zoo.train_config import TrainConfig, load_train_config
+
+if TYPE_CHECKING:
+    from transformers import TrainingArguments
+
+    from zoo.multimodal import MultiModal
+
+__all__ = ["TrainResult", "train", "training_arguments"]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a finished run produced (paths are absolute)."""
+
+    output_dir: Path
+    final_checkpoint: Path
+    global_step: int
+    train_loss: float
+    log_file: Path
+    loss_plot: Path | None
+    metrics: dict[str, Any]
+    is_main_process: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``zoo train --json``)."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def train(
+    config: str | Path | Mapping[str, Any] | TrainConfig,
+    *,
+    output_dir: str | Path | None = None,
+    max_steps: int | None = None,
+    resume: bool | str | Path = False,
+) -> TrainResult:
+    """Build the composition, read the data and train it with ``ZooTrainer``.
+
+    Args:
+        config: a training YAML path, its mapping, or a parsed ``TrainConfig``.
+        output_dir: overrides ``train.output_dir``.
+        max_steps: overrides ``train.max_steps`` (and ``train.epochs``).
+        resume: ``True`` continues from the latest ``checkpoint-N`` of ``output_dir``; a path continues
+            from that checkpoint. The loss curve is the one of an uninterrupted run.
+
+    Example:
+        >>> result = zoo.train.train("examples/shapes/train.yaml", max_steps=20)
+        >>> zoo.load(result.final_checkpoint)
+    """
+    import transformers
+
+    from zoo.builder import build
+    from zoo.data import DataCollator, LlavaDataset
+    from zoo.trainer import LOG_FILE, JsonlLogger, ZooTrainer
+
+    parsed = config if isinstance(config, TrainConfig) else load_train_config(config)
+    settings = parsed.train
+    if output_dir is not None:
+        settings = dataclasses.replace(settings, output_dir=str(output_dir))
+    if max_steps is not None:
+        if max_steps <= 0:
+            raise ConfigError(f"--max-steps = {max_steps} is not valid; it must be positive")
+        settings = dataclasses.replace(settings, max_steps=max_steps, epochs=None)
+    if not settings.output_dir:
+        raise ConfigError(f"{parsed.source}: train.output_dir is not set (or pass --output-dir)")
+    out = Path(settings.output_dir).absolute()
+    if not resume and any(out.glob("checkpoint-*")):
+        raise ConfigError(
+            f"train.output_dir = {str(out)!r} holds checkpoints of an earlier run; pass --resume to continue it "
+            "or choose another --output-dir"
+        )
+    parsed = dataclasses.replace(parsed, train=settings)
+
+    transformers.set_seed(settings.seed)  # the random init of tiny / new components is part of the run
+    model = build(parsed.model)
+    data = parsed.data
+    train_set = LlavaDataset(data.train, model, image_folder=data.image_folder_for(data.train),
+                             max_length=data.max_length, on_error=data.on_error)  # fmt: skip
+    eval_set = None
+    if data.eval is not None:
+        eval_set = LlavaDataset(data.eval, model, image_folder=data.image_folder_for(data.eval),
+                                max_length=data.max_length, on_error=data.on_error)  # fmt: skip
+    args = training_arguments(parsed, model, has_eval=eval_set is not None)
+    trainer = ZooTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=DataCollator.from_model(model),
+        callbacks=[JsonlLogger(out / LOG_FILE)],
+        group_by_modality_length=data.group_by_modality_length,
+    )
+    if args.should_log:
+        _print_parameters(model, train_set, eval_set)
+    output = trainer.train(resume_from_checkpoint=str(resume) if isinstance(resume, str | Path) else resume or None)
+    final = out / "final"
+    trainer.save_model(str(final))
+    plot = out / "loss.png"
+    return TrainResult(
+        output_dir=out,
+        final_checkpoint=final,
+        global_step=output.global_step,
+        train_loss=float(output.training_loss),
+        log_file=out / LOG_FILE,
+        loss_plot=plot if plot.is_file() else None,
+        metrics=dict(output.metrics),
+        is_main_process=trainer.is_world_process_zero(),
+    )
+
+
+def training_arguments(config: TrainConfig, model: MultiModal, *, has_eval: bool) -> TrainingArguments:
+    """The ``TrainingArguments`` a training file means (one place maps zoo keys to Trainer's)."""
+    from transformers import TrainingArguments
+
+    s = config.train
+    fsdp_config = None
+    if s.fsdp:
+        fsdp_config = dict(s.fsdp_config or {})
+        if fsdp_config.get("auto_wrap_policy", "TRANSFORMER_BASED_WRAP") == "TRANSFORMER_BASED_WRAP":
+            # the block classes each component declares (a MultiModal has no _no_split_modules)
+            fsdp_config.setdefault("transformer_layer_cls_to_wrap", sorted(c.__name__ for c in model.fsdp_wrap_classes))
+    eval_steps = s.eval_steps or s.save_steps
+    return TrainingArguments(
+        output_dir=str(Path(str(s.output_dir)).absolute()),
+        max_steps=s.max_steps if s.max_steps is not None else -1,
+        num_train_epochs=s.epochs if s.epochs is not None else 1.0,
+        per_device_train_batch_size=s.batch_size,
+        per_device_eval_batch_size=s.eval_batch_size or s.batch_size,
+        gradient_accumulation_steps=s.grad_accum,
+        learning_rate=s.lr,
+        lr_scheduler_type=s.scheduler,
+        warmup_steps=s.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=s.weight_decay,
+        max_grad_norm=s.max_grad_norm,
+        optim=s.optim,
+        save_strategy="steps",
+        save_steps=s.save_steps,
+        save_total_limit=s.save_total_limit,
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=eval_steps if has_eval else None,
+        logging_steps=s.logging_steps,
+        seed=s.seed,
+        data_seed=s.seed,
+        bf16=s.bf16,
+        fp16=s.fp16,
+        report_to=s.report_to,
+        dataloader_num_workers=config.data.num_workers,
+        use_cpu=not _has_accelerator(),  # accelerate runs multi-process CPU (gloo) only when told to
+        dataloader_pin_memory=_has_accelerator(),
+        remove_unused_columns=False,  # the collator's keys are MultiModal.forward's arguments
+        include_num_input_tokens_seen="non_padding",
+        fsdp=cast(Any, True) if s.fsdp else None,  # True turns FSDP on (a str is the deprecated option list)
+        fsdp_config=fsdp_config,
+        deepspeed=s.deepspeed,
+    )
+
+
+def _has_accelerator() -> bool:
+    import torch
+
+    probe = getattr(torch, "accelerator", None)  # torch >= 2.6
+    return bool(probe.is_available()) if probe is not None else torch.cuda.is_available()
+
+
+def _print_parameters(model: MultiModal, train_set: Any, eval_set: Any) -> None:
+    counts = model.parameter_counts()
+    names = {kind: model.composition.slot(kind).name for kind in counts}
+    lines = [f"{'component':<10} {'name':<24} {'params':>14} {'trainable':>14}"]
+    for kind, count in counts.items():
+        lines.append(f"{kind:<10} {names[kind]:<24} {count['params']:>14,} {count['trainable']:>14,}")
+    total = sum(c["params"] for c in counts.values())
+    trainable = sum(c["trainable"] for c in counts.values())
+    lines.append(f"{'total':<10} {'':<24} {total:>14,} {trainable:>14,}")
+    sizes = f"train records: {len(train_set)}" + (f", eval records: {len(eval_set)}" if eval_set is not None else "")
+    skipped = len(train_set.skipped) + (len(eval_set.skipped) if eval_set is not None else 0)
+    if skipped:
+        sizes += f"; {skipped} bad records skipped (data.on_error: skip)"
+    print("\n".join([*lines, sizes]), file=sys.stderr, flush=True)

@@ -1,0 +1,291 @@
+"""transformers' ``Trainer`` for a ``MultiModal``: zoo checkpoints, per-component learning rates, a JSONL log.
+
+``ZooTrainer`` changes only what a plain ``nn.Module`` needs (a ``MultiModal`` is not a
+``PreTrainedModel``); the training loop, DDP / FSDP / DeepSpeed, mixed precision, gradient
+accumulation, RNG and optimizer state on resume are transformers' and accelerate's:
+
+- ``create_optimizer``: one group per trained component with its ``lr`` (:func:`zoo.training.param_groups`),
+  each split into decayed weights and undecayed biases / norms as Trainer does; the optimizer class and
+  its options still come from ``TrainingArguments.optim``.
+- ``_save``: every checkpoint (``checkpoint-N/``) is a zoo checkpoint (``manifest.json`` + safetensors),
+  readable by ``zoo.load``, ``zoo generate`` and ``zoo convert``; Trainer adds its optimizer, scheduler,
+  RNG and ``trainer_state.json`` beside it. Under FSDP / DeepSpeed the full state dict Trainer gathers
+  is put into a replica built on ``meta`` and saved from there.
+- resume: the zoo weights are loaded into the model before accelerate wraps it; Trainer restores the rest.
+- ``group_by_modality_length``: LLaVA's sampler (image and text-only samples in separate mega-batches,
+  each sorted by length).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch.utils.data import Sampler
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from zoo.checkpoint import MANIFEST, load_weights, save
+from zoo.errors import CheckpointError, ConfigError
+from zoo.training import param_groups
+
+if TYPE_CHECKING:
+    from zoo.multimodal import MultiModal
+
+__all__ = ["LOG_FILE", "JsonlLogger", "ModalityLengthSampler", "ZooTrainer", "plot_losses", "save_sharded"]
+
+LOG_FILE = "log.jsonl"
+
+
+class ZooTrainer(Trainer):
+    """``transformers.Trainer`` for ``zoo.MultiModal`` (see the module docstring for what differs).
+
+    Args:
+        *args: as ``transformers.Trainer``.
+        group_by_modality_length: sample with :class:`ModalityLengthSampler` (the dataset needs
+            ``modality_lengths``, as ``zoo.data.LlavaDataset`` has).
+        **kwargs: as ``transformers.Trainer``.
+    """
+
+    def __init__(self, *args: Any, group_by_modality_length: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.group_by_modality_length = group_by_modality_length
+
+    def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
+        """AdamW (or ``args.optim``) over per-component groups with their own learning rates."""
+        if self.optimizer is not None:
+            return self.optimizer
+        target = self.accelerator.unwrap_model(model if model is not None else self.model)
+        decay = {id(p) for n, p in target.named_parameters() if n in set(self.get_decay_parameter_names(target))}
+        groups = []
+        for group in param_groups(target, self.args.learning_rate, self.args.weight_decay):
+            params = group.pop("params")
+            groups.append({**group, "params": [p for p in params if id(p) in decay]})
+            groups.append({**group, "name": f"{group['name']}.no_decay", "weight_decay": 0.0,
+                           "params": [p for p in params if id(p) not in decay]})  # fmt: skip
+        groups = [g for g in groups if g["params"]]
+        if not groups:
+            raise ConfigError("nothing to train: every component is frozen; set model.<slot>.train: full or lora")
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, target)
+        self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """Write a zoo checkpoint (Trainer calls this on the saving process with the gathered state dict)."""
+        if not self.args.should_save:
+            return
+        model: MultiModal = self.accelerator.unwrap_model(self.model, keep_torch_compile=False)
+        save_sharded(model, state_dict, output_dir or str(self.args.output_dir))
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Trainer's ``save_model``, then a barrier: the zoo checkpoint directory is written atomically by
+        the main process, and no process may add its resume files (RNG state) to it before that."""
+        super().save_model(output_dir, _internal_call=_internal_call)
+        self.accelerator.wait_for_everyone()
+
+    def train(  # type: ignore[override]  # same parameters, passed through
+        self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any
+    ) -> Any:
+        """Trainer's ``train``; a resumed run first loads the checkpoint's zoo weights into the model."""
+        if resume_from_checkpoint is True or resume_from_checkpoint == "latest":
+            out = str(self.args.output_dir)
+            resume_from_checkpoint = get_last_checkpoint(out) if Path(out).is_dir() else None
+            if resume_from_checkpoint is None:
+                raise CheckpointError(f"--resume: no checkpoint-N directory in {self.args.output_dir!r} to resume from")
+        if resume_from_checkpoint:
+            path = Path(str(resume_from_checkpoint))
+            if not (path / MANIFEST).is_file():
+                raise CheckpointError(f"--resume {str(path)!r}: not a zoo training checkpoint (no {MANIFEST})")
+            if not (path / "trainer_state.json").is_file():
+                raise CheckpointError(
+                    f"--resume {str(path)!r}: a zoo checkpoint without trainer_state.json (not written by zoo "
+                    "train); to fine-tune from it, name it in model: ... instead"
+                )
+            load_weights(self.accelerator.unwrap_model(self.model), path)
+            resume_from_checkpoint = str(path)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
+        """No-op: :meth:`train` loaded the zoo weights before the model was wrapped."""
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Sampler | None:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        lengths = getattr(dataset, "modality_lengths", None)
+        if self.group_by_modality_length and lengths is not None:
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return ModalityLengthSampler(self.args.train_batch_size, self.args.world_size, lengths, seed=seed)
+        return super()._get_train_sampler(train_dataset)
+
+
+def save_sharded(model: MultiModal, state_dict: dict[str, torch.Tensor] | None, directory: str | os.PathLike) -> Path:
+    """Save ``model`` as a zoo checkpoint; when its parameters are shards (FSDP, DeepSpeed ZeRO-3), from
+    ``state_dict``, the full tensors gathered on this process, put into a replica built on ``meta``.
+
+    Example (FSDP2, every process calls the gather, the main one saves)::
+
+        full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        if rank == 0:
+            save_sharded(model, full, "ckpt")
+    """
+    if state_dict is not None and _is_sharded(model):
+        return save(_replica(model, state_dict), directory)
+    return save(model, directory)
+
+
+def _is_sharded(model: torch.nn.Module) -> bool:
+    """Parameters that are not the full tensors (FSDP flat / DTensor shards, DeepSpeed ZeRO-3 stubs)."""
+    from torch.distributed.tensor import DTensor
+
+    if any(type(m).__name__.startswith(("FullyShardedDataParallel", "FSDP")) for m in model.modules()):
+        return True  # FSDP1 wrappers, FSDP2's FSDP<Block> classes
+    return any(isinstance(p, DTensor) or hasattr(p, "ds_id") for p in model.parameters())
+
+
+def _replica(model: MultiModal, state_dict: dict[str, torch.Tensor]) -> MultiModal:
+    """A ``MultiModal`` of the same composition holding ``state_dict`` (gathered full tensors)."""
+    from zoo.builder import build
+
+    replica = build(model.composition, meta=True)
+    keys = set(replica.state_dict())
+    cleaned = {_strip_wrappers(k): v for k, v in state_dict.items()}
+    missing = sorted(keys - set(cleaned))
+    if missing:
+        raise CheckpointError(f"the gathered state dict lacks {missing[:4]} (and {max(len(missing) - 4, 0)} more)")
+    replica.load_state_dict({k: cleaned[k] for k in keys}, strict=True, assign=True)
+    inner = replica.lm.model
+    base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    if getattr(base.config, "tie_word_embeddings", False):
+        base.tie_weights()
+    return replica
+
+
+def _strip_wrappers(key: str) -> str:
+    for marker in ("_fsdp_wrapped_module.", "_checkpoint_wrapped_module.", "_orig_mod."):
+        key = key.replace(marker, "")
+    return key
+
+
+class ModalityLengthSampler(Sampler[int]):
+    """LLaVA's ``group_by_modality_length``: mega-batches of image samples and of text-only samples.
+
+    ``lengths`` are signed (positive: with images, negative: text-only). Each modality is shuffled,
+    cut into mega-batches of ``batch_size * world_size`` sorted by length (so that padding is small
+    and every process gets a similar length), and the full mega-batches of both modalities are
+    shuffled together; the two partial ones come last.
+    The order depends only on ``seed`` and the epoch (``set_epoch``), so a resumed run sees the same one.
+    """
+
+    def __init__(self, batch_size: int, world_size: int, lengths: Sequence[int], *, seed: int = 0) -> None:
+        self.megabatch = batch_size * world_size
+        self.lengths = list(lengths)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle for ``epoch`` (Trainer and accelerate call this at each epoch)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        groups: list[list[int]] = []
+        leftovers: list[list[int]] = []
+        for keep in (lambda n: n > 0, lambda n: n <= 0):
+            indices = [i for i, n in enumerate(self.lengths) if keep(n)]
+            shuffled = [indices[i] for i in torch.randperm(len(indices), generator=generator).tolist()]
+            for start in range(0, len(shuffled), self.megabatch):
+                chunk = sorted(shuffled[start : start + self.megabatch], key=lambda i: -abs(self.lengths[i]))
+                (groups if len(chunk) == self.megabatch else leftovers).append(chunk)
+        for g in torch.randperm(len(groups), generator=generator).tolist():
+            yield from groups[g]
+        for chunk in leftovers:  # the partial mega-batches of both modalities, last (as LLaVA)
+            yield from chunk
+
+
+class JsonlLogger(TrainerCallback):
+    """Appends every training log to ``OUTPUT/log.jsonl``: loss, lr per group, grad norm, samples/s, tokens/s.
+
+    Throughput is measured between two logs (``samples_per_second`` counts every process's samples).
+    On resume, lines past the resumed step are dropped first, so the file reads as one run.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self._last: tuple[float, int, int] | None = None
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if not state.is_world_process_zero:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            kept = [line for line in self.path.read_text().splitlines() if _step(line) <= state.global_step]
+            self.path.write_text("".join(f"{line}\n" for line in kept))
+        self._last = (time.perf_counter(), state.global_step, state.num_input_tokens_seen)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or not logs:
+            return
+        record: dict[str, Any] = {"step": state.global_step, "epoch": state.epoch, **logs}
+        optimizer = kwargs.get("optimizer")
+        if optimizer is not None and "learning_rate" in logs:
+            # Trainer logs the first group's rate of the step; every group follows the same schedule
+            scale = logs["learning_rate"] / optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])
+            for group in optimizer.param_groups:
+                name = str(group.get("name", "group")).removesuffix(".no_decay")
+                record.setdefault(f"lr/{name}", group.get("initial_lr", group["lr"]) * scale)
+        now = time.perf_counter()
+        if "loss" in logs and self._last is not None:
+            then, step, tokens = self._last
+            seconds = max(now - then, 1e-9)
+            steps = state.global_step - step
+            samples = steps * args.train_batch_size * args.gradient_accumulation_steps * args.world_size
+            record["samples_per_second"] = samples / seconds
+            record["tokens_per_second"] = (state.num_input_tokens_seen - tokens) / seconds
+            self._last = (now, state.global_step, state.num_input_tokens_seen)
+        with self.path.open("a", encoding="utf-8") as file:
+            file.write(json.dumps(record, default=float) + "\n")
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.is_world_process_zero:
+            plot_losses(state.log_history, Path(args.output_dir) / "loss.png")
+
+
+def _step(line: str) -> float:
+    try:
+        return float(json.loads(line).get("step", math.inf))
+    except ValueError:
+        return math.inf
+
+
+def plot_losses(history: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path | None:
+    """Training (and eval) loss against step as a PNG (matplotlib, Agg); ``None`` when nothing was logged."""
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    evaluation = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    if not train and not evaluation:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6, 4), dpi=100)
+    if train:
+        axis.plot(*zip(*train), label="train loss")
+    if evaluation:
+        axis.plot(*zip(*evaluation), "o-", label="eval loss")
+    axis.set_xlabel("step")
+    axis.set_ylabel("loss")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return Path(path)
