@@ -15,13 +15,12 @@ through a module ``__getattr__`` (PEP 562)::
 
 from __future__ import annotations
 
-import functools
 import importlib
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["hf_tower_factory", "lazy_attribute"]
+__all__ = ["lazy_attribute"]
 
 
 def lazy_attribute(module_name: str, name: str, exports: Mapping[str, str]) -> Any:
@@ -41,20 +40,3 @@ def lazy_attribute(module_name: str, name: str, exports: Mapping[str, str]) -> A
     value = getattr(importlib.import_module(source, __package__), name)
     setattr(sys.modules[module_name], name, value)  # later lookups find it without __getattr__
     return value
-
-
-def hf_tower_factory(tower_module: str, tower_class: str, arch: Mapping[str, Any]) -> Callable[[Any], Any]:
-    """A spec factory for a transformers tower preset that imports the implementation on first call.
-
-    Args:
-        tower_module: module defining the tower class, relative to ``zoo_plugins`` (``._clip_tower``).
-        tower_class: the ``HFVisionTower`` subclass (``CLIPTower``).
-        arch: the preset's architecture (merged with the user's ``arch`` overrides at build time).
-    """
-    return functools.partial(_build_hf_tower, tower_module, tower_class, dict(arch))
-
-
-def _build_hf_tower(tower_module: str, tower_class: str, arch: dict[str, Any], config: Any) -> Any:
-    from ._hf_vision import build_tower
-
-    return build_tower(getattr(importlib.import_module(tower_module, __package__), tower_class), arch, config)

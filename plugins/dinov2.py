@@ -12,9 +12,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import zoo
+from zoo.hf import hf_tower_factory
 from zoo.specs import VisionTowerSpec
 
-from ._lazy import hf_tower_factory, lazy_attribute
+from ._lazy import lazy_attribute
 
 if TYPE_CHECKING:  # annotations, and the names _LAZY resolves at run time (for type checkers)
     from ._dinov2_tower import Dinov2Tower
@@ -75,7 +76,7 @@ def zoo_register_vision_towers(register: Callable[[VisionTowerSpec], None]) -> N
         register(
             VisionTowerSpec(
                 name=name,
-                factory=hf_tower_factory("._dinov2_tower", "Dinov2Tower", defaults["arch"]),
+                factory=hf_tower_factory("zoo_plugins._dinov2_tower:Dinov2Tower", defaults["arch"]),
                 defaults=defaults,
                 description=description,
                 source="transformers",

@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import zoo
+from zoo.hf import GENERIC, lm_spec
 from zoo.specs import LanguageModelSpec
-
-from ._hf_lm import GENERIC, lm_spec
 
 __all__ = ["zoo_register_language_models"]
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import zoo
+from zoo.hf import LLAMA_LORA_TARGETS, Family, lm_spec
 from zoo.specs import LanguageModelSpec
-
-from ._hf_lm import LLAMA_LORA_TARGETS, Family, lm_spec
 
 __all__ = ["LLAMA", "zoo_register_language_models"]
 
@@ -23,10 +22,11 @@ LLAMA_2_7B = {
     "hidden_act": "silu", "initializer_range": 0.02, "rope_theta": 10000.0, "attention_bias": False,
     "pretraining_tp": 1, "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2,
 }  # fmt: skip
-# Tiny: vocab exactly the shipped tiny tokenizer's 1024 tokens (like Llama-2's 32000), so adding <image> grows it.
+# Tiny: vocab exactly the shipped tiny tokenizer's 1024 tokens (like Llama-2's 32000), so adding <image> grows it;
+# head size 32, the smallest that vLLM's CPU attention serves.
 TINY_LLAMA = {
     "vocab_size": 1024, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-    "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 512, "rms_norm_eps": 1e-5,
+    "num_attention_heads": 2, "num_key_value_heads": 1, "max_position_embeddings": 512, "rms_norm_eps": 1e-5,
     "tie_word_embeddings": False, "bos_token_id": 1021, "eos_token_id": 1023,
 }  # fmt: skip
 

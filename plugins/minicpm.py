@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import zoo
+from zoo.hf import Family, lm_spec
 from zoo.specs import LanguageModelSpec
-
-from ._hf_lm import Family, lm_spec
 
 __all__ = ["MINICPM3", "zoo_register_language_models"]
 
@@ -39,10 +38,11 @@ MINICPM3_4B = {
     "rope_scaling": {"type": "longrope", "long_factor": _LONGROPE, "short_factor": _LONGROPE,
                      "original_max_position_embeddings": 32768},
 }  # fmt: skip
-# Tiny: same shape of attention (q/kv low rank, rope + nope head parts) and the same three scalings.
+# Tiny: same shape of attention (q/kv low rank, rope + nope head parts) and the same three scalings; query/key
+# head 24 + 8 = 32 and value head 64 / 2 = 32, the smallest head size vLLM's CPU attention serves.
 TINY_MINICPM3 = {
     "vocab_size": 1088, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
-    "num_attention_heads": 4, "num_key_value_heads": 4, "qk_nope_head_dim": 16, "qk_rope_head_dim": 8,
+    "num_attention_heads": 2, "num_key_value_heads": 2, "qk_nope_head_dim": 24, "qk_rope_head_dim": 8,
     "q_lora_rank": 32, "kv_lora_rank": 16, "max_position_embeddings": 512, "scale_emb": 12,
     "dim_model_base": 16, "scale_depth": 1.4, "tie_word_embeddings": True,
     "bos_token_id": 1021, "eos_token_id": 1023,

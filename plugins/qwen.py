@@ -10,9 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import zoo
+from zoo.hf import LLAMA_LORA_TARGETS, Family, lm_spec
 from zoo.specs import LanguageModelSpec
-
-from ._hf_lm import LLAMA_LORA_TARGETS, Family, lm_spec
 
 __all__ = ["QWEN2", "QWEN3", "zoo_register_language_models"]
 
@@ -70,11 +69,12 @@ PRESETS: dict[str, tuple[Family, dict, str]] = {
 }  # fmt: skip
 
 # Tiny random variants: the shipped tiny tokenizer (1024 tokens; <|endoftext|> 1021, <|im_end|> 1023) with
-# room for added tokens such as <image>, tied embeddings like the small Qwens.
-_TINY = {**_size(64, 128, 2, 4, 2, 1088, True, 512), "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
+# room for added tokens such as <image>, tied embeddings like the small Qwens. Head size 32 (2 heads, GQA 2:1):
+# the smallest that vLLM's CPU attention serves (32, 64, 80 and up), so an export of a tiny model can be served.
+_TINY = {**_size(64, 128, 2, 2, 1, 1088, True, 512), "rms_norm_eps": 1e-6, "rope_theta": 10000.0,
          "bos_token_id": 1021, "eos_token_id": 1023}  # fmt: skip
 PRESETS["tiny-qwen2"] = (QWEN2, {**_TINY, "max_window_layers": 2}, "tiny random Qwen2")
-PRESETS["tiny-qwen3"] = (QWEN3, {**_TINY, "head_dim": 16, "max_window_layers": 2}, "tiny random Qwen3")
+PRESETS["tiny-qwen3"] = (QWEN3, {**_TINY, "head_dim": 32, "max_window_layers": 2}, "tiny random Qwen3")
 
 
 @zoo.hookimpl

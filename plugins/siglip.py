@@ -16,9 +16,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import zoo
+from zoo.hf import hf_tower_factory
 from zoo.specs import VisionTowerSpec
 
-from ._lazy import hf_tower_factory, lazy_attribute
+from ._lazy import lazy_attribute
 
 if TYPE_CHECKING:  # annotations, and the names _LAZY resolves at run time (for type checkers)
     from ._siglip_tower import SiglipTower
@@ -78,7 +79,7 @@ def zoo_register_vision_towers(register: Callable[[VisionTowerSpec], None]) -> N
         register(
             VisionTowerSpec(
                 name=name,
-                factory=hf_tower_factory("._siglip_tower", "SiglipTower", arch),
+                factory=hf_tower_factory("zoo_plugins._siglip_tower:SiglipTower", arch),
                 defaults={"arch": arch},
                 description=description,
                 source="transformers",

@@ -24,15 +24,26 @@ TOKENS = 16  # (32 px / patch 8)^2 patches; CLIP's CLS dropped by 'default', Sig
 
 def _tokenizer():
     from transformers import AutoTokenizer
-    from zoo_plugins._hf_lm import tiny_tokenizer_path
+
+    from zoo.hf import tiny_tokenizer_path
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_tokenizer_path()))
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]}, replace_extra_special_tokens=False)
     return tokenizer
 
 
-def _write_llava(path, *, vision: str = "clip", strategy: str = "default", layer: int = -2, seed: int = 0):
-    """A random tiny transformers Llava saved with its tokenizer (the image token added) to ``path``."""
+def _write_llava(
+    path,
+    *,
+    vision: str = "clip",
+    strategy: str = "default",
+    layer: int = -2,
+    seed: int = 0,
+    vocab_size: int = 1040,
+    image_token_index: int | None = None,
+):
+    """A random tiny transformers Llava saved to ``path`` with its tokenizer (the image token added), or
+    without any tokenizer when ``image_token_index`` is given (a weights-only directory)."""
     from transformers import (
         CLIPVisionConfig,
         LlavaConfig,
@@ -41,8 +52,8 @@ def _write_llava(path, *, vision: str = "clip", strategy: str = "default", layer
         SiglipVisionConfig,
     )
 
-    tokenizer = _tokenizer()
-    image_id = tokenizer.convert_tokens_to_ids("<image>")
+    tokenizer = _tokenizer() if image_token_index is None else None
+    image_id = tokenizer.convert_tokens_to_ids("<image>") if tokenizer is not None else image_token_index
     shape = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
              "patch_size": 8, "image_size": 32}  # fmt: skip
     if vision == "clip":
@@ -50,7 +61,7 @@ def _write_llava(path, *, vision: str = "clip", strategy: str = "default", layer
     else:
         vision_config = SiglipVisionConfig(**shape)
     text_config = Qwen2Config(
-        vocab_size=1040, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+        vocab_size=vocab_size, hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, tie_word_embeddings=False, bos_token_id=1021, eos_token_id=1023, pad_token_id=1021,
     )  # fmt: skip
     config = LlavaConfig(
@@ -64,7 +75,8 @@ def _write_llava(path, *, vision: str = "clip", strategy: str = "default", layer
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).eval()
     model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(path)
     return model, image_id
 
 
@@ -117,6 +129,31 @@ def test_import_matches_transformers_logits_and_generation(tmp_path):
         theirs = hf.generate(**batch, **options)
     assert ours.shape[1] > batch["input_ids"].shape[1]
     assert torch.equal(ours, theirs)
+
+
+def test_import_weights_only_directory_with_a_vocabulary_larger_than_any_tokenizer(tmp_path):
+    """No tokenizer files: rows from text_config.vocab_size, the image id from image_token_index, none attached."""
+    hf, image_id = _write_llava(tmp_path / "llava", vocab_size=5000, image_token_index=4321)
+    data = hf_llava_composition(tmp_path / "llava")["model"]
+    assert data["image_token_id"] == 4321 and data["lm"]["tiny_tokenizer"] is False and "tokenizer" not in data["lm"]
+    model = from_hf_llava(tmp_path / "llava")
+    assert model.image_token_id == 4321 and model.lm.vocab_size == 5000 and not model.lm.has_tokenizer
+    batch = _batch(image_id)
+    assert (_zoo_logits(model, batch) - _hf_logits(hf, batch)).abs().max() <= TOLERANCE
+    with pytest.raises(ZooError, match=r"no tokenizer.*model\.lm\.tokenizer = AutoTokenizer"):
+        model.processor()
+
+    model.save(tmp_path / "zoo")  # the composition carries image_token_id: a reload needs no tokenizer either
+    loaded = zoo.load(tmp_path / "zoo")
+    assert loaded.image_token_id == 4321 and not loaded.lm.has_tokenizer
+    assert (_zoo_logits(loaded, batch) - _hf_logits(hf, batch)).abs().max() <= TOLERANCE
+    save_hf_llava(loaded, tmp_path / "back")  # and exports again, still without a tokenizer
+    assert json.loads((tmp_path / "back" / "config.json").read_text())["image_token_index"] == 4321
+
+    tokenizer = _tokenizer()  # a tokenizer whose '<image>' is not id 4321: the processor says so
+    model.lm.tokenizer = tokenizer
+    with pytest.raises(ZooError, match=r"the id 1024, but the model's image token id is 4321"):
+        model.processor()
 
 
 def test_import_composition_overrides_only_what_differs(tmp_path):
@@ -191,6 +228,57 @@ def test_export_merges_lora_and_reloads_with_the_same_logits(tmp_path):
     assert (_hf_logits(reloaded, batch) - before).abs().max() <= TOLERANCE
 
 
+PUBLISHED_PREFIXES = ("vision_tower.vision_model.", "multi_modal_projector.", "language_model.model.",
+                      "language_model.lm_head.")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("vision", "lm"),
+    [("tiny-clip", "tiny-qwen2"), ("tiny-clip", "tiny-llama"), ("tiny-siglip", "tiny-qwen3"),
+     ("tiny-siglip", "tiny-llama")],
+)  # fmt: skip
+def test_export_writes_the_llava_hf_key_layout(tmp_path, vision, lm):
+    """Every tensor under its llava-hf key (what vLLM and transformers 4.x read), equal to zoo's own."""
+    from safetensors.torch import load_file
+    from transformers import LlavaForConditionalGeneration
+
+    torch.manual_seed(0)
+    model = zoo.build({"model": {"vision": vision, "projector": "mlp2x-gelu", "lm": lm}}).eval()
+    save_hf_llava(model, tmp_path / "hf")
+    saved = load_file(tmp_path / "hf" / "model.safetensors")
+    causal = model.lm.model
+    expected = {
+        **{f"vision_tower.vision_model.{k}": v for k, v in model.vision.model.state_dict().items()},
+        **{f"multi_modal_projector.{k}": v for k, v in model.projector.state_dict().items()},
+        **{f"language_model.model.{k}": v for k, v in causal.base_model.state_dict().items()},
+    }
+    if not causal.config.tie_word_embeddings:  # a tied head is the embedding matrix: stored once
+        expected["language_model.lm_head.weight"] = causal.get_output_embeddings().weight
+    assert sorted(saved) == sorted(expected)
+    assert all(key.startswith(PUBLISHED_PREFIXES) for key in saved)
+    for key, tensor in expected.items():
+        assert torch.equal(saved[key], tensor), key
+
+    reloaded, info = LlavaForConditionalGeneration.from_pretrained(tmp_path / "hf", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+    batch = _batch(model.image_token_id, tokens=model.tokens_per_image)
+    assert (_hf_logits(reloaded.eval(), batch) - _zoo_logits(model, batch)).abs().max() <= TOLERANCE
+    back = from_hf_llava(tmp_path / "hf")  # import reads the published layout too
+    assert (_zoo_logits(back, batch) - _zoo_logits(model, batch)).abs().max() <= TOLERANCE
+
+
+def test_import_refuses_a_directory_with_missing_weights(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _write_llava(tmp_path / "llava")
+    file = tmp_path / "llava" / "model.safetensors"
+    tensors = load_file(file)
+    dropped = next(k for k in tensors if "projector.linear_2.weight" in k)
+    save_file({k: v for k, v in tensors.items() if k != dropped}, file, metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match=r"weights missing for .*linear_2\.weight"):
+        from_hf_llava(tmp_path / "llava")
+
+
 def test_exported_processor_expands_images_like_zoo(tmp_path):
     from transformers import LlavaProcessor
 
@@ -227,6 +315,7 @@ def test_export_then_import_siglip_round_trip(tmp_path):
         ({"vision": "tiny-timm-vit"}, "model.vision = 'tiny-timm-vit'"),
         ({"vision": "tiny-dinov2"}, "model.vision = 'tiny-dinov2'"),
         ({"vision": {"name": "tiny-clip", "image_size": 48}}, "model.vision.image_size = 48"),
+        ({"lm": "tiny-minicpm3"}, "model.lm = 'tiny-minicpm3' (MiniCPM3ForCausalLM) divides hidden states"),
     ],
 )
 def test_export_names_the_part_that_does_not_fit(slots, part):

@@ -25,7 +25,7 @@ HEAVY = ("torch", "transformers", "timm", "open_clip")
 # code on first call. (A new built-in must keep to this: it is listed in BUILTIN_PLUGINS.)
 TORCH_FREE_PLUGINS = BUILTIN_PLUGINS
 # modules whose public names partly resolve lazily (module ``__getattr__``)
-LAZY_EXPORTERS = (*TORCH_FREE_PLUGINS, "zoo_plugins._hf_lm")
+LAZY_EXPORTERS = (*TORCH_FREE_PLUGINS, "zoo.hf")
 
 
 def _run(code: str, **env: str) -> dict:
@@ -89,7 +89,6 @@ def test_public_names_resolve_and_unknown_names_raise(module_name):
 def test_lazy_names_are_the_implementation_objects():
     from zoo_plugins import (
         _clip_tower,
-        _hf_lm_build,
         _open_clip_tower,
         _proj_attention,
         _proj_mlp,
@@ -99,7 +98,10 @@ def test_lazy_names_are_the_implementation_objects():
         projectors,
         timm_towers,
     )
-    from zoo_plugins import _hf_lm as hf_lm
+
+    import zoo.hf
+    import zoo.hf_lm
+    import zoo.hf_vision
 
     assert clip.CLIPTower is _clip_tower.CLIPTower
     assert timm_towers.TimmVisionTower is _timm_tower.TimmVisionTower
@@ -108,7 +110,8 @@ def test_lazy_names_are_the_implementation_objects():
     assert open_clip_towers.open_clip_model_config is _open_clip_tower.open_clip_model_config
     assert projectors.sincos_2d is _proj_attention.sincos_2d
     assert projectors.MlpProjector is _proj_mlp.MlpProjector
-    assert hf_lm.build_language_model is _hf_lm_build.build_language_model
+    assert zoo.hf.build_language_model is zoo.hf_lm.build_language_model
+    assert zoo.hf.HFVisionTower is zoo.hf_vision.HFVisionTower
 
 
 def test_zoo_list_imports_no_model_library():

@@ -41,6 +41,20 @@ def test_tiny_lm_runs_on_inputs_embeds_and_embed_matches_input_ids(name):
         torch.testing.assert_close(lm.embed(ids), raw * 12)
 
 
+# head sizes vLLM's CPU attention backend serves (vllm/v1/attention/backends/cpu_attn.py); 16 is not one
+VLLM_CPU_HEAD_SIZES = {32, 64, 80, 96, 112, 128, 160, 192, 224, 256}
+
+
+@pytest.mark.parametrize("name", TINY_LMS)
+def test_tiny_lm_head_sizes_are_served_by_vllm_cpu(name):
+    config = build_component("lm", name, meta=True).model.config
+    if config.model_type == "minicpm3":  # MLA: vLLM pads values to the query/key head size
+        sizes = {config.qk_nope_head_dim + config.qk_rope_head_dim, config.v_head_dim}
+    else:
+        sizes = {getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads}
+    assert sizes <= VLLM_CPU_HEAD_SIZES, sizes
+
+
 @pytest.mark.parametrize("name", TINY_LMS)
 def test_checkpoint_round_trip_and_hf_causal_lm(name, tmp_path):
     torch.manual_seed(0)
@@ -254,3 +268,15 @@ def test_make_tiny_tokenizer_reproduces_the_shipped_files(tmp_path):
     main(["--out", str(tmp_path)])
     for name in ("tokenizer.json", "tokenizer_config.json"):
         assert (tmp_path / name).read_text(encoding="utf-8") == (TINY_TOKENIZER / name).read_text(encoding="utf-8")
+
+
+def test_a_tokenizer_attached_later_must_fit_the_embeddings():
+    from transformers import AutoTokenizer
+
+    lm = build_component("lm", "tiny-qwen2", {"tiny_tokenizer": False, "arch": {"vocab_size": 500}}, meta=True)
+    assert not lm.has_tokenizer
+    with pytest.raises(ConfigError, match="1024 tokens but language model 'tiny-qwen2' has 500 embedding rows"):
+        lm.tokenizer = AutoTokenizer.from_pretrained(str(TINY_TOKENIZER))
+    lm = build_component("lm", "tiny-qwen2", {"tiny_tokenizer": False}, meta=True)
+    lm.tokenizer = AutoTokenizer.from_pretrained(str(TINY_TOKENIZER))
+    assert lm.has_tokenizer and len(lm.tokenizer) == 1024

@@ -72,6 +72,7 @@ class ModelConfig:
     lm: ComponentChoice
     dtype: str = "float32"
     image_token: str = "<image>"
+    image_token_id: int | None = None
     gradient_checkpointing: bool = False
     plugins: tuple[str, ...] = ()
     source: str = "<config>"
@@ -83,6 +84,8 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         """Plain data that ``parse_model_config`` reads back to an equal config."""
         model: dict[str, Any] = {"dtype": self.dtype, "image_token": self.image_token}
+        if self.image_token_id is not None:
+            model["image_token_id"] = self.image_token_id
         if self.gradient_checkpointing:
             model["gradient_checkpointing"] = True
         for kind in SLOT_KEYS:
@@ -159,7 +162,13 @@ def parse_model_config(data: Any, *, source: str = "<config>", base_dir: str | P
     model = data["model"]
     if not isinstance(model, Mapping):
         raise ConfigError(f"{source}: model = {brief(model)}: expected a mapping with vision, projector and lm")
-    _check_keys(model, (*SLOT_KEYS, "dtype", "image_token", "gradient_checkpointing"), "model", source, SLOT_KEYS)
+    _check_keys(
+        model,
+        (*SLOT_KEYS, "dtype", "image_token", "image_token_id", "gradient_checkpointing"),
+        "model",
+        source,
+        SLOT_KEYS,
+    )
     dtype = model.get("dtype", "float32")
     canonical = DTYPES.get(dtype.lower()) if isinstance(dtype, str) else None
     if canonical is None:
@@ -171,12 +180,16 @@ def parse_model_config(data: Any, *, source: str = "<config>", base_dir: str | P
         raise ConfigError(
             f"{source}: model.image_token = {brief(image_token)}: expected a non-empty token such as '<image>'"
         )
+    image_token_id = _typed(model.get("image_token_id"), int | None, "model.image_token_id", source)
+    if image_token_id is not None and image_token_id < 0:
+        raise ConfigError(f"{source}: model.image_token_id = {image_token_id}: expected a token id >= 0")
     checkpointing = _typed(model.get("gradient_checkpointing", False), bool, "model.gradient_checkpointing", source)
     slots = {kind: _parse_slot(kind, model[kind], source) for kind in SLOT_KEYS}
     return ModelConfig(
         **slots,
         dtype=canonical,
         image_token=image_token,
+        image_token_id=image_token_id,
         gradient_checkpointing=checkpointing,
         plugins=tuple(plugins),
         source=source,

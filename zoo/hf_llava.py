@@ -51,7 +51,14 @@ if TYPE_CHECKING:
     from zoo.interfaces import Projector, VisionTower
     from zoo.multimodal import MultiModal
 
-__all__ = ["from_hf_llava", "hf_llava_composition", "save_hf_llava", "to_hf_llava"]
+__all__ = [
+    "from_hf_llava",
+    "hf_llava_composition",
+    "published_key",
+    "published_state_dict",
+    "save_hf_llava",
+    "to_hf_llava",
+]
 
 _VISION_TYPES = {"clip_vision_model": "CLIPVisionModel", "siglip_vision_model": "SiglipVisionModel"}
 _PREFIX_TOKENS = {"clip_vision_model": 1, "siglip_vision_model": 0}
@@ -62,6 +69,21 @@ _GENERIC_FIELDS = {
     "is_encoder_decoder", "model_type", "use_cache", "tie_encoder_decoder", "torchscript",
 }  # fmt: skip
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+# work a causal LM does between its text model and its head, which LlavaForConditionalGeneration skips:
+# (config field, the value that means "none" or a test that says "there is some", what it does)
+_HEAD_TRANSFORMS: tuple[tuple[str, Any, str], ...] = (
+    ("dim_model_base", lambda c, v: c.hidden_size != v, "divides hidden states by hidden_size / dim_model_base"),
+    ("final_logit_softcapping", None, "soft-caps its logits"),
+    ("logit_scale", 1.0, "scales its logits"),
+    ("logits_scaling", 1.0, "divides its logits"),
+)
+# transformers 5 module path -> llava-hf checkpoint key (transformers 4.x module path), by prefix
+_PUBLISHED_PREFIXES = (
+    ("model.vision_tower.", "vision_tower.vision_model."),
+    ("model.multi_modal_projector.", "multi_modal_projector."),
+    ("model.language_model.", "language_model.model."),
+    ("lm_head.", "language_model.lm_head."),
+)
 
 
 # -- import -----------------------------------------------------------------------------------------
@@ -84,6 +106,7 @@ def from_hf_llava(directory: str | os.PathLike, device: str | torch.device | Non
 
     from zoo.builder import build, plan
     from zoo.config import parse_model_config, torch_dtype
+    from zoo.hf import loading_problems
 
     path = Path(directory)
     hf_config = _read_llava_config(path)
@@ -93,14 +116,22 @@ def from_hf_llava(directory: str | os.PathLike, device: str | torch.device | Non
     # components are built with parameters on meta and given the HF tensors: no random init, one copy
     empty = [kind for kind in ("vision", "projector", "lm") if checked.config.slot(kind).train != "lora"]
     model = build(checked, empty_weights=empty)
-    try:
-        hf = LlavaForConditionalGeneration.from_pretrained(
-            path, local_files_only=True, dtype=torch_dtype(checked.config.dtype)
+    try:  # either key layout: llava-hf's (transformers 4.x, vLLM) or transformers 5's module paths
+        loaded = LlavaForConditionalGeneration.from_pretrained(
+            path,
+            local_files_only=True,
+            dtype=torch_dtype(checked.config.dtype),
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,  # reported below with the key names, not raised
         )
+        hf, info = cast("tuple[LlavaForConditionalGeneration, dict[str, Any]]", loaded)
     except (OSError, ValueError) as error:
         raise CheckpointError(
             f"{path}: transformers cannot load it as LlavaForConditionalGeneration: {error}"
         ) from error
+    problems = loading_problems(info)
+    if problems:  # transformers would only log them and leave those weights random
+        raise CheckpointError(f"{path}: {problems}")
     with torch.no_grad():
         for part, zoo_module, hf_module in _parts(model, hf, lm_inner=model.lm.model):
             _copy_strict(hf_module, zoo_module, part, path)
@@ -108,9 +139,7 @@ def from_hf_llava(directory: str | os.PathLike, device: str | torch.device | Non
     if getattr(causal.config, "tie_word_embeddings", False):  # assignment gave the head its own parameter
         causal.get_output_embeddings().weight = causal.get_input_embeddings().weight
     index = int(hf_config.image_token_index)
-    if model.image_token_id is None:
-        model.image_token_id = index
-    elif model.image_token_id != index:
+    if model.image_token_id != index:
         raise ZooError(
             f"{path}: image_token_index is {index} but the tokenizer gives {model.image_token!r} the id "
             f"{model.image_token_id}; save the processor (tokenizer with the image token) into {path}"
@@ -169,9 +198,13 @@ def hf_llava_composition(
     if lm_arch:
         lm["arch"] = lm_arch
     image_token = "<image>"
+    model: dict[str, Any] = {}
     if _has_tokenizer(path):
         lm["tokenizer"] = str(path.resolve())
         image_token = _image_token(path, int(config.image_token_index), where)
+    else:  # weights only: no tokenizer but the checkpoint's own; the config names the image token's id
+        lm["tiny_tokenizer"] = False
+        model["image_token_id"] = int(config.image_token_index)
     vision: dict[str, Any] = {"name": vision_name, "select_layer": layer, "select": select}
     if vision_arch:
         vision["arch"] = vision_arch
@@ -182,6 +215,7 @@ def hf_llava_composition(
             "lm": lm,
             "dtype": canonical,
             "image_token": image_token,
+            **model,
         }
     }
 
@@ -384,7 +418,8 @@ def save_hf_llava(model: MultiModal, directory: str | os.PathLike, *, overwrite:
     target = Path(directory)
     owned = marked_files(_EXPORT_KIND)
     with atomic_directory(target, owned_files=owned, what=_EXPORT_KIND, overwrite=overwrite) as tmp:
-        hf.save_pretrained(str(tmp), safe_serialization=True)
+        # our keys, written as given: transformers 5 would write its own module paths (no ``vision_model.``)
+        hf.save_pretrained(str(tmp), state_dict=published_state_dict(hf), save_original_format=False)
         processor = _llava_processor(model, hf.config.vision_feature_select_strategy)
         if processor is not None:
             processor.save_pretrained(str(tmp))
@@ -392,6 +427,34 @@ def save_hf_llava(model: MultiModal, directory: str | os.PathLike, *, overwrite:
             model.lm.tokenizer.save_pretrained(str(tmp))
         mark_output(tmp, _EXPORT_KIND)
     return target
+
+
+def published_key(name: str) -> str:
+    """The llava-hf checkpoint key of a transformers 5 ``LlavaForConditionalGeneration`` state-dict key.
+
+    The published checkpoints (``llava-hf/*``) were written by transformers 4.x, whose modules nest the
+    vision model one level deeper and the text model under the causal LM; vLLM, SGLang and transformers
+    4.x read exactly that layout, and transformers 5 maps it back onto its own modules when loading
+    (its ``llava`` and ``CLIPVisionModel`` checkpoint conversion mappings).
+
+    Example:
+        >>> published_key("model.vision_tower.encoder.layers.0.mlp.fc1.weight")
+        'vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight'
+    """
+    for ours, published in _PUBLISHED_PREFIXES:
+        if name.startswith(ours):
+            return published + name[len(ours) :]
+    raise ZooError(f"internal error: {name!r} is not a key of transformers' LlavaForConditionalGeneration")
+
+
+def published_state_dict(hf: LlavaForConditionalGeneration) -> dict[str, torch.Tensor]:
+    """``hf``'s weights under their llava-hf keys (:func:`published_key`); a tied LM head is left out."""
+    tied = bool(getattr(hf.config.get_text_config(), "tie_word_embeddings", False))
+    return {
+        published_key(name): tensor
+        for name, tensor in hf.state_dict().items()
+        if not (tied and name == "lm_head.weight")
+    }
 
 
 _EXPORT_KIND = "transformers Llava directory"
@@ -481,6 +544,14 @@ def _exportable_lm(model: MultiModal, name: str) -> PreTrainedModel:
             f"model.lm = {name!r} scales its token embeddings by {lm.embed_scale} outside the embedding layer; "
             "transformers' Llava passes unscaled embeddings to the text model, so the export would differ"
         )
+    config = causal.config
+    for field, neutral, what in _HEAD_TRANSFORMS:
+        value = getattr(config, field, None)
+        if value is not None and (neutral(config, value) if callable(neutral) else value != neutral):
+            raise ZooError(
+                f"model.lm = {name!r} ({type(causal).__name__}) {what} ({field} = {value!r}); transformers' "
+                "Llava applies its LM head to the text model's hidden states directly, so the export would differ"
+            )
     if model.image_token_id is None:
         raise ZooError(
             f"model.lm = {name!r} has no tokenizer, so the model has no image token id for image_token_index; "

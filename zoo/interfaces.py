@@ -53,16 +53,19 @@ class ImagePreprocessor:
 
 
 class VisionTower(nn.Module, abc.ABC):
-    """A ViT-like image encoder: ``forward(pixel_values [B, 3, H, W]) -> [B, N, D]``.
+    """An image encoder: ``forward(pixel_values [B, 3, H, W]) -> [B, N, D]``.
 
-    Subclasses set the contract attributes in ``__init__`` and implement ``hidden_states_upto``.
+    Subclasses set the contract attributes in ``__init__`` and implement ``hidden_states_upto``. The
+    contract describes the *selected* layer's output: a hierarchical tower whose stages differ in width
+    and stride (ConvNeXt, Hiera, Swin) sets ``hidden_size`` and ``patch_size`` from the stage that
+    ``select_layer`` picks (``examples/zoo-example-backbones`` does this for ConvNeXt).
 
     Attributes:
-        hidden_size: feature size ``D``.
+        hidden_size: feature size ``D`` of the selected layer.
         num_prefix_tokens: CLS/register tokens before the patches (1 for CLIP, 0 for SigLIP).
-        patch_size: side of one patch in pixels.
+        patch_size: side in pixels of one token of the selected layer (its stride).
         image_size: input side in pixels.
-        num_layers: transformer blocks; ``select_layer`` indexes ``[embeddings, block 1..L]``.
+        num_layers: blocks or stages; ``select_layer`` indexes ``[embeddings, block 1..L]``.
         select_layer: which hidden state to return (-2: penultimate block, LLaVA's choice).
         select: ``patch`` drops the prefix tokens, ``all`` keeps them.
         source: library that implements it.
@@ -246,10 +249,21 @@ class LanguageModel(nn.Module):
         """The tokenizer; a clear error when this LM was built without one."""
         if self._tokenizer is None:
             raise ZooError(
-                f"language model {self.name!r} has no tokenizer: it was built without a checkpoint; set "
-                "model.lm.checkpoint (or model.lm.tokenizer) to a local directory"
+                f"language model {self.name!r} has no tokenizer (built from weights alone); give it the one its "
+                "weights were trained with: `model.lm.tokenizer = AutoTokenizer.from_pretrained(DIR)` in Python, "
+                "or model.lm.tokenizer: DIR (or model.lm.checkpoint) in the YAML"
             )
         return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer: Any) -> None:
+        """Attach a tokenizer (a weights-only model gets the one its weights were trained with)."""
+        if len(tokenizer) > self.vocab_size:
+            raise ConfigError(
+                f"the tokenizer has {len(tokenizer)} tokens but language model {self.name!r} has {self.vocab_size} "
+                "embedding rows: it is not the tokenizer of these weights"
+            )
+        self._tokenizer = tokenizer
 
     @property
     def has_tokenizer(self) -> bool:

@@ -13,7 +13,7 @@ from torch import nn
 
 from zoo.config import ModelConfig
 from zoo.contract import Contract
-from zoo.errors import ZooError
+from zoo.errors import ConfigError, ZooError
 from zoo.interfaces import LanguageModel, Projector, VisionTower
 
 __all__ = ["IGNORE_INDEX", "MultiModal"]
@@ -51,9 +51,17 @@ class MultiModal(nn.Module):
         self.contract = contract
         self.component_configs = dict(component_configs or {})
         self.image_token = composition.image_token
-        self.image_token_id: int | None = None
+        # without a tokenizer (a weights-only import) the composition's image_token_id is the only source
+        self.image_token_id: int | None = composition.image_token_id
         if lm.has_tokenizer:  # on meta too: the embeddings grow there without allocating
-            (self.image_token_id,) = lm.add_tokens([composition.image_token])
+            (token_id,) = lm.add_tokens([composition.image_token])
+            if self.image_token_id is not None and token_id != self.image_token_id:
+                raise ConfigError(
+                    f"{composition.source}: model.image_token_id = {self.image_token_id}, but the tokenizer of "
+                    f"model.lm gives {composition.image_token!r} the id {token_id}; remove model.image_token_id "
+                    "(the tokenizer decides) or use the tokenizer that was trained with it"
+                )
+            self.image_token_id = token_id
 
     @property
     def config(self) -> Any:

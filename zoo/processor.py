@@ -53,13 +53,20 @@ class MultiModalProcessor:
     @classmethod
     def from_model(cls, model: Any, **kwargs: Any) -> MultiModalProcessor:
         """The processor that fits a built ``MultiModal``."""
-        return cls(
+        processor = cls(
             model.lm.tokenizer,
             model.vision.preprocessor,
             image_token=model.image_token,
             tokens_per_image=model.tokens_per_image,
             **kwargs,
         )
+        if processor.image_token_id != model.image_token_id:  # a tokenizer attached after a weights-only import
+            raise ZooError(
+                f"the tokenizer gives the image token {model.image_token!r} the id {processor.image_token_id}, but "
+                f"the model's image token id is {model.image_token_id}; add the token to the tokenizer so that it "
+                f"gets that id (tokenizer.add_special_tokens({{'extra_special_tokens': [{model.image_token!r}]}}))"
+            )
+        return processor
 
     def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         """Render chat messages with the tokenizer's template (placeholders stay in the text)."""

@@ -90,6 +90,8 @@ class LanguageModelConfig:
     Attributes:
         checkpoint: local directory in transformers' layout (``save_pretrained``); ``None``: random init.
         tokenizer: tokenizer directory (default: the checkpoint's, or the shipped tiny tokenizer).
+        tiny_tokenizer: give a ``tiny-*`` preset without checkpoint or tokenizer the shipped tiny
+            tokenizer; ``false`` builds it without one (an import of a weights-only directory).
         dtype: parameter dtype; ``None`` follows the model's ``dtype``.
         trust_remote_code: run modeling code shipped inside the checkpoint (off unless set here).
         offline: never reach a model hub (the default).
@@ -100,6 +102,7 @@ class LanguageModelConfig:
 
     checkpoint: str | None = None
     tokenizer: str | None = None
+    tiny_tokenizer: bool = True
     dtype: str | None = None
     trust_remote_code: bool = False
     offline: bool = True

@@ -1,9 +1,9 @@
 """Shared code of the transformers-backed vision towers (CLIP, SigLIP, DINOv2).
 
-A family subclasses :class:`HFVisionTower` (how to embed, which blocks, which processor) in a private
-module (``_clip_tower``...), and its registration module (``clip``...) registers presets whose ``arch`` is a
-transformers vision config as a dict (plus ``model_type``), with a factory that imports the family class
-and calls :func:`build_tower` on first use:
+A family subclasses :class:`HFVisionTower` (how to embed, which blocks, which processor) in its own
+module (``zoo_plugins._clip_tower``...), and its registration module registers presets whose ``arch`` is a
+transformers vision config as a dict (plus ``model_type``), with a factory made by
+:func:`zoo.hf.hf_tower_factory` that imports the family class and calls :func:`build_tower` on first use:
 
 - no ``checkpoint``: random init from the preset's ``arch`` merged with the user's ``arch`` keys;
 - ``checkpoint`` directory: a transformers ``save_pretrained`` directory of the vision model or of the
@@ -12,8 +12,9 @@ and calls :func:`build_tower` on first use:
 - ``checkpoint`` file: a state dict of the vision model (safetensors, or a legacy torch file read with
   ``weights_only=True``) loaded into the ``arch`` architecture.
 
-This module imports torch (transformers only inside functions); the registration modules import it only
-inside their factories, so listing components stays instant.
+Public (the built-in CLIP, SigLIP and DINOv2 towers and third-party ones use it). This module imports torch
+(transformers only inside functions); registration modules import it only inside their factories, so
+listing components stays instant.
 """
 
 from __future__ import annotations
@@ -28,11 +29,10 @@ import torch
 from torch import nn
 
 from zoo.errors import CheckpointError, ConfigError, suggest
+from zoo.hf import loading_problems, make_hf_config
 from zoo.interfaces import ImagePreprocessor, VisionTower
 from zoo.specs import VisionTowerConfig
 from zoo.weights import building_on_meta, load_state_dict_file, require_path, torch_dtype_of
-
-from ._hf_common import loading_problems, make_hf_config
 
 __all__ = ["CHECKPOINT_KEY", "HFVisionTower", "build_tower"]
 
@@ -65,7 +65,7 @@ class HFVisionTower(VisionTower, abc.ABC):
     def __init__(
         self, model: nn.Module, *, image_size: int | None = None, select_layer: int = -2, select: str = "patch"
     ) -> None:
-        config = model.config
+        config: Any = model.config  # a transformers vision config
         size = int(image_size or config.image_size)
         if size < config.patch_size:
             raise ConfigError(
@@ -142,7 +142,7 @@ def build_tower(tower_cls: type[HFVisionTower], preset_arch: Mapping[str, Any], 
 
 
 # -- model construction and loading ---------------------------------------------------------------
-def _classes(tower_cls: type[HFVisionTower], model_type: str, where: str) -> tuple[type, type]:
+def _classes(tower_cls: type[HFVisionTower], model_type: str, where: str) -> tuple[Any, Any]:
     if model_type not in tower_cls.model_types:
         raise ConfigError(
             f"{where}: model_type {model_type!r} is not a {tower_cls.family} vision model; "

@@ -5,7 +5,8 @@ No checkpoint: ``AutoModelForCausalLM.from_config`` of the family's config class
 transformers' layout, loaded with ``from_pretrained(local_files_only=True)``; on ``meta`` only its
 ``config.json`` is read. Code shipped inside a checkpoint runs only with ``model.lm.trust_remote_code: true``.
 
-Private module: it imports torch, so the specs of :mod:`._hf_lm` import it only when a model is built.
+Public (plugins build their LMs with it through :func:`zoo.hf.lm_spec`); it imports torch, so
+:mod:`zoo.hf` imports it only when a model is built.
 """
 
 from __future__ import annotations
@@ -17,12 +18,10 @@ from typing import Any
 from torch import nn
 
 from zoo.errors import CheckpointError, ConfigError
+from zoo.hf import Family, check_arch_fields, loading_problems, make_hf_config, tiny_tokenizer_path
 from zoo.interfaces import LanguageModel
 from zoo.specs import LanguageModelConfig
 from zoo.weights import building_on_meta, torch_dtype_of
-
-from ._hf_common import check_arch_fields, loading_problems, make_hf_config
-from ._hf_lm import Family, tiny_tokenizer_path
 
 __all__ = ["build_language_model", "infer_lora_targets"]
 
@@ -57,7 +56,7 @@ def build_language_model(
                 hf_config = AutoConfig.from_pretrained(checkpoint, local_files_only=True, trust_remote_code=trust)
                 model = AutoModelForCausalLM.from_config(hf_config, trust_remote_code=trust, **kwargs)
             else:
-                model, info = AutoModelForCausalLM.from_pretrained(
+                loaded: Any = AutoModelForCausalLM.from_pretrained(
                     checkpoint,
                     local_files_only=True,
                     trust_remote_code=trust,
@@ -65,6 +64,7 @@ def build_language_model(
                     ignore_mismatched_sizes=True,  # reported below with the key names, not raised
                     **kwargs,
                 )
+                model, info = loaded  # (model, loading info) with output_loading_info
                 problems = loading_problems(info)
                 if problems:  # transformers only logs them and initialises those weights at random
                     raise CheckpointError(f"{where}: {problems}")
@@ -137,7 +137,8 @@ def _check_checkpoint_config(directory: Path, config: LanguageModelConfig, name:
 
 
 def _load_tokenizer(config: LanguageModelConfig, checkpoint: Path | None, name: str) -> Any | None:
-    """``model.lm.tokenizer``, else the checkpoint's, else the shipped tiny one for ``tiny-*``, else ``None``."""
+    """``model.lm.tokenizer``, else the checkpoint's, else the shipped tiny one for ``tiny-*`` (unless
+    ``tiny_tokenizer: false``), else ``None``."""
     from transformers import AutoTokenizer
 
     if config.tokenizer is not None:
@@ -146,7 +147,7 @@ def _load_tokenizer(config: LanguageModelConfig, checkpoint: Path | None, name: 
             raise CheckpointError(f"{key} = {config.tokenizer!r}: no such directory")
     elif checkpoint is not None and any((checkpoint / f).is_file() for f in _TOKENIZER_FILES):
         source, key = checkpoint, f"{KEY}.checkpoint"
-    elif name.startswith("tiny-"):
+    elif name.startswith("tiny-") and config.tiny_tokenizer:
         source, key = tiny_tokenizer_path(), "the shipped tiny tokenizer"
     else:
         return None
@@ -178,7 +179,7 @@ def infer_lora_targets(model: nn.Module, layer_class: type[nn.Module] | None) ->
     return tuple(sorted(names))
 
 
-def _embed_scale(model: nn.Module) -> float:
+def _embed_scale(model: Any) -> float:
     """The embedding scale the model applies on its ``input_ids`` path but not to ``inputs_embeds``.
 
     MiniCPM's remote code multiplies ``embed_tokens(ids)`` by ``config.scale_emb`` in its forward; native
