@@ -19,12 +19,11 @@ from typing import Any
 import torch
 
 from zoo.errors import CheckpointError, ConfigError
+from zoo.hf import LLAMA_LORA_TARGETS, check_arch_fields, make_hf_config, tiny_tokenizer_path
 from zoo.interfaces import LanguageModel
 from zoo.specs import LanguageModelConfig
 from zoo.weights import building_on_meta, torch_dtype_of
 
-from ._hf_common import check_arch_fields, make_hf_config
-from ._hf_lm import LLAMA_LORA_TARGETS, tiny_tokenizer_path
 from ._qwen1_config import QWEN1_MODEL_TYPE, STRUCTURE, qwen2_arch
 from ._qwen1_tokenizer import ENDOFTEXT, IM_END, TIKTOKEN_FILE, load_qwen1_tokenizer
 from ._qwen1_weights import qwen2_state_dict, read_qwen1_state
