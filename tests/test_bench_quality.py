@@ -40,11 +40,11 @@ def zero_projector():
 
 def _quality_grid(data_dir, projectors, **train):
     return {
-        "grid": {"vision": [{"name": "tiny-clip", "train": "full", "image_size": 32}], "projector": projectors,
+        "grid": {"vision": [{"name": "tiny-clip", "image_size": 32}], "projector": projectors,
                  "lm": [{"name": "tiny-qwen2", "train": "full"}]},
         "min_run_time": 0.005, "rounds": 2, "threads": 1, "max_new_tokens": 3, "prompt_len": 4, "reference": False,
         "data": {"train": str(data_dir / "train.json"), "eval": str(data_dir / "eval.json"), "max_length": 64},
-        "train": {"max_steps": 60, "batch_size": 16, "lr": 3.0e-3, "scheduler": "constant", "seed": 0,
+        "train": {"max_steps": 200, "batch_size": 16, "lr": 3.0e-3, "scheduler": "constant", "seed": 0,
                   "save_steps": 1000, "logging_steps": 5, **train},
     }  # fmt: skip
 
@@ -73,7 +73,7 @@ def test_quality_sections_are_validated_with_the_key_and_the_choices(tmp_path):
 @pytest.mark.slow
 def test_a_crippled_combination_ranks_last(tmp_path, zero_projector):
     data_dir = tmp_path / "shapes"
-    write_shapes(data_dir, train=96, eval=24, seed=0, image_size=32)
+    write_shapes(data_dir, train=400, eval=48, seed=0, image_size=32)
     spec = parse_bench(_quality_grid(data_dir, ["mlp2x-gelu", zero_projector]), source="quality.yaml")
     out = tmp_path / "out"
     path = tmp_path / "quality.json"
@@ -84,14 +84,14 @@ def test_a_crippled_combination_ranks_last(tmp_path, zero_projector):
     assert [r["projector"] for r in ranked] == ["mlp2x-gelu", "zero-projector"], ranked
     best, crippled = ranked
     for row in ranked:
-        assert row["quality_status"] == "ok" and row["train_steps"] == 60 and row["eval_n"] == 24
+        assert row["quality_status"] == "ok" and row["train_steps"] == 200 and row["eval_n"] == 48
         assert row["train_seconds"] > 0 and row["train_samples_per_s"] > 0 and math.isfinite(row["train_loss_final"])
-        assert row["trainable_params"] == row["params_total"]  # everything trains (full)
+        assert 0 < row["trainable_params"] < row["params_total"]  # projector and LM train, the tower is frozen
     assert best["eval_accuracy"] > crippled["eval_accuracy"]
     assert crippled["blank_image_accuracy"] == crippled["eval_accuracy"]  # it never saw the images anyway
     record = json.loads((out / "run.json").read_text())
     assert sorted(record["loss_curves"]) == sorted(r["combination"] for r in ranked)
-    assert all(len(curve) == 12 for curve in record["loss_curves"].values())  # a loss every 5 of 60 steps
+    assert all(len(curve) == 40 for curve in record["loss_curves"].values())  # a loss every 5 of 200 steps
     report = (out / "report.md").read_text()
     assert "## Quality ranking" in report and report.index("mlp2x-gelu+tiny-qwen2") < report.index("zero-projector+")
     for name in ("pareto", "loss_curves"):
