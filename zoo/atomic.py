@@ -269,12 +269,17 @@ def _hold(directory: Path) -> int:
 
 def _is_live(directory: Path) -> bool:
     """Whether some process holds the lock of a temporary directory (a save in progress, any namespace)."""
+    return _flock_busy(directory, fcntl.LOCK_EX)
+
+
+def _flock_busy(path: Path, operation: int) -> bool:
+    """Whether ``flock(path, operation)`` would block: another process holds a conflicting lock on it."""
     try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         return False
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
     finally:
@@ -334,17 +339,7 @@ def recover_interrupted_swap(target: str | os.PathLike) -> bool:
 
 
 def _lock_held(target: Path) -> bool:
-    try:
-        fd = os.open(target.parent / f".{target.name}.lock", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return _flock_busy(target.parent / f".{target.name}.lock", fcntl.LOCK_SH)
 
 
 # -- the swap ----------------------------------------------------------------------------------------
