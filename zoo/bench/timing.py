@@ -38,6 +38,8 @@ class Timing:
         median_ms / q1_ms / q3_ms: quantiles of the per-call times (each block's time / calls per block).
         blocks: how many timed blocks the quantiles are over.
         calls_per_block: calls in each block (chosen by the Timer).
+        round_spread: (largest - smallest) of the rounds' medians / the median: drift of the machine
+            between rounds, which the quartiles of the pooled blocks can hide.
     """
 
     median_ms: float
@@ -45,13 +47,17 @@ class Timing:
     q3_ms: float
     blocks: int
     calls_per_block: int = 1
+    round_spread: float = 0.0
 
     @classmethod
-    def from_measurement(cls, measurement: Measurement) -> Timing:
-        """The quantiles of a (merged) ``Measurement``."""
+    def from_measurement(cls, measurement: Measurement, round_medians: list[float] | None = None) -> Timing:
+        """The quantiles of a (merged) ``Measurement``; ``round_medians`` (seconds) of the rounds merged into it."""
         times = torch.tensor(measurement.times, dtype=torch.float64) * 1e3  # [blocks] ms per call
         q1, median, q3 = (float(v) for v in times.quantile(torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64)))
-        return cls(median, q1, q3, len(measurement.times), measurement.number_per_run)
+        drift = 0.0
+        if round_medians and median > 0:
+            drift = (max(round_medians) - min(round_medians)) * 1e3 / median
+        return cls(median, q1, q3, len(measurement.times), measurement.number_per_run, drift)
 
     @property
     def iqr_ms(self) -> float:
@@ -64,21 +70,23 @@ class Timing:
         return self.iqr_ms / self.median_ms if self.median_ms > 0 else float("inf")
 
     def noisy(self, threshold: float = NOISE_THRESHOLD) -> bool:
-        """Whether the spread (IQR / median) exceeds ``threshold``, or there are too few blocks to tell.
+        """Whether the spread (IQR / median) or the drift between rounds exceeds ``threshold``, or there are
+        too few blocks to tell.
 
         Quartiles of fewer than ``MIN_BLOCKS`` blocks say little about the spread (of two blocks, the IQR
         is half their difference): such a timing counts as noisy until measured longer.
         """
-        return self.blocks < MIN_BLOCKS or self.spread > threshold
+        return self.blocks < MIN_BLOCKS or self.spread > threshold or self.round_spread > threshold
 
     def to_dict(self, prefix: str) -> dict[str, float | int]:
-        """``{prefix}_ms_median``, ``_ms_iqr``, ``_ms_q1``, ``_ms_q3``, ``_spread`` and ``_blocks``."""
+        """``{prefix}_ms_median``, ``_ms_iqr``, ``_ms_q1``, ``_ms_q3``, ``_spread``, ``_round_spread``, ``_blocks``."""
         return {
             f"{prefix}_ms_median": round(self.median_ms, 4),
             f"{prefix}_ms_iqr": round(self.iqr_ms, 4),
             f"{prefix}_ms_q1": round(self.q1_ms, 4),
             f"{prefix}_ms_q3": round(self.q3_ms, 4),
             f"{prefix}_spread": round(self.spread, 4),
+            f"{prefix}_round_spread": round(self.round_spread, 4),
             f"{prefix}_blocks": self.blocks,
         }
 
@@ -134,6 +142,9 @@ def time_interleaved(
                 if call in timers[side]:
                     measured[side][call].append(timers[side][call].blocked_autorange(min_run_time=per_round))
     return {
-        side: {call: Timing.from_measurement(Measurement.merge(runs)[0]) for call, runs in by_call.items()}
+        side: {
+            call: Timing.from_measurement(Measurement.merge(runs)[0], [run.median for run in runs])
+            for call, runs in by_call.items()
+        }
         for side, by_call in measured.items()
     }
