@@ -1,7 +1,7 @@
 """The quality grid: 2 towers x 2 projectors x 2 LMs trained alike on the shapes task, ranked held out.
 
-Writes the shapes data next to the grid file if it is missing (600 training and 120 held-out
-questions, 32 px), runs ``zoo bench`` on ``grids/quality-shapes.yaml`` (speed measurements, then
+Writes the shapes data next to the grid file unless it is already there with these counts (6000
+training and 300 held-out questions, 64 px), runs ``zoo bench`` on ``grids/quality-shapes.yaml`` (speed measurements, then
 each combination trained with the same seed, data order and steps and scored with and without the
 images), writes the outputs to ``--out`` and prints the ranking.
 
@@ -11,6 +11,7 @@ images), writes the outputs to ``--out`` and prints the ranking.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -24,6 +25,7 @@ HERE = Path(__file__).parent
 GRID = HERE / "grids" / "quality-shapes.yaml"
 FIELDS = ("combination", "eval_accuracy", "blank_image_accuracy", "eval_loss", "train_loss_final", "trainable_params",
           "flops_per_sample", "forward_ms_median", "train_seconds", "quality_status")  # fmt: skip
+SHAPES_DATA = {"train": 6000, "eval": 300, "seed": 0, "image_size": 64}
 
 
 def main() -> None:
@@ -33,8 +35,10 @@ def main() -> None:
     args = parser.parse_args()
 
     data = GRID.parent / "data" / "shapes"
-    if not (data / "eval.json").is_file():
-        write_shapes(data, train=600, eval=120, seed=0, image_size=32)
+    meta = data / "meta.json"
+    written = json.loads(meta.read_text()) if meta.is_file() else {}
+    if {k: written.get(k) for k in SHAPES_DATA} != SHAPES_DATA:
+        write_shapes(data, **SHAPES_DATA, overwrite=True)
     start = time.perf_counter()
     run = run_bench(load_bench(GRID), progress=not args.json, train_dir=Path(args.out) / "train")
     write_outputs(run, args.out)

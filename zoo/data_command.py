@@ -15,7 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     shapes = sub.add_parser("shapes", help="write train.json, eval.json, meta.json and images/ of coloured shapes")
     shapes.add_argument("out_dir", help="folder to write into (created if needed)")
-    shapes.add_argument("--train", type=int, default=3000, help="training records (default 3000)")
+    shapes.add_argument("--train", type=int, default=6000, help="training records (default 6000)")
     shapes.add_argument("--eval", type=int, default=300, help="held-out records (default 300)")
     shapes.add_argument("--seed", type=int, default=0, help="the same seed writes the same files")
     shapes.add_argument("--image-size", type=int, default=64, help="image side in pixels (default 64)")

@@ -126,7 +126,7 @@ def _split(name: str, count: int, seed: int, avoid: set[tuple], folder: Path, si
 
 
 def write_shapes(
-    out_dir: str | Path, *, train: int = 3000, eval: int = 300, seed: int = 0, image_size: int = 64,
+    out_dir: str | Path, *, train: int = 6000, eval: int = 300, seed: int = 0, image_size: int = 64,
     overwrite: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Write ``train.json``, ``eval.json``, ``meta.json`` and ``images/*.png`` under ``out_dir``.
