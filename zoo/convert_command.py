@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from zoo.load_options import add_load_arguments, load_kwargs
 
@@ -63,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     if args.from_hf_llava:
         model = from_hf_llava(source, dtype=args.dtype)
         save(model, destination, overwrite=args.overwrite)
-        kind, origin = "zoo checkpoint", "transformers Llava directory"
+        kind = "zoo checkpoint"
+        origin = "transformers LLaVA-NeXT directory" if model.anyres is not None else "transformers Llava directory"
     elif args.from_vlm_learning:
         from zoo.errors import ZooError
         from zoo.vlm_learning import from_vlm_learning
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         if dtype is not None:
             model = model.to(dtype)
         save_hf_llava(model, destination, overwrite=args.overwrite)
-        kind = "transformers Llava directory"
+        kind = "transformers LLaVA-NeXT directory" if model.anyres is not None else "transformers Llava directory"
     names = {k: model.composition.slot(k).name for k in ("vision", "projector", "lm")}
     summary = {
         "source": str(source),
@@ -94,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         "destination": str(destination),
         "destination_kind": kind,
         "components": names,
-        "image_tokens": model.tokens_per_image,
+        "image_tokens": model.summary()["image_tokens"],
         "image_token_id": model.image_token_id,
     }
     if args.json:
@@ -102,7 +104,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(
             f"wrote {kind} {str(destination)!r} from {origin} {str(source)!r}: {names['vision']} -> "
-            f"{names['projector']} -> {names['lm']}, {model.tokens_per_image} image tokens "
+            f"{names['projector']} -> {names['lm']}, {_tokens_text(model)} image tokens "
             f"(image token id {model.image_token_id})"
         )
     return 0
+
+
+def _tokens_text(model: Any) -> str:
+    if model.anyres is None:
+        return str(model.tokens_per_image)
+    counts = sorted(set(model.anyres.tokens_by_pinpoint().values()))
+    return f"any-res {counts[0]}..{counts[-1]}"
