@@ -319,10 +319,10 @@ def test_export_of_a_zoo_composition_loads_in_transformers(tmp_path):
 
 def test_export_refuses_what_llava_next_cannot_hold():
     model = zoo.build({"model": {**ANYRES, "vision": {"name": "tiny-clip", "anyres": {"newline": False}}}})
-    with pytest.raises(ZooError, match="newline = false.*always ends each row with image_newline"):
+    with pytest.raises(ZooError, match=r"newline = false.*always ends each row with image_newline"):
         to_hf_llava(model)
     shuffled = zoo.build({"model": {**ANYRES, "projector": {"name": "pixel-shuffle", "factor": 2}}})
-    with pytest.raises(ZooError, match="'pixel-shuffle'.*does not fit the transformers Llava layout"):
+    with pytest.raises(ZooError, match=r"'pixel-shuffle'.*does not fit the transformers Llava layout"):
         to_hf_llava(shuffled)
 
 
