@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ConfigError, ContractError, ZooError, suggest
@@ -161,7 +161,6 @@ class AnyResLayout:
     tile_size: int
     grid: int
     newline: bool = True
-    _cache: dict[tuple[int, int], int] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def resolve(
@@ -232,14 +231,11 @@ class AnyResLayout:
 
     def image_tokens(self, height: int, width: int) -> int:
         """Positions an image of ``height x width`` pixels occupies: THE count (processor and runtime)."""
-        key = (int(height), int(width))
-        if key not in self._cache:
-            if key[0] < 1 or key[1] < 1:
-                raise ConfigError(f"image size {list(key)} is empty; an image has at least 1 x 1 pixels")
-            top, bottom, left, right = self.unpadded_crop(*key)
-            rows = bottom - top
-            self._cache[key] = self.tile_tokens + rows * (right - left) + (rows if self.newline else 0)
-        return self._cache[key]
+        if height < 1 or width < 1:
+            raise ZooError(f"image size {[height, width]} is empty; an image has at least 1 x 1 pixels")
+        top, bottom, left, right = self.unpadded_crop(int(height), int(width))
+        rows = bottom - top
+        return self.tile_tokens + rows * (right - left) + (rows if self.newline else 0)
 
     def tokens_by_pinpoint(self) -> dict[str, int]:
         """Tokens of an image exactly the size of each pinpoint (``"HxW" -> tokens``), for the contract."""

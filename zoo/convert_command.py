@@ -1,4 +1,5 @@
-"""``zoo convert``: between zoo checkpoints and transformers ``LlavaForConditionalGeneration`` directories.
+"""``zoo convert``: between zoo checkpoints and transformers ``LlavaForConditionalGeneration`` directories
+(``LlavaNextForConditionalGeneration`` for any-res compositions; import dispatches on ``model_type``).
 
 zoo convert --from-hf-llava HF_DIR ZOO_DIR     # import a Llava directory, save a zoo checkpoint
 zoo convert --to-hf-llava SOURCE HF_DIR        # SOURCE: a zoo checkpoint, a YAML file or a composition

@@ -29,6 +29,11 @@ zoo model (the HF one is dropped at the end).
 Exporting (:func:`to_hf_llava`) builds the Llava skeleton on ``meta`` and attaches the zoo model's own
 parameters (shared storage, no copy); LoRA adapters are merged into fresh tensors first, the zoo model
 is not modified. Anything that does not fit the layout raises a ``ZooError`` naming the part.
+
+LLaVA-NeXT (``LlavaNextForConditionalGeneration``, ``model_type: llava_next``) goes through the same
+entry points: importing dispatches on ``config.json``'s ``model_type`` and adds
+``model.vision.anyres`` (``image_grid_pinpoints``, newline) to the composition; exporting an any-res
+composition writes the LLaVA-NeXT layout and its ``LlavaNextProcessor`` (:mod:`zoo.hf_llava_next`).
 """
 
 from __future__ import annotations
@@ -89,7 +94,8 @@ _PUBLISHED_PREFIXES = (
 
 # -- import -----------------------------------------------------------------------------------------
 def from_hf_llava(directory: str | os.PathLike, device: str | torch.device | None = None, *, dtype: str | None = None):
-    """Import a transformers ``LlavaForConditionalGeneration`` directory as a ``MultiModal``.
+    """Import a transformers ``LlavaForConditionalGeneration`` (or ``LlavaNextForConditionalGeneration``,
+    by ``model_type``) directory as a ``MultiModal``.
 
     Args:
         directory: a ``save_pretrained`` directory (``config.json`` + safetensors, and the tokenizer).
@@ -425,6 +431,9 @@ def to_hf_llava(model: MultiModal) -> LlavaForConditionalGeneration:
 
 def save_hf_llava(model: MultiModal, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``model`` as a transformers Llava directory: weights, config, tokenizer and processor.
+
+    An any-res composition (``model.vision.anyres``) is written as ``LlavaNextForConditionalGeneration``
+    with a ``LlavaNextProcessor``.
 
     ``LlavaForConditionalGeneration.from_pretrained(directory)`` and ``LlavaProcessor.from_pretrained
     (directory)`` read it back; the processor expands each image token to the same number of ids as
