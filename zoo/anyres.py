@@ -41,6 +41,7 @@ __all__ = [
     "DEFAULT_GRIDS",
     "AnyResConfig",
     "AnyResLayout",
+    "describe_image_tokens",
     "parse_anyres",
     "select_best_resolution",
 ]
@@ -118,6 +119,14 @@ def parse_anyres(value: Any, *, key: str = "model.vision.anyres", source: str = 
     if len(set(pinpoints)) != len(pinpoints):
         raise ConfigError(f"{source}: {key}.grid_pinpoints = {brief(raw)} lists a resolution twice")
     return AnyResConfig(grid_pinpoints=tuple(pinpoints), newline=newline)
+
+
+def describe_image_tokens(tokens: int | Mapping[str, int]) -> str:
+    """``576``, or for any-res ``any-res 1752..2928 (336x672: 1752, ...)`` (tokens by pinpoint ``HxW``)."""
+    if not isinstance(tokens, Mapping):
+        return str(tokens)
+    low, high = min(tokens.values()), max(tokens.values())
+    return f"any-res {low}..{high} (" + ", ".join(f"{k}: {v}" for k, v in tokens.items()) + ")"
 
 
 def select_best_resolution(size: tuple[int, int], pinpoints: Sequence[tuple[int, int]]) -> tuple[int, int]:
