@@ -338,3 +338,18 @@ def test_convert_cli_dispatches_on_model_type(tmp_path, capsys):
     assert main(["convert", "--to-hf-llava", str(tmp_path / "zoo"), str(tmp_path / "back")]) == 0
     assert "transformers LLaVA-NeXT directory" in capsys.readouterr().out
     assert json.loads((tmp_path / "back" / "config.json").read_text())["model_type"] == "llava_next"
+
+
+def test_cli_generates_with_any_res_and_reports_bad_settings_in_one_line(tmp_path, capsys):
+    image = tmp_path / "wide.png"
+    _images((30, 70))[0].save(image)
+    code = main(["generate", "tiny-anyres-clip-mlp-qwen2", "--prompt", "<image> what is it?", "--image", str(image),
+                 "--max-new-tokens", "3", "--json"])  # fmt: skip
+    assert code == 0 and len(json.loads(capsys.readouterr().out)["tokens"]) == 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  vision: {name: tiny-clip, anyres: {grid_pinpoints: [[32, 48]]}}\n"
+                   "  projector: mlp2x-gelu\n  lm: tiny-qwen2\n")  # fmt: skip
+    assert main(["validate", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "model.vision.anyres.grid_pinpoints[0] = [32, 48]" in err
+    assert "valid: multiples of 32, such as [32, 64]" in err
