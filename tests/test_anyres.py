@@ -353,3 +353,48 @@ def test_cli_generates_with_any_res_and_reports_bad_settings_in_one_line(tmp_pat
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "model.vision.anyres.grid_pinpoints[0] = [32, 48]" in err
     assert "valid: multiples of 32, such as [32, 64]" in err
+
+
+# -- training data and evaluation ----------------------------------------------------------------------
+def _record(ident: str, images: list[str], answer: str) -> dict:
+    question = "<image>\n" * len(images) + "What is it?"
+    return {"id": ident, "image": images, "conversations": [{"from": "human", "value": question},
+                                                            {"from": "gpt", "value": answer}]}  # fmt: skip
+
+
+def test_training_data_counts_each_image_by_its_size_and_the_loss_goes_down(tmp_path):
+    from zoo.data import DataCollator, LlavaDataset
+    from zoo.evaluate import evaluate
+
+    for name, (height, width) in {"wide.png": (30, 70), "tall.png": (90, 40)}.items():
+        _images((height, width))[0].save(tmp_path / name)
+    records = [
+        _record("a", ["wide.png"], "wide"),
+        _record("b", [], "text"),
+        _record("c", ["tall.png", "wide.png"], "two"),
+    ]
+    torch.manual_seed(0)
+    model = zoo.build({"model": ANYRES})
+    dataset = LlavaDataset(records, model, image_folder=tmp_path)
+    items = [dataset[i] for i in range(3)]
+    wide, tall = model.image_tokens_for(30, 70), model.image_tokens_for(90, 40)
+    counts = [int((item["input_ids"] == model.image_token_id).sum()) for item in items]
+    assert counts == [wide, 0, tall + wide]
+    assert items[2]["image_sizes"].tolist() == [[90, 40], [30, 70]]
+    batch = DataCollator.from_model(model)(items)
+    assert batch["pixel_values"].shape == (3, 4, 3, 32, 32)  # three images, tiles padded to the most (tall: 3 + 1)
+    newline = model.projector.image_newline.detach().clone()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    losses = []
+    for _ in range(5):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+    assert not torch.equal(model.projector.image_newline, newline)  # trained with the projector
+    truncated = LlavaDataset(records[2:], model, image_folder=tmp_path, max_length=tall + 20)[0]
+    assert truncated["image_sizes"].tolist() == [[90, 40]]  # the second image did not fit: dropped whole
+    result = evaluate(model, records, image_folder=tmp_path, max_new_tokens=2, batch_size=2)
+    assert result["n"] == 3 and result["loss"] == result["loss"]  # generated and scored (loss not NaN)
