@@ -238,6 +238,15 @@ def test_anyres_composes_with_a_token_reducing_projector():
     assert model(**batch).logits.shape[1] == batch["input_ids"].shape[1]
 
 
+def test_anyres_composes_with_a_fused_tower():
+    torch.manual_seed(0)
+    model = zoo.build({"model": {**ANYRES, "vision": {"name": "tiny-dinosiglip", "anyres": True}}}).eval()
+    assert model.anyres.pinpoints == ((32, 64), (64, 32), (64, 64), (96, 32), (32, 96))  # LLaVA-NeXT's, in tiles
+    batch = model.processor()(PROMPTS, images=[[_images((30, 70))[0]], [], [_images((90, 40))[0]]])
+    assert batch["pixel_values"].shape[2] == 6  # each tile holds both towers' inputs
+    assert model(**batch).logits.shape[:2] == batch["input_ids"].shape
+
+
 def test_full_size_preset_on_meta_has_transformers_parameter_count_and_tokens():
     from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
 
@@ -295,12 +304,15 @@ def test_import_llava_next_matches_transformers_on_one_batch(tmp_path, text):
     assert torch.allclose(again["pixel_values"], batch["pixel_values"], atol=1e-6)
 
 
-def test_export_of_a_zoo_composition_loads_in_transformers(tmp_path):
+@pytest.mark.parametrize("vision", ["tiny-clip", "tiny-siglip"])
+def test_export_of_a_zoo_composition_loads_in_transformers(tmp_path, vision):
     from safetensors.torch import load_file
     from transformers import LlavaNextForConditionalGeneration, LlavaNextProcessor
 
     torch.manual_seed(0)
-    model = zoo.build({"model": {**ANYRES, "lm": {"name": "tiny-qwen2", "train": "lora"}}}).eval()
+    config = {**ANYRES, "vision": {"name": vision, "anyres": {"grid_pinpoints": PINPOINTS}},
+              "lm": {"name": "tiny-qwen2", "train": "lora"}}  # fmt: skip
+    model = zoo.build({"model": config}).eval()
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
@@ -314,7 +326,12 @@ def test_export_of_a_zoo_composition_loads_in_transformers(tmp_path):
     batch = _hf_batch(processor, _images((30, 70), (90, 40)))
     reloaded = LlavaNextForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()
     assert (_logits(reloaded, batch) - _logits(model, batch)).abs().max() <= TOLERANCE
-    assert hf_llava_composition(tmp_path / "hf")["model"]["vision"]["anyres"]["grid_pinpoints"] == PINPOINTS
+    own = model.processor()(PROMPTS, images=[[_images((30, 70))[0]], [], [_images((90, 40))[0]]])
+    assert torch.equal(own["input_ids"], batch["input_ids"])  # the exported processor counts like zoo's
+    composition = hf_llava_composition(tmp_path / "hf")["model"]["vision"]
+    assert composition["name"] == vision and composition["anyres"]["grid_pinpoints"] == PINPOINTS
+    back = from_hf_llava(tmp_path / "hf")
+    assert (_logits(back, batch) - _logits(model, batch)).abs().max() <= TOLERANCE
 
 
 def test_export_refuses_what_llava_next_cannot_hold():
