@@ -189,6 +189,9 @@ def test_runtime_count_check_and_missing_image_sizes_are_clear():
         model(batch["pixel_values"], batch["input_ids"])
     with pytest.raises(ZooError, match=r"image_tokens_for\(height, width\)"):
         _ = model.tokens_per_image
+    plain = zoo.build("tiny-clip-mlp-qwen2")
+    with pytest.raises(ZooError, match=r"image_sizes were given .* but the model has no model.vision.anyres"):
+        plain.encode_images(batch["pixel_values"], batch["image_sizes"])
 
 
 def test_save_load_round_trip_keeps_the_newline_and_the_logits(tmp_path):

@@ -134,6 +134,11 @@ class MultiModal(nn.Module):
         """
         if self.anyres is not None:
             return self._encode_tiles(pixel_values, image_sizes)
+        if image_sizes is not None:
+            raise ZooError(
+                "image_sizes were given (LLaVA-NeXT inputs) but the model has no model.vision.anyres; make the inputs "
+                "with model.processor(), or compose the model with model.vision.anyres"
+            )
         features = self.vision(pixel_values)  # [N_img, N, D]
         return self.projector(features.to(_param_dtype(self.projector, features.dtype)))  # [N_img, M, H_lm]
 
