@@ -90,8 +90,8 @@ def parse_anyres(value: Any, *, key: str = "model.vision.anyres", source: str = 
         )
     for name in value:
         if name not in _KEYS:
-            raise ConfigError(f"{source}: unknown key {key}.{brief(name)[1:-1] if isinstance(name, str) else name}; "
-                              f"{suggest(str(name)[:100], _KEYS)}")  # fmt: skip
+            word = str(name)[:100]
+            raise ConfigError(f"{source}: unknown key {key}.{word}; {suggest(word, _KEYS)}")
     newline = value.get("newline", True)
     if not isinstance(newline, bool):
         raise ConfigError(f"{source}: {key}.newline = {brief(newline)} has the wrong type; expected true/false")
