@@ -267,20 +267,28 @@ class AnyResLayout:
 
     # -- images -----------------------------------------------------------------------------------
     def tile_image(self, image: Image.Image) -> list[Image.Image]:
-        """The global view then the grid tiles (row-major), each ``S x S``, of one RGB PIL image."""
-        from PIL import Image
+        """The global view then the grid tiles (row-major), each ``S x S``, of one RGB PIL image.
 
-        side = self.tile_size
-        width, height = image.size
-        best = self.best_resolution(height, width)
-        fit_h, fit_w = _fit_size((height, width), best)
-        canvas = Image.new("RGB", (best[1], best[0]), (0, 0, 0))
-        canvas.paste(image.resize((fit_w, fit_h), Image.Resampling.BICUBIC), ((best[1] - fit_w) // 2,
-                                                                                (best[0] - fit_h) // 2))  # fmt: skip
+        Resizing is torchvision's antialiased bicubic on the 8-bit image, as transformers' LLaVA-NeXT
+        image processor does, so that the tiles (and, through the tower's own processor, the pixel
+        values) are the ones it makes.
+        """
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as tvf
+
+        side, bicubic = self.tile_size, InterpolationMode.BICUBIC
+        pixels = tvf.pil_to_tensor(image)  # [3, H, W] uint8
+        height, width = pixels.shape[-2:]
+        best_h, best_w = self.best_resolution(height, width)
+        fit_h, fit_w = _fit_size((height, width), (best_h, best_w))
+        fitted = tvf.resize(pixels, [fit_h, fit_w], interpolation=bicubic, antialias=True)  # [3, fit_h, fit_w]
+        left, top = (best_w - fit_w) // 2, (best_h - fit_h) // 2
+        canvas = tvf.pad(fitted, [left, top, best_w - fit_w - left, best_h - fit_h - top])  # [3, best_h, best_w] black
         tiles = [
-            canvas.crop((x, y, x + side, y + side)) for y in range(0, best[0], side) for x in range(0, best[1], side)
-        ]
-        return [image.resize((side, side), Image.Resampling.BICUBIC), *tiles]
+            canvas[:, y : y + side, x : x + side] for y in range(0, best_h, side) for x in range(0, best_w, side)
+        ]  # each [3, S, S]
+        whole = tvf.resize(pixels, [side, side], interpolation=bicubic, antialias=True)  # [3, S, S]
+        return [tvf.to_pil_image(t) for t in (whole, *tiles)]
 
     def preprocess(
         self, images: Sequence[Image.Image], transform: Callable[[list[Image.Image]], torch.Tensor]
