@@ -17,19 +17,22 @@ from zoo.load_options import add_load_arguments, load_kwargs
 
 __all__ = ["HELP", "add_arguments", "run"]
 
-HELP = "convert between zoo checkpoints and transformers Llava directories"
+HELP = "convert between zoo checkpoints and transformers Llava / LLaVA-NeXT directories"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``zoo convert``."""
     direction = parser.add_mutually_exclusive_group(required=True)
     direction.add_argument(
-        "--from-hf-llava", action="store_true", help="SOURCE is a transformers Llava directory; write a zoo checkpoint"
+        "--from-hf-llava",
+        action="store_true",
+        help="SOURCE is a transformers Llava or LLaVA-NeXT directory (by its model_type); write a zoo checkpoint",
     )
     direction.add_argument(
         "--to-hf-llava",
         action="store_true",
-        help="SOURCE is a zoo checkpoint, a YAML file or a composition name; write a transformers Llava directory",
+        help="SOURCE is a zoo checkpoint, a YAML file or a composition name; write a transformers Llava directory "
+        "(LLaVA-NeXT for a composition with model.vision.anyres)",
     )
     direction.add_argument(
         "--from-vlm-learning",
