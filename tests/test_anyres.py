@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import types
 
 import pytest
 import torch
@@ -111,6 +112,36 @@ def test_best_fit_and_token_count_agree_with_transformers(height, width):
     layout = AnyResLayout(tuple(pinpoints), tile_size=336, grid=24)
     expected = _llava_v16_processor()._get_number_of_features(height, width, 336, 336) - 1  # 'default' drops CLS
     assert layout.image_tokens(height, width) == expected
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 400), st.integers(1, 400), st.booleans())
+def test_stitched_features_equal_transformers_pack_image_features(height, width, tall_tiles):
+    """``AnyResLayout.pack`` (stitch, unpad, newline) against ``LlavaNextModel.pack_image_features``."""
+    from transformers.models.llava_next.modeling_llava_next import LlavaNextModel
+
+    pinpoints = ((32, 64), (64, 32), (64, 64), (96, 32) if tall_tiles else (32, 96))
+    model = _pack_owner(pinpoints)
+    layout = AnyResLayout(pinpoints, tile_size=32, grid=4)
+    generator = torch.Generator().manual_seed(height * 1000 + width)
+    features = torch.randn(layout.num_tiles(height, width), 16, 8, generator=generator)  # [T, M, D]
+    newline = torch.randn(8, generator=generator)  # [D]
+    theirs, lengths = LlavaNextModel.pack_image_features(
+        model, [features], torch.tensor([[height, width]]), "default", image_newline=newline
+    )
+    ours = layout.pack(features, height, width, newline)  # [tokens, D]
+    assert torch.equal(ours, theirs[0]) and int(lengths[0]) == layout.image_tokens(height, width)
+
+
+@functools.cache
+def _pack_owner(pinpoints: tuple[tuple[int, int], ...]) -> types.SimpleNamespace:
+    """What ``LlavaNextModel.pack_image_features`` reads of its model: the config (32 px tiles, 8 px patches)."""
+    from transformers import CLIPVisionConfig, LlavaNextConfig
+
+    vision = CLIPVisionConfig(image_size=32, patch_size=8)
+    return types.SimpleNamespace(
+        config=LlavaNextConfig(vision_config=vision, image_grid_pinpoints=[list(p) for p in pinpoints])
+    )
 
 
 @functools.cache
