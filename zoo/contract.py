@@ -10,9 +10,12 @@ registered it, instead of failing later inside torch or blaming the user's promp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ContractError
+
+if TYPE_CHECKING:
+    from zoo.anyres import AnyResLayout
 
 __all__ = ["Contract", "check_contract", "check_declared_dims", "verify_anyres", "verify_contract"]
 
@@ -135,7 +138,7 @@ def verify_contract(
     run("projector", "projector", projector, features, declared, "[images, num_output_tokens, out_dim]")
 
 
-def verify_anyres(layout: Any, width: int, source: str) -> None:
+def verify_anyres(layout: AnyResLayout, width: int, source: str) -> None:
     """Stitch meta features of an image the size of each pinpoint (``zoo.anyres``): the positions it
     yields must be the count the processor expands placeholders to (``layout.image_tokens``)."""
     import torch
