@@ -92,10 +92,17 @@ def test_every_registered_composition_builds():
     for name in names:
         tiny = name.startswith("tiny-")
         model = zoo.build(name, meta=not tiny)
-        assert model.tokens_per_image == model.contract.image_tokens > 0
+        side = model.vision.image_size
+        assert model.image_tokens_for(side, side) >= model.contract.image_tokens > 0
+        if model.anyres is None:
+            assert model.tokens_per_image == model.contract.image_tokens
         if tiny:
-            ids = torch.tensor([[model.image_token_id] * model.tokens_per_image + [1, 2, 3]])
+            ids = torch.tensor([[model.image_token_id] * model.image_tokens_for(side, side) + [1, 2, 3]])
             pixels = torch.rand(1, *model.vision.pixel_shape)  # [1, C, H, W]
+            sizes = None
+            if model.anyres is not None:  # any-res: the global view and the tiles of a side x side image
+                pixels = torch.rand(1, model.anyres.num_tiles(side, side), *model.vision.pixel_shape)  # [1, T, C, H, W]
+                sizes = torch.tensor([[side, side]])
             with torch.no_grad():
-                logits = model(pixel_values=pixels, input_ids=ids).logits
+                logits = model(pixel_values=pixels, input_ids=ids, image_sizes=sizes).logits
             assert logits.shape[:2] == ids.shape and torch.isfinite(logits).all(), name

@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import nn
 
+from zoo.anyres import AnyResConfig, AnyResLayout
 from zoo.config import DTYPES, ModelConfig, config_from_dict, load_model_config
-from zoo.contract import Contract, check_contract, check_declared_dims, verify_contract
+from zoo.contract import Contract, check_contract, check_declared_dims, verify_anyres, verify_contract
 from zoo.errors import ConfigError, PluginError, ZooError
 from zoo.limits import MAX_IMAGE_SIDE, MAX_RANDOM_INIT_BYTES, InputLimitError, brief, format_bytes
 from zoo.registry import Registry, get_registry
@@ -190,6 +191,7 @@ class BuildPlan:
     contract: Contract
     meta_modules: dict[str, nn.Module] = field(repr=False)
     plan_seconds: float = 0.0
+    anyres: AnyResLayout | None = None
 
     @property
     def names(self) -> dict[str, str]:
@@ -234,15 +236,37 @@ def plan(target: str | Path | Mapping[str, Any] | ModelConfig, *, plugins: Seque
     )
     names = {kind: config.slot(kind).name for kind in ("vision", "projector", "lm")}
     contract = check_contract(vision, modules["projector"], lm, names, src)
+    layout = None
+    if config.vision.anyres is not None:
+        layout, modules["projector"], contract = _plan_anyres(config, vision, modules["projector"], contract, names)
     context = _context_length(lm)
-    if context is not None and contract.image_tokens > context:
+    most = layout.max_tokens if layout is not None else contract.image_tokens
+    if context is not None and most > context:
         raise InputLimitError(
-            f"{src}: one image becomes {contract.image_tokens} tokens but language model {config.lm.name!r} has a "
-            f"context of {context}; lower model.vision.image_size or choose a projector with fewer tokens"
+            f"{src}: one image becomes {most} tokens but language model {config.lm.name!r} has a "
+            f"context of {context}; lower model.vision.image_size"
+            + (", use smaller model.vision.anyres.grid_pinpoints" if layout is not None else "")
+            + " or choose a projector with fewer tokens"
         )
     owners = {kind: specs[kind].plugin for kind in specs}
     verify_contract(vision, modules["projector"], contract, names, owners, src)
-    return BuildPlan(config, specs, configs, contract, modules, time.perf_counter() - start)
+    if layout is not None:
+        verify_anyres(layout, contract.lm_hidden_size, src)
+    return BuildPlan(config, specs, configs, contract, modules, time.perf_counter() - start, layout)
+
+
+def _plan_anyres(
+    config: ModelConfig, vision: Any, projector: nn.Module, contract: Contract, names: dict[str, str]
+) -> tuple[AnyResLayout, nn.Module, Contract]:
+    """Resolve ``model.vision.anyres`` against the meta-built tower and projector; wrap the projector."""
+    from zoo.anyres_projector import AnyResProjector
+
+    anyres = cast("AnyResConfig", config.vision.anyres)
+    layout = AnyResLayout.resolve(
+        anyres, tile_size=vision.image_size, tile_tokens=contract.image_tokens, names=names, source=config.source
+    )
+    wrapped = AnyResProjector(cast("Projector", projector), newline=layout.newline)
+    return layout, wrapped, dataclasses.replace(contract, anyres=layout.to_dict())
 
 
 def build(
@@ -291,6 +315,8 @@ def build(
                     checked.specs[kind], checked.configs[kind], key=f"model.{kind}", source=src,
                     empty=kind in empty_weights,
                 )  # fmt: skip
+    if checked.anyres is not None and not meta:
+        modules["projector"] = _with_newline(modules["projector"], checked.anyres, empty="projector" in empty_weights)
     model = MultiModal(
         cast("VisionTower", modules["vision"]),
         cast("Projector", modules["projector"]),
@@ -298,12 +324,23 @@ def build(
         composition=checked.config,
         contract=checked.contract,
         component_configs=checked.configs,
+        anyres=checked.anyres,
     )
     with torch.device("meta") if meta else contextlib.nullcontext():  # LoRA weights too: nothing allocated
         apply_training_policy(model, checked.config)
     if device is not None and not meta:
         model.to(device)
     return model
+
+
+def _with_newline(projector: nn.Module, layout: AnyResLayout, *, empty: bool) -> nn.Module:
+    """The projector wrapped for any-resolution tiling (a prebuilt one may already be)."""
+    from zoo.anyres_projector import AnyResProjector
+
+    if isinstance(projector, AnyResProjector):
+        return projector
+    with _empty_parameters() if empty else contextlib.nullcontext():
+        return AnyResProjector(cast("Projector", projector), newline=layout.newline)
 
 
 def _check_image_side(side: Any, source: str) -> None:

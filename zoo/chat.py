@@ -6,7 +6,8 @@ the rendered text: the turn's content plus the end-of-turn marker the template w
 (``<|im_end|>`` for ChatML), so the model learns to stop; whitespace the template writes after
 that marker is not supervised. Each span is found by rendering the conversation up to the turn
 with the generation prompt (where the turn starts) and up to and including it (where it ends).
-Each image placeholder token is then expanded to ``tokens_per_image`` ids, never supervised.
+Each image placeholder token is then expanded to ``tokens_per_image`` ids, never supervised (or, for
+any-resolution models, to each image's own count, given as ``image_tokens``).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class ChatEncoder:
         *,
         supervise: str = "assistant",
         max_length: int | None = None,
+        image_tokens: Sequence[int] | None = None,
     ) -> Encoded:
         """Ids and labels of a whole conversation.
 
@@ -77,6 +79,8 @@ class ChatEncoder:
             max_length: truncate to at most this many ids (images expanded); a cut that would fall
                 inside an image's positions moves to just before that image, so an image is kept
                 whole or dropped with everything after it. ``num_images`` counts the images kept.
+            image_tokens: ids each image expands to, in order (any-res: by image size); default
+                ``tokens_per_image`` for every image.
         """
         if supervise not in ("assistant", "last"):
             raise ZooError(f"supervise = {supervise!r} is not valid; valid choices: 'assistant', 'last'")
@@ -88,13 +92,15 @@ class ChatEncoder:
             token if any(start < span_end and end > span_start for span_start, span_end in spans) else IGNORE_INDEX
             for token, (start, end) in zip(encoding["input_ids"], encoding["offset_mapping"])
         ]
-        return self._expand(encoding["input_ids"], labels, max_length)
+        return self._expand(encoding["input_ids"], labels, max_length, image_tokens)
 
-    def encode_prompt(self, messages: Sequence[Mapping[str, str]]) -> Encoded:
+    def encode_prompt(
+        self, messages: Sequence[Mapping[str, str]], image_tokens: Sequence[int] | None = None
+    ) -> Encoded:
         """Ids of ``messages`` followed by the generation prompt (what a model answers), no labels."""
         text = self.render(messages, add_generation_prompt=True)
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        return self._expand(ids, [IGNORE_INDEX] * len(ids), None)
+        return self._expand(ids, [IGNORE_INDEX] * len(ids), None, image_tokens)
 
     def _span(self, messages: Sequence[Mapping[str, str]], turn: int, text: str) -> tuple[int, int]:
         before = self.render(messages[:turn], add_generation_prompt=True)
@@ -110,21 +116,27 @@ class ChatEncoder:
             end -= 1
         return len(before), end
 
-    def _expand(self, ids: Sequence[int], labels: Sequence[int], max_length: int | None) -> Encoded:
+    def _expand(
+        self, ids: Sequence[int], labels: Sequence[int], max_length: int | None, image_tokens: Sequence[int] | None
+    ) -> Encoded:
         out_ids: list[int] = []
         out_labels: list[int] = []
-        starts: list[int] = []
+        spans: list[tuple[int, int]] = []  # (start, end) of each image's positions
         for token, label in zip(ids, labels):
             if token == self.image_token_id:
-                starts.append(len(out_ids))
-                out_ids.extend([token] * self.tokens_per_image)
-                out_labels.extend([IGNORE_INDEX] * self.tokens_per_image)
+                index = len(spans)
+                if image_tokens is not None and index >= len(image_tokens):
+                    raise ZooError(f"the text holds more image placeholders than the {len(image_tokens)} images given")
+                count = self.tokens_per_image if image_tokens is None else int(image_tokens[index])
+                spans.append((len(out_ids), len(out_ids) + count))
+                out_ids.extend([token] * count)
+                out_labels.extend([IGNORE_INDEX] * count)
             else:
                 out_ids.append(token)
                 out_labels.append(label)
         cut = len(out_ids) if max_length is None else min(len(out_ids), max_length)
-        for start in starts:
-            if start < cut < start + self.tokens_per_image:
+        for start, end in spans:
+            if start < cut < end:
                 cut = start  # never keep part of an image
-        kept = sum(start + self.tokens_per_image <= cut for start in starts)
+        kept = sum(end <= cut for _, end in spans)
         return Encoded(out_ids[:cut], out_labels[:cut], kept)

@@ -81,7 +81,7 @@ def save(model: MultiModal, directory: str | os.PathLike, *, overwrite: bool = F
             "dtype": model.composition.dtype,
             "image_token": model.image_token,
             "image_token_id": model.image_token_id,
-            "tokens_per_image": model.tokens_per_image,
+            "tokens_per_image": model.contract.image_tokens,  # per tile with model.vision.anyres
             "contract": _jsonable(model.contract.to_dict()),
             "components": components,
             "tokenizer": tokenizer,

@@ -177,6 +177,7 @@ def _target(args: argparse.Namespace) -> Any:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from zoo.anyres import describe_image_tokens
     from zoo.builder import plan
 
     _registry(args)
@@ -185,11 +186,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
     c = checked.contract
     _emit(args, data, f"ok: {checked.names['vision']} ({c.vision_hidden_size}, {c.vision_tokens} tokens) -> "
                       f"{checked.names['projector']} -> {checked.names['lm']} ({c.lm_hidden_size}); "
-                      f"{c.image_tokens} image tokens per image")  # fmt: skip
+                      f"{describe_image_tokens((c.anyres or {}).get('tokens_by_pinpoint', c.image_tokens))} "
+                      "image tokens per image")  # fmt: skip
     return 0
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from zoo.anyres import describe_image_tokens
     from zoo.builder import build
 
     _registry(args)
@@ -207,7 +210,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     for kind, comp in summary["components"].items():
         lines.append(f"{kind:<10} {comp['name']:<28} {comp['params']:>16,} {comp['trainable']:>16,}")
     lines.append(f"{'total':<10} {'':<28} {summary['params_total']:>16,} {summary['params_trainable']:>16,}")
-    lines.append(f"image tokens per image: {summary['image_tokens']}   built in {summary['build_seconds']} s"
+    tokens = describe_image_tokens(summary["image_tokens"])
+    lines.append(f"image tokens per image: {tokens}   built in {summary['build_seconds']} s"
                  + ("  (meta: nothing allocated)" if args.meta else ""))  # fmt: skip
     if args.save and not args.meta:
         try:

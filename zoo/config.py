@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zoo.anyres import AnyResConfig, parse_anyres
 from zoo.errors import ConfigError, suggest
 from zoo.limits import MAX_CONFIG_INT, InputLimitError, brief
 from zoo.yaml_io import load_yaml_file
@@ -61,6 +62,7 @@ class ComponentChoice:
     train: str = "frozen"
     lr: float | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
+    anyres: AnyResConfig | None = None  # model.vision.anyres: any-resolution tiling (zoo.anyres)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ class ModelConfig:
                 slot["lr"] = choice.lr
             if choice.train == "lora":
                 slot["lora"] = dataclasses.asdict(choice.lora)
+            if choice.anyres is not None:
+                slot["anyres"] = choice.anyres.to_dict()
             model[kind] = slot
         data: dict[str, Any] = {"model": model}
         if self.plugins:
@@ -206,6 +210,14 @@ def _parse_slot(kind: str, value: Any, source: str) -> ComponentChoice:
         raise ConfigError(f"{source}: {key} has no 'name' (see 'zoo list {kind}' for the choices)")
     options = dict(value)
     name = _typed(options.pop("name"), str, f"{key}.name", source)
+    anyres = None
+    if "anyres" in options:
+        if kind != "vision":
+            raise ConfigError(
+                f"{source}: {key}.anyres: any-resolution tiling is an option of the vision slot; "
+                "move it to model.vision.anyres"
+            )
+        anyres = parse_anyres(options.pop("anyres"), key=f"{key}.anyres", source=source)
     train = options.pop("train", DEFAULT_TRAIN[kind])
     if train not in TRAIN_MODES:
         raise ConfigError(
@@ -232,7 +244,7 @@ def _parse_slot(kind: str, value: Any, source: str) -> ComponentChoice:
         if not ok:
             value = getattr(lora, field_name)
             raise ConfigError(f"{source}: {key}.lora.{field_name} = {brief(value)} is not valid; it must be {rule}")
-    return ComponentChoice(name=name, options=options, train=train, lr=lr, lora=lora)
+    return ComponentChoice(name=name, options=options, train=train, lr=lr, lora=lora, anyres=anyres)
 
 
 def _check_keys(data: Mapping, allowed, path: str, source: str, required=()) -> None:

@@ -10,11 +10,14 @@ registered it, instead of failing later inside torch or blaming the user's promp
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ContractError
 
-__all__ = ["Contract", "check_contract", "check_declared_dims", "verify_contract"]
+if TYPE_CHECKING:
+    from zoo.anyres import AnyResLayout
+
+__all__ = ["Contract", "check_contract", "check_declared_dims", "verify_anyres", "verify_contract"]
 
 
 @dataclass(frozen=True)
@@ -25,10 +28,14 @@ class Contract:
     vision_tokens: int
     lm_hidden_size: int
     image_tokens: int
+    anyres: dict[str, Any] | None = None  # any-resolution tiling: ``image_tokens`` is per tile then
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for manifests and ``--json``."""
-        return dict(self.__dict__)
+        """Plain data for manifests and ``--json`` (``anyres`` only when tiling is on)."""
+        data = dict(self.__dict__)
+        if data["anyres"] is None:
+            del data["anyres"]
+        return data
 
 
 def check_declared_dims(
@@ -129,3 +136,21 @@ def verify_contract(
     features = torch.empty(1, tokens, width, device="meta", dtype=dtype)  # [1, N, D]
     declared = (1, contract.image_tokens, contract.lm_hidden_size)
     run("projector", "projector", projector, features, declared, "[images, num_output_tokens, out_dim]")
+
+
+def verify_anyres(layout: AnyResLayout, width: int, source: str) -> None:
+    """Stitch meta features of an image the size of each pinpoint (``zoo.anyres``): the positions it
+    yields must be the count the processor expands placeholders to (``layout.image_tokens``)."""
+    import torch
+
+    newline = torch.empty(width, device="meta")  # [D]
+    for height, side in layout.pinpoints:
+        tiles = layout.num_tiles(height, side)
+        features = torch.empty(tiles, layout.tile_tokens, width, device="meta")  # [T, M, D]
+        packed = layout.pack(features, height, side, newline)  # [tokens, D]
+        expected = layout.image_tokens(height, side)
+        if tuple(packed.shape) != (expected, width):
+            raise ContractError(
+                f"{source}: model.vision.anyres: an image of {height}x{side} px stitches to {list(packed.shape)} "
+                f"features but its placeholder count is {expected}; this is a bug in zoo.anyres"
+            )

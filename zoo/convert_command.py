@@ -1,4 +1,5 @@
-"""``zoo convert``: between zoo checkpoints and transformers ``LlavaForConditionalGeneration`` directories.
+"""``zoo convert``: between zoo checkpoints and transformers ``LlavaForConditionalGeneration`` directories
+(``LlavaNextForConditionalGeneration`` for any-res compositions; import dispatches on ``model_type``).
 
 zoo convert --from-hf-llava HF_DIR ZOO_DIR     # import a Llava directory, save a zoo checkpoint
 zoo convert --to-hf-llava SOURCE HF_DIR        # SOURCE: a zoo checkpoint, a YAML file or a composition
@@ -10,24 +11,28 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from zoo.load_options import add_load_arguments, load_kwargs
 
 __all__ = ["HELP", "add_arguments", "run"]
 
-HELP = "convert between zoo checkpoints and transformers Llava directories"
+HELP = "convert between zoo checkpoints and transformers Llava / LLaVA-NeXT directories"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``zoo convert``."""
     direction = parser.add_mutually_exclusive_group(required=True)
     direction.add_argument(
-        "--from-hf-llava", action="store_true", help="SOURCE is a transformers Llava directory; write a zoo checkpoint"
+        "--from-hf-llava",
+        action="store_true",
+        help="SOURCE is a transformers Llava or LLaVA-NeXT directory (by its model_type); write a zoo checkpoint",
     )
     direction.add_argument(
         "--to-hf-llava",
         action="store_true",
-        help="SOURCE is a zoo checkpoint, a YAML file or a composition name; write a transformers Llava directory",
+        help="SOURCE is a zoo checkpoint, a YAML file or a composition name; write a transformers Llava directory "
+        "(LLaVA-NeXT for a composition with model.vision.anyres)",
     )
     direction.add_argument(
         "--from-vlm-learning",
@@ -63,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     if args.from_hf_llava:
         model = from_hf_llava(source, dtype=args.dtype)
         save(model, destination, overwrite=args.overwrite)
-        kind, origin = "zoo checkpoint", "transformers Llava directory"
+        kind = "zoo checkpoint"
+        origin = "transformers LLaVA-NeXT directory" if model.anyres is not None else "transformers Llava directory"
     elif args.from_vlm_learning:
         from zoo.errors import ZooError
         from zoo.vlm_learning import from_vlm_learning
@@ -86,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
         if dtype is not None:
             model = model.to(dtype)
         save_hf_llava(model, destination, overwrite=args.overwrite)
-        kind = "transformers Llava directory"
+        kind = "transformers LLaVA-NeXT directory" if model.anyres is not None else "transformers Llava directory"
     names = {k: model.composition.slot(k).name for k in ("vision", "projector", "lm")}
     summary = {
         "source": str(source),
@@ -94,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         "destination": str(destination),
         "destination_kind": kind,
         "components": names,
-        "image_tokens": model.tokens_per_image,
+        "image_tokens": model.summary()["image_tokens"],
         "image_token_id": model.image_token_id,
     }
     if args.json:
@@ -102,7 +108,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(
             f"wrote {kind} {str(destination)!r} from {origin} {str(source)!r}: {names['vision']} -> "
-            f"{names['projector']} -> {names['lm']}, {model.tokens_per_image} image tokens "
+            f"{names['projector']} -> {names['lm']}, {_tokens_text(model)} image tokens "
             f"(image token id {model.image_token_id})"
         )
     return 0
+
+
+def _tokens_text(model: Any) -> str:
+    if model.anyres is None:
+        return str(model.tokens_per_image)
+    counts = sorted(set(model.anyres.tokens_by_pinpoint().values()))
+    return f"any-res {counts[0]}..{counts[-1]}"

@@ -25,7 +25,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 from torch.utils.data import Dataset
@@ -36,6 +36,9 @@ from zoo.errors import ConfigError, ZooError
 from zoo.images import open_image
 from zoo.multimodal import IGNORE_INDEX
 from zoo.records import ON_ERROR, Conversation, DataError, RecordList, check_records, read_json_records, read_records
+
+if TYPE_CHECKING:
+    from zoo.anyres import AnyResLayout
 
 __all__ = [
     "BLANK_RGB",
@@ -161,8 +164,9 @@ class LlavaDataset(Dataset):
         self.skipped: list[str] = list(conversations.skipped)
         self.conversations = self._with_existing_images(conversations, on_error)
         self.encoder = ChatEncoder(model.lm.tokenizer, image_token=model.image_token,
-                                   tokens_per_image=model.tokens_per_image)  # fmt: skip
+                                   tokens_per_image=model.contract.image_tokens)  # fmt: skip
         self.preprocessor = model.vision.preprocessor
+        self.anyres = model.anyres  # any-resolution tiling: per-image counts and tiles (zoo.anyres)
         self.max_length = max_length
         self.on_error = on_error
         self.blank_images = blank_images
@@ -206,6 +210,8 @@ class LlavaDataset(Dataset):
 
     def encode(self, conversation: Conversation) -> dict[str, torch.Tensor]:
         """One conversation as model inputs (opens its images)."""
+        if self.anyres is not None:
+            return self._encode_anyres(conversation, self.anyres, prompt=False)
         encoded = self.encoder.encode(conversation.messages, supervise=self.supervise, max_length=self.max_length)
         return {
             "input_ids": torch.tensor(encoded.input_ids, dtype=torch.long),  # [T]
@@ -213,8 +219,39 @@ class LlavaDataset(Dataset):
             "pixel_values": self.pixel_values(conversation, conversation.images[: encoded.num_images]),
         }
 
+    def encode_prompt(self, conversation: Conversation) -> dict[str, torch.Tensor]:
+        """The messages before the last assistant turn plus the generation prompt, with their images."""
+        if self.anyres is not None:
+            return self._encode_anyres(conversation, self.anyres, prompt=True)
+        encoded = self.encoder.encode_prompt(conversation.messages[: conversation.last_assistant])
+        pixels = self.pixel_values(conversation, conversation.images[: encoded.num_images])
+        return {"input_ids": torch.tensor(encoded.input_ids, dtype=torch.long), "pixel_values": pixels}
+
+    def _encode_anyres(
+        self, conversation: Conversation, layout: AnyResLayout, *, prompt: bool
+    ) -> dict[str, torch.Tensor]:
+        """Any-res: every image's own count of positions, its tiles ``[n, T, 3, S, S]`` and ``image_sizes``."""
+        images = self.open_images(conversation, conversation.images)
+        counts = [layout.image_tokens(image.height, image.width) for image in images]
+        if prompt:
+            messages = conversation.messages[: conversation.last_assistant]
+            encoded = self.encoder.encode_prompt(messages, image_tokens=counts)
+        else:
+            encoded = self.encoder.encode(conversation.messages, supervise=self.supervise,
+                                          max_length=self.max_length, image_tokens=counts)  # fmt: skip
+        pixels, sizes = layout.preprocess(images[: encoded.num_images], self.preprocessor)  # [n, T, 3, S, S], [n, 2]
+        item = {"input_ids": torch.tensor(encoded.input_ids, dtype=torch.long), "pixel_values": pixels,
+                "image_sizes": sizes}  # fmt: skip
+        if not prompt:
+            item["labels"] = torch.tensor(encoded.labels, dtype=torch.long)
+        return item
+
     def pixel_values(self, conversation: Conversation, names: Sequence[str]) -> torch.Tensor:
         """The preprocessed images ``names`` of ``conversation``, ``[n_img, 3, H, W]`` (blank in blank mode)."""
+        return self.preprocessor(self.open_images(conversation, names))  # [n_img, 3, H, W]
+
+    def open_images(self, conversation: Conversation, names: Sequence[str]) -> list[Any]:
+        """The images ``names`` of ``conversation`` as PIL images (mid-grey of the same size in blank mode)."""
         images = []
         for number, name in enumerate(names):
             try:
@@ -222,12 +259,13 @@ class LlavaDataset(Dataset):
             except ZooError as error:
                 raise DataError(f"{conversation.where}: {error}") from error
             images.append(blank_like(image) if self.blank_images else image)
-        return self.preprocessor(images)  # [n_img, 3, H, W]
+        return images
 
     @property
     def lengths(self) -> list[int]:
         """Estimated ids per sample (words plus image positions), cheap, as LLaVA estimates them."""
-        per_image = self.encoder.tokens_per_image
+        # any-res: the count of an image with a pinpoint's shape (an estimate, like the word count)
+        per_image = self.encoder.tokens_per_image if self.anyres is None else self.anyres.max_tokens
         return [_words(c) + per_image * len(c.images) for c in self.conversations]
 
     @property
@@ -284,5 +322,21 @@ class DataCollator:
             batch["attention_mask"][row, span] = 1
             if with_labels:
                 batch["labels"][row, span] = item["labels"]
+        if any("image_sizes" in item for item in items):  # any-res: tiles padded to the batch's most
+            tiles = max(item["pixel_values"].shape[1] for item in items)
+            batch["pixel_values"] = torch.cat(
+                [_pad_tiles(item["pixel_values"], tiles) for item in items]
+            )  # [N_img, T, 3, S, S]
+            batch["image_sizes"] = torch.cat([item["image_sizes"] for item in items])  # [N_img, 2]
+            return batch
         batch["pixel_values"] = torch.cat([item["pixel_values"] for item in items])  # [N_img, 3, H, W]
         return batch
+
+
+def _pad_tiles(pixels: torch.Tensor, tiles: int) -> torch.Tensor:
+    """``[n, t, C, S, S]`` zero-padded to ``[n, tiles, C, S, S]`` (transformers' LLaVA-NeXT layout)."""
+    if pixels.shape[1] == tiles:
+        return pixels
+    padded = pixels.new_zeros(pixels.shape[0], tiles, *pixels.shape[2:])  # [n, tiles, C, S, S]
+    padded[:, : pixels.shape[1]] = pixels
+    return padded

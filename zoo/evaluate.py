@@ -73,11 +73,7 @@ def evaluate(
         with torch.no_grad():
             for first in range(0, len(conversations), batch_size):
                 chunk = conversations[first : first + batch_size]
-                prompts = []
-                for conversation in chunk:
-                    encoded = dataset.encoder.encode_prompt(conversation.messages[: conversation.last_assistant])
-                    pixels = dataset.pixel_values(conversation, conversation.images[: encoded.num_images])
-                    prompts.append({"input_ids": torch.tensor(encoded.input_ids), "pixel_values": pixels})
+                prompts = [dataset.encode_prompt(conversation) for conversation in chunk]
                 batch = _to(left(prompts), model)
                 output = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False)  # [B, T + new]
                 new_tokens = output[:, batch["input_ids"].shape[1] :]  # [B, new]

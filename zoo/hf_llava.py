@@ -29,6 +29,11 @@ zoo model (the HF one is dropped at the end).
 Exporting (:func:`to_hf_llava`) builds the Llava skeleton on ``meta`` and attaches the zoo model's own
 parameters (shared storage, no copy); LoRA adapters are merged into fresh tensors first, the zoo model
 is not modified. Anything that does not fit the layout raises a ``ZooError`` naming the part.
+
+LLaVA-NeXT (``LlavaNextForConditionalGeneration``, ``model_type: llava_next``) goes through the same
+entry points: importing dispatches on ``config.json``'s ``model_type`` and adds
+``model.vision.anyres`` (``image_grid_pinpoints``, newline) to the composition; exporting an any-res
+composition writes the LLaVA-NeXT layout and its ``LlavaNextProcessor`` (:mod:`zoo.hf_llava_next`).
 """
 
 from __future__ import annotations
@@ -83,12 +88,14 @@ _PUBLISHED_PREFIXES = (
     ("model.multi_modal_projector.", "multi_modal_projector."),
     ("model.language_model.", "language_model.model."),
     ("lm_head.", "language_model.lm_head."),
+    ("model.image_newline", "image_newline"),  # LLaVA-NeXT
 )
 
 
 # -- import -----------------------------------------------------------------------------------------
 def from_hf_llava(directory: str | os.PathLike, device: str | torch.device | None = None, *, dtype: str | None = None):
-    """Import a transformers ``LlavaForConditionalGeneration`` directory as a ``MultiModal``.
+    """Import a transformers ``LlavaForConditionalGeneration`` (or ``LlavaNextForConditionalGeneration``,
+    by ``model_type``) directory as a ``MultiModal``.
 
     Args:
         directory: a ``save_pretrained`` directory (``config.json`` + safetensors, and the tokenizer).
@@ -102,14 +109,13 @@ def from_hf_llava(directory: str | os.PathLike, device: str | torch.device | Non
         >>> model = zoo.from_hf_llava("llava-1.5-7b-hf/")
         >>> model.save("zoo-llava/")
     """
-    from transformers import LlavaForConditionalGeneration
-
     from zoo.builder import build, plan
     from zoo.config import parse_model_config, torch_dtype
     from zoo.hf import loading_problems
 
     path = Path(directory)
     hf_config = _read_llava_config(path)
+    hf_class = _hf_class(hf_config.model_type)
     data = hf_llava_composition(path, dtype=dtype, hf_config=hf_config)
     checked = plan(parse_model_config(data, source=f"{path / 'config.json'}"))
     _check_rebuilt_architecture(checked, hf_config, path)
@@ -117,7 +123,7 @@ def from_hf_llava(directory: str | os.PathLike, device: str | torch.device | Non
     empty = [kind for kind in ("vision", "projector", "lm") if checked.config.slot(kind).train != "lora"]
     model = build(checked, empty_weights=empty)
     try:  # either key layout: llava-hf's (transformers 4.x, vLLM) or transformers 5's module paths
-        loaded = LlavaForConditionalGeneration.from_pretrained(
+        loaded = hf_class.from_pretrained(
             path,
             local_files_only=True,
             dtype=torch_dtype(checked.config.dtype),
@@ -126,15 +132,17 @@ def from_hf_llava(directory: str | os.PathLike, device: str | torch.device | Non
         )
         hf, info = cast("tuple[LlavaForConditionalGeneration, dict[str, Any]]", loaded)
     except (OSError, ValueError) as error:
-        raise CheckpointError(
-            f"{path}: transformers cannot load it as LlavaForConditionalGeneration: {error}"
-        ) from error
+        raise CheckpointError(f"{path}: transformers cannot load it as {hf_class.__name__}: {error}") from error
     problems = loading_problems(info)
     if problems:  # transformers would only log them and leave those weights random
         raise CheckpointError(f"{path}: {problems}")
     with torch.no_grad():
         for part, zoo_module, hf_module in _parts(model, hf, lm_inner=model.lm.model):
             _copy_strict(hf_module, zoo_module, part, path)
+        if model.anyres is not None:
+            from zoo.hf_llava_next import copy_newline
+
+            copy_newline(hf, model)
     causal = model.lm.model.get_base_model() if hasattr(model.lm.model, "get_base_model") else model.lm.model
     if getattr(causal.config, "tie_word_embeddings", False):  # assignment gave the head its own parameter
         causal.get_output_embeddings().weight = causal.get_input_embeddings().weight
@@ -208,6 +216,8 @@ def hf_llava_composition(
     vision: dict[str, Any] = {"name": vision_name, "select_layer": layer, "select": select}
     if vision_arch:
         vision["arch"] = vision_arch
+    if config.model_type == "llava_next":  # any-resolution tiling with LLaVA-NeXT's row newline
+        vision["anyres"] = {"grid_pinpoints": [list(p) for p in config.image_grid_pinpoints], "newline": True}
     return {
         "model": {
             "vision": vision,
@@ -221,7 +231,7 @@ def hf_llava_composition(
 
 
 def _read_llava_config(path: Path) -> Any:
-    from transformers import LlavaConfig
+    from transformers import LlavaConfig, LlavaNextConfig
 
     file = path / "config.json"
     if not file.is_file():
@@ -232,15 +242,27 @@ def _read_llava_config(path: Path) -> Any:
         model_type = json.loads(file.read_text(encoding="utf-8")).get("model_type")
     except (OSError, ValueError, AttributeError) as error:
         raise CheckpointError(f"{file}: cannot read it: {error}") from error
-    if model_type != "llava":
+    config_class: Any = {"llava": LlavaConfig, "llava_next": LlavaNextConfig}.get(model_type)
+    if config_class is None:
         raise CheckpointError(
-            f"{file}: model_type is {model_type!r}, not 'llava'; zoo imports LlavaForConditionalGeneration "
-            "checkpoints only (LLaVA-NeXT / OneVision use other layouts)"
+            f"{file}: model_type is {model_type!r}, not 'llava' or 'llava_next'; zoo imports "
+            "LlavaForConditionalGeneration and LlavaNextForConditionalGeneration checkpoints (OneVision and "
+            "video layouts are not supported)"
         )
     try:
-        return LlavaConfig.from_pretrained(path, local_files_only=True)
+        return config_class.from_pretrained(path, local_files_only=True)
     except (OSError, ValueError, TypeError) as error:
-        raise CheckpointError(f"{file}: transformers cannot read it as a LlavaConfig: {error}") from error
+        raise CheckpointError(f"{file}: transformers cannot read it as a {config_class.__name__}: {error}") from error
+
+
+def _hf_class(model_type: str) -> type[LlavaForConditionalGeneration]:
+    """transformers' model class of a Llava ``model_type``."""
+    from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
+
+    # LLaVA-NeXT has Llava's parts (vision_tower, multi_modal_projector, language_model, lm_head) and more
+    if model_type == "llava_next":
+        return cast("type[LlavaForConditionalGeneration]", LlavaNextForConditionalGeneration)
+    return LlavaForConditionalGeneration
 
 
 def _select_from_strategy(strategy: str, vision_type: str, where: str) -> str:
@@ -367,30 +389,37 @@ def to_hf_llava(model: MultiModal) -> LlavaForConditionalGeneration:
     Example:
         >>> hf = zoo.hf_llava.to_hf_llava(model).eval()
     """
-    from transformers import LlavaConfig, LlavaForConditionalGeneration
+    from transformers import LlavaConfig, LlavaNextConfig
 
     names = {kind: model.composition.slot(kind).name for kind in ("vision", "projector", "lm")}
     if any(p.device.type == "meta" for p in model.parameters()):
         raise ZooError("the model lives on the meta device (built with meta=True); build it for real to export it")
     vision_model, strategy = _exportable_vision(model.vision, names["vision"])
-    _check_projector(model.projector, names["projector"])
+    _check_projector(_inner_projector(model), names["projector"])
     causal_lm = _exportable_lm(model, names["lm"])
-    config = LlavaConfig(
-        vision_config=copy.deepcopy(vision_model.config),
-        text_config=copy.deepcopy(causal_lm.config),
-        image_token_index=int(cast(int, model.image_token_id)),  # not None: _exportable_lm checked it
-        image_seq_length=int(model.tokens_per_image),
-        projector_hidden_act="gelu",
-        vision_feature_select_strategy=strategy,
-        vision_feature_layer=int(model.vision.select_layer),
-        multimodal_projector_bias=True,
-        tie_word_embeddings=bool(getattr(causal_lm.config, "tie_word_embeddings", False)),
-    )
+    fields: dict[str, Any] = {
+        "vision_config": copy.deepcopy(vision_model.config),
+        "text_config": copy.deepcopy(causal_lm.config),
+        "image_token_index": int(cast(int, model.image_token_id)),  # not None: _exportable_lm checked it
+        "image_seq_length": int(model.contract.image_tokens),
+        "projector_hidden_act": "gelu",
+        "vision_feature_select_strategy": strategy,
+        "vision_feature_layer": int(model.vision.select_layer),
+        "multimodal_projector_bias": True,
+        "tie_word_embeddings": bool(getattr(causal_lm.config, "tie_word_embeddings", False)),
+    }
+    if model.anyres is not None:
+        from zoo.hf_llava_next import anyres_fields
+
+        fields.update(anyres_fields(model, names))
+    config: Any = (LlavaNextConfig if model.anyres is not None else LlavaConfig)(**fields)
     config.dtype = str(model.dtype).replace("torch.", "")
     with torch.device("meta"):
-        hf = LlavaForConditionalGeneration(config)
+        hf = _hf_class(config.model_type)(config)
     for part, zoo_module, hf_module in _parts(model, hf, lm_inner=model.lm.model):
         _attach(hf_module, _named_tensors(zoo_module, merge_lora=True), part, names)
+    if model.anyres is not None:
+        hf.model.image_newline = model.projector.image_newline  # shared, like every other parameter
     leftover = [n for n, t in [*hf.named_parameters(), *hf.named_buffers()] if t.device.type == "meta"]
     if leftover:
         raise ZooError(f"internal error: the exported Llava has tensors without values: {leftover[:4]}")
@@ -402,6 +431,9 @@ def to_hf_llava(model: MultiModal) -> LlavaForConditionalGeneration:
 
 def save_hf_llava(model: MultiModal, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``model`` as a transformers Llava directory: weights, config, tokenizer and processor.
+
+    An any-res composition (``model.vision.anyres``) is written as ``LlavaNextForConditionalGeneration``
+    with a ``LlavaNextProcessor``.
 
     ``LlavaForConditionalGeneration.from_pretrained(directory)`` and ``LlavaProcessor.from_pretrained
     (directory)`` read it back; the processor expands each image token to the same number of ids as
@@ -420,7 +452,7 @@ def save_hf_llava(model: MultiModal, directory: str | os.PathLike, *, overwrite:
     with atomic_directory(target, owned_files=owned, what=_EXPORT_KIND, overwrite=overwrite) as tmp:
         # our keys, written as given: transformers 5 would write its own module paths (no ``vision_model.``)
         hf.save_pretrained(str(tmp), state_dict=published_state_dict(hf), save_original_format=False)
-        processor = _llava_processor(model, hf.config.vision_feature_select_strategy)
+        processor = _llava_processor(model, hf.config)
         if processor is not None:
             processor.save_pretrained(str(tmp))
         elif model.lm.has_tokenizer:
@@ -460,15 +492,21 @@ def published_state_dict(hf: LlavaForConditionalGeneration) -> dict[str, torch.T
 _EXPORT_KIND = "transformers Llava directory"
 
 
-def _llava_processor(model: MultiModal, strategy: str) -> Any | None:
-    """A ``LlavaProcessor`` with the tower's image processor and the LM tokenizer (None if unavailable)."""
+def _llava_processor(model: MultiModal, config: Any) -> Any | None:
+    """A ``LlavaProcessor`` (``LlavaNextProcessor`` for any-res) with the tower's image processing and the LM
+    tokenizer (None if unavailable)."""
     import transformers
 
     tower = model.vision
     processor_class = getattr(tower, "processor_class", "")
     processor_kwargs = getattr(tower, "processor_kwargs", None)
+    strategy = config.vision_feature_select_strategy
     if not model.lm.has_tokenizer or not processor_class or processor_kwargs is None:
         return None
+    if model.anyres is not None:
+        from zoo.hf_llava_next import next_processor
+
+        return next_processor(model, config, processor_kwargs(tower.image_size))
     image_processor = getattr(transformers, processor_class)(**processor_kwargs(tower.image_size))
     tokenizer = model.lm.tokenizer
     return transformers.LlavaProcessor(
@@ -568,10 +606,15 @@ def _parts(
     causal = lm_inner.get_base_model() if hasattr(lm_inner, "get_base_model") else lm_inner
     return [
         ("vision tower", model.vision.model, hf.model.vision_tower),
-        ("projector", model.projector, hf.model.multi_modal_projector),
+        ("projector", _inner_projector(model), hf.model.multi_modal_projector),
         ("language model", causal.base_model, hf.model.language_model),
         ("LM head", causal.get_output_embeddings(), hf.lm_head),
     ]
+
+
+def _inner_projector(model: MultiModal) -> Any:
+    """The projector without any-res's newline holder (``zoo.anyres_projector``)."""
+    return model.projector.inner if model.anyres is not None else model.projector
 
 
 def _named_tensors(module: nn.Module, *, merge_lora: bool) -> dict[str, torch.Tensor]:

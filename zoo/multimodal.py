@@ -1,12 +1,15 @@
 """``MultiModal``: a vision tower, a projector and a causal LM composed the LLaVA way.
 
 Image features are projected to the LM's width and scattered into the token embeddings at the
-image-placeholder positions (one placeholder id per image position, as transformers' Llava).
+image-placeholder positions (one placeholder id per image position, as transformers' Llava). With
+any-resolution tiling (``model.vision.anyres``, :mod:`zoo.anyres`) each image is a global view plus a
+grid of tiles whose features are stitched, unpadded and given row newlines (LLaVA-NeXT), so its
+number of positions depends on its size (``image_tokens_for``).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -15,6 +18,9 @@ from zoo.config import ModelConfig
 from zoo.contract import Contract
 from zoo.errors import ConfigError, ZooError
 from zoo.interfaces import LanguageModel, Projector, VisionTower
+
+if TYPE_CHECKING:
+    from zoo.anyres import AnyResLayout
 
 __all__ = ["IGNORE_INDEX", "MultiModal"]
 
@@ -31,6 +37,7 @@ class MultiModal(nn.Module):
         composition: the zoo composition it was built from (kept for the manifest).
         contract: the checked contract (``image_tokens`` per image...).
         component_configs: the typed config of each component (for the manifest).
+        anyres: the any-resolution tiling (``None``: one tile per image), resolved by the builder.
     """
 
     def __init__(
@@ -42,6 +49,7 @@ class MultiModal(nn.Module):
         composition: ModelConfig,
         contract: Contract,
         component_configs: dict[str, Any] | None = None,
+        anyres: AnyResLayout | None = None,
     ) -> None:
         super().__init__()
         self.vision = vision
@@ -50,6 +58,7 @@ class MultiModal(nn.Module):
         self.composition = composition
         self.contract = contract
         self.component_configs = dict(component_configs or {})
+        self.anyres = anyres
         self.image_token = composition.image_token
         # without a tokenizer (a weights-only import) the composition's image_token_id is the only source
         self.image_token_id: int | None = composition.image_token_id
@@ -75,8 +84,24 @@ class MultiModal(nn.Module):
     # -- contract -------------------------------------------------------------------------------
     @property
     def tokens_per_image(self) -> int:
-        """LM positions one image occupies, from the tower and projector (never a second number)."""
+        """LM positions one image occupies, from the tower and projector (never a second number).
+
+        Raises:
+            ZooError: with any-resolution tiling, where the count depends on the image's size
+                (use :meth:`image_tokens_for`).
+        """
+        if self.anyres is not None:
+            raise ZooError(
+                "with model.vision.anyres the positions of an image depend on its size: use "
+                "model.image_tokens_for(height, width) (model.processor() does)"
+            )
         return self.contract.image_tokens
+
+    def image_tokens_for(self, height: int, width: int) -> int:
+        """LM positions an image of ``height x width`` pixels occupies (any-res or not)."""
+        if self.anyres is None:
+            return self.contract.image_tokens
+        return self.anyres.image_tokens(height, width)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -100,23 +125,56 @@ class MultiModal(nn.Module):
         return MultiModalProcessor.from_model(self, **kwargs)
 
     # -- compute --------------------------------------------------------------------------------
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Tower + projector: ``[N_img, 3, H, W] -> [N_img, tokens_per_image, H_lm]``."""
+    def encode_images(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor | None = None) -> torch.Tensor:
+        """Tower + projector: ``[N_img, 3, H, W] -> [N_img, tokens_per_image, H_lm]``.
+
+        With any-resolution tiling: ``pixel_values`` ``[N_img, tiles, 3, S, S]`` (padded, as
+        transformers' LLaVA-NeXT processor makes them) or ``[all tiles, 3, S, S]``, and ``image_sizes``
+        ``[N_img, 2]`` (height, width); returns every image's positions in order, ``[sum tokens, H_lm]``.
+        """
+        if self.anyres is not None:
+            return self._encode_tiles(pixel_values, image_sizes)
+        if image_sizes is not None:
+            raise ZooError(
+                "image_sizes were given (LLaVA-NeXT inputs) but the model has no model.vision.anyres; make the inputs "
+                "with model.processor(), or compose the model with model.vision.anyres"
+            )
         features = self.vision(pixel_values)  # [N_img, N, D]
         return self.projector(features.to(_param_dtype(self.projector, features.dtype)))  # [N_img, M, H_lm]
+
+    def _encode_tiles(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor | None) -> torch.Tensor:
+        layout = cast("AnyResLayout", self.anyres)
+        if image_sizes is None:
+            raise ZooError(
+                "model.vision.anyres: pixel_values need image_sizes ([images, 2], height and width of each image); "
+                "model.processor() and transformers' LlavaNextProcessor return both"
+            )
+        sizes = [(int(h), int(w)) for h, w in image_sizes.reshape(-1, 2).tolist()]
+        tiles = layout.tiles_of(pixel_values, image_sizes.reshape(-1, 2))  # [sum T_i, 3, S, S]
+        features = self.vision(tiles)  # [sum T_i, N, D]
+        projected = self.projector(features.to(_param_dtype(self.projector, features.dtype)))  # [sum T_i, M, H]
+        newline = getattr(self.projector, "image_newline", None)
+        per_image = projected.split([layout.num_tiles(h, w) for h, w in sizes])  # each [T_i, M, H]
+        packed = [layout.pack(f, h, w, newline) for f, (h, w) in zip(per_image, sizes)]  # each [tokens_i, H]
+        if not packed:
+            return projected.new_zeros(0, projected.shape[-1])
+        return torch.cat(packed, dim=0)  # [sum tokens_i, H]
 
     def embed_inputs(
         self,
         input_ids: torch.Tensor,
         pixel_values: torch.Tensor | None = None,
         image_features: torch.Tensor | None = None,
+        image_sizes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Token embeddings with image features scattered in at placeholder positions, ``[B, T, H]``."""
         image_mask = self._image_mask(input_ids)  # [B, T]
         embeds = self.lm.embed(input_ids.masked_fill(image_mask, 0))  # [B, T, H]
         positions = int(image_mask.sum())
         if image_features is None and pixel_values is not None and pixel_values.shape[0] > 0:
-            image_features = self.encode_images(pixel_values)  # [N_img, M, H]
+            image_features = self.encode_images(pixel_values, image_sizes)  # [N_img, M, H] or [sum tokens, H]
+        if self.anyres is not None:
+            return self._scatter_anyres(embeds, image_mask, positions, image_features, image_sizes)
         given = 0 if image_features is None else image_features.shape[0] * image_features.shape[1]
         if positions != given:
             images = 0 if image_features is None else image_features.shape[0]
@@ -130,6 +188,27 @@ class MultiModal(nn.Module):
         features = image_features.reshape(-1, embeds.shape[-1]).to(embeds.dtype)  # [N_img * M, H]
         return embeds.masked_scatter(image_mask.unsqueeze(-1), features)  # [B, T, H]
 
+    def _scatter_anyres(
+        self,
+        embeds: torch.Tensor,
+        image_mask: torch.Tensor,
+        positions: int,
+        features: torch.Tensor | None,
+        image_sizes: torch.Tensor | None,
+    ) -> torch.Tensor:
+        given = 0 if features is None else features.shape[0]
+        if positions != given:
+            sizes = [] if image_sizes is None else [tuple(s) for s in image_sizes.reshape(-1, 2).tolist()]
+            counts = [self.image_tokens_for(h, w) for h, w in sizes]
+            raise ZooError(
+                f"input_ids hold {positions} image positions but the {len(sizes)} images of sizes {sizes} give "
+                f"{given} features ({counts} per image, model.vision.anyres); expand each {self.image_token!r} "
+                "placeholder to model.image_tokens_for(height, width) ids (use model.processor())"
+            )
+        if features is None or given == 0:
+            return embeds
+        return embeds.masked_scatter(image_mask.unsqueeze(-1), features.to(embeds.dtype))  # [B, T, H]
+
     def _image_mask(self, input_ids: torch.Tensor) -> torch.Tensor:
         if self.image_token_id is None:
             return torch.zeros_like(input_ids, dtype=torch.bool)
@@ -141,20 +220,23 @@ class MultiModal(nn.Module):
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        image_sizes: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> Any:
         """Loss (when ``labels`` are given) and logits, like transformers' Llava.
 
         Args:
-            pixel_values: every image of the batch in order of appearance, ``[N_img, 3, H, W]``.
+            pixel_values: every image of the batch in order of appearance, ``[N_img, 3, H, W]``
+                (any-res: ``[N_img, tiles, 3, S, S]`` as transformers' LLaVA-NeXT processor makes them).
             input_ids: token ids with each image expanded to ``tokens_per_image`` placeholder ids.
             attention_mask: ``[B, T]``, 1 for real tokens (left or right padding).
             labels: ``[B, T]`` targets; image positions are ignored in the loss automatically.
+            image_sizes: any-res only: ``[N_img, 2]``, each image's original height and width.
             **kwargs: passed to the LM (``cache``, ``use_cache``, ``position_ids``, ``logits_to_keep``).
         """
         if input_ids is None:
             raise ZooError("MultiModal.forward needs input_ids (use model.processor() to make them)")
-        embeds = self.embed_inputs(input_ids, pixel_values)  # [B, T, H]
+        embeds = self.embed_inputs(input_ids, pixel_values, image_sizes=image_sizes)  # [B, T, H]
         if labels is not None:
             labels = labels.masked_fill(self._image_mask(input_ids), IGNORE_INDEX)  # [B, T]
             if attention_mask is not None:
@@ -168,6 +250,7 @@ class MultiModal(nn.Module):
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         *,
+        image_sizes: torch.Tensor | None = None,
         use_cache: bool = True,
         **generate_kwargs: Any,
     ) -> torch.Tensor:
@@ -177,10 +260,11 @@ class MultiModal(nn.Module):
         ``generate`` runs with a KV cache and every option of it passes through (``max_new_tokens``,
         ``do_sample``, ``temperature``, ``top_p``, ``num_beams``, ``streamer``...). ``use_cache=False``
         runs a plain greedy loop that re-reads the whole sequence each step (a reference for tests).
+        ``image_sizes`` goes with any-res ``pixel_values`` (see :meth:`forward`).
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        embeds = self.embed_inputs(input_ids, pixel_values)  # [B, T, H]
+        embeds = self.embed_inputs(input_ids, pixel_values, image_sizes=image_sizes)  # [B, T, H]
         # the model's generation_config (chat checkpoints list their stop tokens there) wins over the
         # tokenizer, which only fills what the config leaves unset
         tokenizer, defaults = self.lm._tokenizer, self.lm.model.generation_config
@@ -262,7 +346,7 @@ class MultiModal(nn.Module):
             },
             "params_total": sum(c["params"] for c in counts.values()),
             "params_trainable": sum(c["trainable"] for c in counts.values()),
-            "image_tokens": self.tokens_per_image,
+            "image_tokens": self.contract.image_tokens if self.anyres is None else self.anyres.tokens_by_pinpoint(),
             "contract": self.contract.to_dict(),
             "dtype": self.composition.dtype,
         }

@@ -1,18 +1,24 @@
 """Text with image placeholders + PIL images -> ``input_ids``, ``attention_mask``, ``pixel_values``.
 
 Each placeholder in the text becomes ``tokens_per_image`` placeholder ids (the expanded form that
-transformers' Llava takes); images of the whole batch are stacked in order of appearance.
+transformers' Llava takes); images of the whole batch are stacked in order of appearance. With
+any-resolution tiling each placeholder becomes as many ids as its image's size gives
+(:meth:`zoo.anyres.AnyResLayout.image_tokens`), and the images become tiles plus ``image_sizes``, the
+inputs transformers' ``LlavaNextProcessor`` makes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from zoo.errors import ZooError
 from zoo.interfaces import ImagePreprocessor
+
+if TYPE_CHECKING:
+    from zoo.anyres import AnyResLayout
 
 __all__ = ["MultiModalProcessor"]
 
@@ -26,6 +32,7 @@ class MultiModalProcessor:
         image_token: the placeholder string written in prompts.
         tokens_per_image: ids each placeholder expands to (from the composed model).
         padding_side: ``left`` (for generation) or ``right``.
+        anyres: the model's any-resolution tiling (``tokens_per_image`` is then per tile).
 
     Example:
         >>> processor = model.processor()
@@ -40,6 +47,7 @@ class MultiModalProcessor:
         image_token: str,
         tokens_per_image: int,
         padding_side: str = "left",
+        anyres: AnyResLayout | None = None,
     ) -> None:
         if padding_side not in ("left", "right"):
             raise ZooError(f"padding_side = {padding_side!r} is not valid; valid choices: 'left', 'right'")
@@ -49,6 +57,7 @@ class MultiModalProcessor:
         self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
         self.tokens_per_image = tokens_per_image
         self.padding_side = padding_side
+        self.anyres = anyres
 
     @classmethod
     def from_model(cls, model: Any, **kwargs: Any) -> MultiModalProcessor:
@@ -57,7 +66,8 @@ class MultiModalProcessor:
             model.lm.tokenizer,
             model.vision.preprocessor,
             image_token=model.image_token,
-            tokens_per_image=model.tokens_per_image,
+            tokens_per_image=model.contract.image_tokens,
+            anyres=model.anyres,
             **kwargs,
         )
         if processor.image_token_id != model.image_token_id:  # a tokenizer attached after a weights-only import
@@ -89,7 +99,8 @@ class MultiModalProcessor:
             add_special_tokens: let the tokenizer add its own specials (a BOS for Llama), as transformers does.
 
         Returns:
-            ``input_ids`` and ``attention_mask`` ``[B, T]``, ``pixel_values`` ``[N_img, 3, H, W]``.
+            ``input_ids`` and ``attention_mask`` ``[B, T]``, ``pixel_values`` ``[N_img, 3, H, W]``; with
+            any-res ``pixel_values`` ``[N_img, tiles, 3, S, S]`` and ``image_sizes`` ``[N_img, 2]``.
         """
         prompts = _check_prompts(text)
         flat_images = _flatten_images(images, len(prompts))
@@ -104,14 +115,21 @@ class MultiModalProcessor:
             per_prompt = [len(group) for group in images]
             if per_prompt != counts:
                 raise ZooError(f"images per prompt {per_prompt} do not match placeholders per prompt {counts}")
-        expanded = [p.replace(self.image_token, self.image_token * self.tokens_per_image) for p in prompts]
+        if self.anyres is None:
+            per_image = [self.tokens_per_image] * len(flat_images)
+        else:
+            per_image = [self.anyres.image_tokens(image.height, image.width) for image in flat_images]
+        expanded = _expand(prompts, self.image_token, per_image)
         rows = [self.tokenizer(p, add_special_tokens=add_special_tokens)["input_ids"] for p in expanded]
         input_ids, attention_mask = self._pad(rows, padding_side or self.padding_side)
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "pixel_values": self.preprocessor(flat_images),  # [N_img, 3, H, W]
-        }
+        if self.anyres is None:
+            return {
+                "input_ids": input_ids,
+                "attention_mask": attention_mask,
+                "pixel_values": self.preprocessor(flat_images),  # [N_img, 3, H, W]
+            }
+        pixels, sizes = self.anyres.preprocess(flat_images, self.preprocessor)  # [N_img, T, 3, S, S], [N_img, 2]
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixels, "image_sizes": sizes}
 
     def _pad(self, rows: list[list[int]], side: str) -> tuple[torch.Tensor, torch.Tensor]:
         pad_id = self.tokenizer.pad_token_id
@@ -129,6 +147,20 @@ class MultiModalProcessor:
     def decode(self, token_ids: torch.Tensor, skip_special_tokens: bool = True) -> list[str]:
         """Decode generated ids (a ``[B, T]`` tensor) to strings."""
         return self.tokenizer.batch_decode(token_ids, skip_special_tokens=skip_special_tokens)
+
+
+def _expand(prompts: list[str], token: str, per_image: list[int]) -> list[str]:
+    """Each placeholder replaced by its image's number of placeholder tokens, images in order."""
+    counts = iter(per_image)
+    expanded = []
+    for prompt in prompts:
+        pieces = prompt.split(token)
+        out = [pieces[0]]
+        for piece in pieces[1:]:
+            out.append(token * next(counts))
+            out.append(piece)
+        expanded.append("".join(out))
+    return expanded
 
 
 def _check_prompts(text: Any) -> list[str]:

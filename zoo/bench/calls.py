@@ -24,17 +24,27 @@ from zoo.errors import ZooError
 if TYPE_CHECKING:
     from transformers import LlavaForConditionalGeneration
 
+    from zoo.anyres import AnyResLayout
     from zoo.multimodal import MultiModal
 
-__all__ = ["CALLS", "decode_step", "make_inputs", "timed_calls"]
+__all__ = ["CALLS", "bench_image_size", "decode_step", "make_inputs", "timed_calls"]
 
 CALLS = ("vision_encode", "forward", "prefill", "decode_per_token", "generate")
 
 Calls = dict[str, Callable[[], Any]]
 
 
+def bench_image_size(anyres: AnyResLayout | None, side: int) -> tuple[int, int]:
+    """``(height, width)`` of the benchmark's image: the tower's square, or with any-res tiling a 1:2 image
+    (the global view plus a row of two tiles, LLaVA-NeXT's most common wide layout)."""
+    if anyres is None:
+        return side, side
+    return anyres.tile_size, 2 * anyres.tile_size
+
+
 def make_inputs(model: MultiModal, batch_size: int, prompt_len: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random pixels and a prompt ``[text, <image> x tokens_per_image, text...]`` per sample."""
+    """Random pixels and a prompt ``[text, <image> x image tokens, text...]`` per sample (any-res: the tiles
+    of a :func:`bench_image_size` image and ``image_sizes``)."""
     if model.image_token_id is None:
         raise ZooError(
             f"language model {model.composition.lm.name!r} has no tokenizer (no checkpoint), so no image placeholder "
@@ -42,13 +52,19 @@ def make_inputs(model: MultiModal, batch_size: int, prompt_len: int, seed: int =
         )
     generator = torch.Generator().manual_seed(seed)
     device, image_id, vocab = model.device, model.image_token_id, model.lm.vocab_size
-    shape = model.vision.pixel_shape
-    pixels = torch.randn(batch_size, *shape, generator=generator).to(device, model.vision.dtype)  # [B, C, H, W]
+    shape: tuple[int, ...] = model.vision.pixel_shape
+    height, width = bench_image_size(model.anyres, model.vision.image_size)
+    if model.anyres is not None:
+        shape = (model.anyres.num_tiles(height, width), *shape)  # every tile of the image
+    pixels = torch.randn(batch_size, *shape, generator=generator).to(device, model.vision.dtype)  # [B, (T,) C, H, W]
     text = torch.randint(0, vocab, (batch_size, prompt_len), generator=generator)  # [B, P]
     text = torch.where(text == image_id, (text + 1) % vocab, text)
-    image = torch.full((batch_size, model.tokens_per_image), image_id)  # [B, M]
+    image = torch.full((batch_size, model.image_tokens_for(height, width)), image_id)  # [B, M]
     input_ids = torch.cat([text[:, :1], image, text[:, 1:]], dim=1).to(device)  # [B, M + P]
-    return {"pixel_values": pixels, "input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    inputs = {"pixel_values": pixels, "input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    if model.anyres is not None:
+        inputs["image_sizes"] = torch.tensor([[height, width]] * batch_size, device=device)  # [B, 2]
+    return inputs
 
 
 def decode_step(model: Callable[..., Any], prefill: dict[str, torch.Tensor]) -> Callable[[], torch.Tensor]:
@@ -114,24 +130,26 @@ def timed_calls(
     """
     left_out: dict[str, str] = {}
     pixels, ids, mask = inputs["pixel_values"], inputs["input_ids"], inputs["attention_mask"]
+    sizes = inputs.get("image_sizes")  # any-res only
+    extra = {} if sizes is None else {"image_sizes": sizes}
     one, many = _generate_kwargs(model, 1), _generate_kwargs(model, new_tokens)
     sides: dict[str, Calls] = {
         "zoo": {
-            "vision_encode": lambda: model.encode_images(pixels),
-            "forward": lambda: model(pixel_values=pixels, input_ids=ids, attention_mask=mask, use_cache=False),
-            "prefill": lambda: model.generate(ids, pixels, mask, **one),
-            "generate": lambda: model.generate(ids, pixels, mask, **many),
+            "vision_encode": lambda: model.encode_images(pixels, sizes),
+            "forward": lambda: model(pixel_values=pixels, input_ids=ids, attention_mask=mask, use_cache=False, **extra),
+            "prefill": lambda: model.generate(ids, pixels, mask, image_sizes=sizes, **one),
+            "generate": lambda: model.generate(ids, pixels, mask, image_sizes=sizes, **many),
         }
     }
     _add_decode(sides["zoo"], model, inputs, left_out)
     if ref is not None:
         image_id = cast(int, model.image_token_id)  # not None: make_inputs checked it
         ref_ids = ids.masked_fill(ids == image_id, ref.config.image_token_id)  # [B, T]
-        ref_inputs = {"pixel_values": pixels, "input_ids": ref_ids, "attention_mask": mask}
+        ref_inputs = {"pixel_values": pixels, "input_ids": ref_ids, "attention_mask": mask, **extra}
         sides["ref"] = {
-            "forward": lambda: ref(pixel_values=pixels, input_ids=ref_ids, attention_mask=mask, use_cache=False),
-            "prefill": lambda: ref.generate(input_ids=ref_ids, pixel_values=pixels, attention_mask=mask, **one),
-            "generate": lambda: ref.generate(input_ids=ref_ids, pixel_values=pixels, attention_mask=mask, **many),
+            "forward": lambda: ref(**ref_inputs, use_cache=False),
+            "prefill": lambda: ref.generate(**ref_inputs, **one),
+            "generate": lambda: ref.generate(**ref_inputs, **many),
         }
         _add_decode(sides["ref"], ref, ref_inputs, left_out)
     return sides, left_out

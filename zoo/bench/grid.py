@@ -323,6 +323,7 @@ def _slot_entries(value: Any, kind: str, source: str, allow_policy: bool) -> lis
 
 def _check_names(slots: Mapping[str, Sequence[dict[str, Any]]], plugins: tuple[str, ...], source: str) -> None:
     """Resolve every name and validate every entry's options now: a typo fails before any build."""
+    from zoo.anyres import parse_anyres
     from zoo.builder import component_config
     from zoo.registry import get_registry
 
@@ -331,7 +332,11 @@ def _check_names(slots: Mapping[str, Sequence[dict[str, Any]]], plugins: tuple[s
         for index, entry in enumerate(slots[kind]):
             where = f"grid.{kind}[{index}]"
             spec, implied = registry.resolve(kind, entry["name"], key=f"{source}: {where}.name")
-            options = {k: v for k, v in _options(entry).items() if k not in POLICY_KEYS}
+            options = {k: v for k, v in _options(entry).items() if k not in (*POLICY_KEYS, "anyres")}
+            if "anyres" in entry:  # a slot option like train (zoo.config), not the tower's
+                if kind != "vision":
+                    raise ConfigError(f"{source}: {where}.anyres: any-resolution tiling is an option of grid.vision")
+                parse_anyres(entry["anyres"], key=f"{where}.anyres", source=source)
             component_config(spec, options, implied=implied, key=where, source=source)
 
 

@@ -123,12 +123,12 @@ class PeakMemory:
             self.peak_bytes = max(0, self._max - self._base)
 
 
-def forward_flops(model: MultiModal, seq_len: int, batch_size: int = 1) -> dict[str, int]:
+def forward_flops(model: MultiModal, seq_len: int, batch_size: int = 1, *, tiles: int = 1) -> dict[str, int]:
     """FLOPs of one forward per component (``torch.utils.flop_counter``), on the model's device.
 
     Works on ``meta`` (nothing is allocated or computed). Counts what the counter knows: matmuls,
     convolutions and attention; element-wise ops are not counted. ``seq_len`` is the LM sequence
-    (image positions plus text) of one sample.
+    (image positions plus text) of one sample; ``tiles`` is the number of tower inputs per image (any-res).
     """
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -139,7 +139,9 @@ def forward_flops(model: MultiModal, seq_len: int, batch_size: int = 1) -> dict[
     # queries); freeze every parameter meanwhile so that no hook is needed.
     trainable = [p for p in model.parameters() if p.requires_grad]
     with _frozen(trainable), torch.inference_mode():
-        pixels = torch.zeros(batch_size, *vision.pixel_shape, device=device, dtype=vision.dtype)  # [B, C, H, W]
+        pixels = torch.zeros(
+            batch_size * tiles, *vision.pixel_shape, device=device, dtype=vision.dtype
+        )  # [B*T, C, H, W]
         with FlopCounterMode(display=False) as counter:
             features = vision(pixels)  # [B, N, D]
         counts["vision"] = counter.get_total_flops()

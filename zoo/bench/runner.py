@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from zoo.bench.cache import SLOTS, ComponentCache
-from zoo.bench.calls import make_inputs, timed_calls
+from zoo.bench.calls import bench_image_size, make_inputs, timed_calls
 from zoo.bench.grid import BenchSpec, Case, Skipped, plan_grid
 from zoo.bench.measure import (
     PeakMemory,
@@ -213,18 +213,27 @@ def _base_row(case: Case, batch_size: int | None, spec: BenchSpec) -> dict[str, 
 
 
 def _contract_row(case: Case) -> dict[str, Any]:
-    contract = case.plan.contract
+    contract, anyres = case.plan.contract, case.plan.anyres
     return {
         "vision_tokens": contract.vision_tokens,
-        "image_tokens": contract.image_tokens,
+        "image_tokens": _image_tokens(case),
+        **({} if anyres is None else {"anyres_tiles": anyres.num_tiles(*bench_image_size(anyres, 0))}),
         "vision_hidden_size": contract.vision_hidden_size,
         "lm_hidden_size": contract.lm_hidden_size,
     }
 
 
+def _image_tokens(case: Case) -> int:
+    """Positions of the benchmark's image (any-res: the tiles of a 1:2 image, :func:`bench_image_size`)."""
+    anyres = case.plan.anyres
+    return case.plan.contract.image_tokens if anyres is None else anyres.image_tokens(*bench_image_size(anyres, 0))
+
+
 def _flops_row(model: MultiModal, case: Case, spec: BenchSpec) -> dict[str, Any]:
-    seq_len = case.plan.contract.image_tokens + spec.prompt_len
-    flops = forward_flops(model, seq_len)
+    seq_len = _image_tokens(case) + spec.prompt_len
+    anyres = case.plan.anyres
+    tiles = 1 if anyres is None else anyres.num_tiles(*bench_image_size(anyres, 0))
+    flops = forward_flops(model, seq_len, tiles=tiles)
     return {"seq_len": seq_len, **{f"flops_{k}": v for k, v in flops.items() if k != "total"},
             "flops_per_sample": flops["total"]}  # fmt: skip
 

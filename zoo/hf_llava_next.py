@@ -1,0 +1,79 @@
+"""The LLaVA-NeXT parts of the transformers interop (:mod:`zoo.hf_llava` dispatches here on ``model_type``).
+
+transformers' ``LlavaNextForConditionalGeneration`` is a Llava (same vision model, projector and LM
+layout) plus any-resolution tiling: ``image_grid_pinpoints`` and a learned ``image_newline``. In zoo
+that is a composition with ``model.vision.anyres: {grid_pinpoints: ..., newline: true}``; the newline
+vector is held by the projector (:class:`zoo.anyres_projector.AnyResProjector`). The tiling math is
+:mod:`zoo.anyres`, which gives the same tiles, token counts and stitched features as transformers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+import torch
+from torch import nn
+
+from zoo.errors import CheckpointError, ZooError
+
+if TYPE_CHECKING:
+    from zoo.anyres import AnyResLayout
+    from zoo.multimodal import MultiModal
+
+__all__ = ["anyres_fields", "copy_newline", "next_processor"]
+
+
+def anyres_fields(model: MultiModal, names: Mapping[str, str]) -> dict[str, Any]:
+    """The ``LlavaNextConfig`` fields of ``model``'s any-res layout, or a ``ZooError`` naming what does not fit."""
+    layout = cast("AnyResLayout", model.anyres)
+    if not layout.newline:
+        raise ZooError(
+            f"model.vision.anyres.newline = false ({names['vision']!r}): transformers' LlavaNextForConditionalGeneration "
+            "always ends each row with image_newline; set newline: true to export"
+        )
+    rows, cols = model.vision.grid_size()
+    if (rows, cols) != (layout.grid, layout.grid):
+        raise ZooError(
+            f"model.projector = {names['projector']!r} gives a {layout.grid}x{layout.grid} token grid per tile but "
+            f"LlavaNextForConditionalGeneration stitches the tower's {rows}x{cols} patch grid; use mlp2x-gelu"
+        )
+    return {"image_grid_pinpoints": [list(p) for p in layout.pinpoints]}
+
+
+def next_processor(model: MultiModal, config: Any, tower_kwargs: Mapping[str, Any]) -> Any:
+    """A ``LlavaNextProcessor``: the tower's resizing and normalisation, the pinpoints, the LM tokenizer."""
+    import transformers
+
+    tower = model.vision
+    side = tower.image_size
+    image_processor = transformers.LlavaNextImageProcessor(
+        size=dict(tower_kwargs.get("size", {"shortest_edge": side})),
+        crop_size={"height": side, "width": side},
+        image_grid_pinpoints=[list(p) for p in config.image_grid_pinpoints],
+        image_mean=list(tower.preprocessor.mean),
+        image_std=list(tower.preprocessor.std),
+    )
+    tokenizer = model.lm.tokenizer
+    return transformers.LlavaNextProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=tower.patch_size,
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        image_token=model.image_token,
+        num_additional_image_tokens=tower.num_prefix_tokens,
+        chat_template=getattr(tokenizer, "chat_template", None),
+    )
+
+
+def copy_newline(hf: Any, model: MultiModal) -> None:
+    """Give ``model``'s projector the ``image_newline`` of the imported LLaVA-NeXT ``hf``."""
+    source = hf.model.image_newline
+    holder = model.projector
+    current = getattr(holder, "image_newline", None)
+    if current is None or tuple(current.shape) != tuple(source.shape):
+        shape = None if current is None else tuple(current.shape)
+        raise CheckpointError(f"image_newline has shape {tuple(source.shape)}, the zoo projector holds {shape}")
+    with torch.no_grad():
+        value = source.detach().to(current.dtype).clone()
+    holder.image_newline = nn.Parameter(value, requires_grad=current.requires_grad)
