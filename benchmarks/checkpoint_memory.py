@@ -60,7 +60,7 @@ def setup(root: Path) -> None:
     model.vision.model.save_pretrained(root / "vision")
     model.lm.model.save_pretrained(root / "lm")
     model.lm.tokenizer.save_pretrained(root / "lm")
-    model.save(root / "zoo")
+    zoo.save(model, root / "zoo")
     save_hf_llava(model, root / "hf-llava")
     (root / "DONE").write_text("ok\n")
 

@@ -27,7 +27,7 @@ def main(directory: str, generations: int, swap: str = "exchange") -> None:
         with torch.no_grad():
             for kind in ("vision", "projector", "lm"):
                 next(getattr(model, kind).parameters()).fill_(float(generation))
-        model.save(directory)
+        zoo.save(model, directory)
         print(f"SAVED {generation}", flush=True)
 
 

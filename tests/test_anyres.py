@@ -231,7 +231,7 @@ def test_save_load_round_trip_keeps_the_newline_and_the_logits(tmp_path):
     assert model.projector.image_newline.requires_grad  # trained with the projector
     batch = model.processor()(PROMPTS, images=[[_images((30, 70))[0]], [], [_images((90, 40))[0]]])
     before = _logits(model, batch)
-    model.save(tmp_path / "ckpt")
+    zoo.save(model, tmp_path / "ckpt")
     manifest = json.loads((tmp_path / "ckpt" / "manifest.json").read_text())
     assert manifest["model"]["model"]["vision"]["anyres"]["grid_pinpoints"] == PINPOINTS
     assert manifest["contract"]["anyres"]["tokens_by_pinpoint"]["64x64"] == 16 + 8 * 8 + 8

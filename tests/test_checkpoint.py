@@ -44,7 +44,7 @@ def _logits(model, inputs) -> torch.Tensor:
 
 def test_frozen_tiny_model_round_trip_and_manifest(tmp_path, tiny_model):
     inputs = _inputs(tiny_model)
-    directory = tiny_model.save(tmp_path / "ckpt")
+    directory = zoo.save(tiny_model, tmp_path / "ckpt")
     loaded = load(directory)
     assert torch.equal(_logits(loaded, inputs), _logits(tiny_model, inputs))
     assert not loaded.training and loaded.image_token_id == tiny_model.image_token_id

@@ -96,7 +96,7 @@ def test_export_over_a_directory_with_user_files_keeps_them_or_refuses(model, tm
     assert json.loads((checkout / "config.json").read_text())["model_type"] == "llava"
 
     (checkout / "notes.txt").write_text("keep")
-    model.save_hf_llava(checkout)  # zoo's own export now (marker): replaced without --overwrite, user files kept
+    zoo.save_hf_llava(model, checkout)  # zoo's own export now (marker): replaced without --overwrite, user files kept
     assert (checkout / "notes.txt").read_text() == "keep" and (checkout / "README.md").exists()
 
 

@@ -148,7 +148,7 @@ def test_zoo_demo_in_headless_chromium(model, red_png, tmp_path):
     playwright_api = pytest.importorskip("playwright.sync_api")
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"{CHROMIUM} not installed (apt-get install chromium)")
-    checkpoint = model.save(tmp_path / "ckpt")
+    checkpoint = zoo.save(model, tmp_path / "ckpt")
     budget = 24
     first = conversation([], {"text": "What color is this?", "files": [red_png]})
     answer = list(stream_reply(model, first, max_new_tokens=budget))[-1]

@@ -101,7 +101,7 @@ def test_blank_images_replace_what_the_tower_sees(model, shapes):
 
 
 def test_cli_scores_a_saved_checkpoint_with_json(model, shapes, tmp_path, capsys):
-    model.save(tmp_path / "ckpt")
+    zoo.save(model, tmp_path / "ckpt")
     argv = ["eval", str(tmp_path / "ckpt"), "--data", str(shapes / "eval.json"), "--max-new-tokens", "3",
             "--batch-size", "4", "--json", "--predictions", str(tmp_path / "p.jsonl")]  # fmt: skip
     assert main(argv) == 0

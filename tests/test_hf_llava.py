@@ -143,7 +143,7 @@ def test_import_weights_only_directory_with_a_vocabulary_larger_than_any_tokeniz
     with pytest.raises(ZooError, match=r"no tokenizer.*model\.lm\.tokenizer = AutoTokenizer"):
         model.processor()
 
-    model.save(tmp_path / "zoo")  # the composition carries image_token_id: a reload needs no tokenizer either
+    zoo.save(model, tmp_path / "zoo")  # the composition carries image_token_id: a reload needs no tokenizer either
     loaded = zoo.load(tmp_path / "zoo")
     assert loaded.image_token_id == 4321 and not loaded.lm.has_tokenizer
     assert (_zoo_logits(loaded, batch) - _hf_logits(hf, batch)).abs().max() <= TOLERANCE

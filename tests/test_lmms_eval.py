@@ -30,7 +30,7 @@ def offline(monkeypatch, tmp_path):
 @pytest.fixture
 def checkpoint(tmp_path):
     torch.manual_seed(0)
-    return zoo.build("tiny-clip-mlp-qwen2").save(tmp_path / "ckpt")
+    return zoo.save(zoo.build("tiny-clip-mlp-qwen2"), tmp_path / "ckpt")
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ Public API (heavy modules load lazily, on first attribute access)::
 
     model = zoo.build("tiny-clip-mlp-qwen2")          # a registered composition or a YAML path
     zoo.list_components("vision", "tiny-*")          # like timm.list_models
-    model.save("ckpt/"); model = zoo.load("ckpt/")
+    zoo.save(model, "ckpt/"); model = zoo.load("ckpt/")
 
 Plugins implement the hooks of ``zoo.hookspecs`` with the ``zoo.hookimpl`` marker.
 """
@@ -40,6 +40,8 @@ _LAZY = {
     "build": "zoo.builder",
     "plan": "zoo.builder",
     "load": "zoo.checkpoint",
+    "save": "zoo.checkpoint",
+    "save_hf_llava": "zoo.hf_llava",
     "from_hf_llava": "zoo.hf_llava",
     "from_vlm_learning": "zoo.vlm_learning",
     "MultiModal": "zoo.multimodal",

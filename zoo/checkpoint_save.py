@@ -56,7 +56,7 @@ def save(model: MultiModal, directory: str | os.PathLike, *, overwrite: bool = F
         The checkpoint directory.
 
     Example:
-        >>> zoo.checkpoint.save(model, "runs/ckpt")          # or model.save("runs/ckpt")
+        >>> zoo.checkpoint.save(model, "runs/ckpt")          # or zoo.save(model, "runs/ckpt")
         >>> same = zoo.load("runs/ckpt")
     """
     from zoo.builder import plan

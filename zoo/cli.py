@@ -194,6 +194,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_build(args: argparse.Namespace) -> int:
     from zoo.anyres import describe_image_tokens
     from zoo.builder import build
+    from zoo.checkpoint import save
 
     _registry(args)
     if args.save and args.meta:
@@ -215,7 +216,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                  + ("  (meta: nothing allocated)" if args.meta else ""))  # fmt: skip
     if args.save and not args.meta:
         try:
-            model.save(args.save, overwrite=args.overwrite)
+            save(model, args.save, overwrite=args.overwrite)
         except OSError as error:
             raise ZooError(f"--save {args.save!r}: cannot write the checkpoint: {error.strerror or error}") from error
         lines.append(f"saved to {args.save}")

@@ -23,7 +23,7 @@ Importing (:func:`from_hf_llava`) goes through the registry: for each slot it pi
 preset whose architecture is closest to the HF sub-config, overrides the fields that differ in
 ``arch`` (so the composition YAML stays short), checks on ``meta`` that the rebuilt architecture
 equals the HF one field by field, builds once and copies the weights strictly. The result has no
-``checkpoint:`` paths, so ``model.save()`` stores every weight. Peak memory is the HF model plus the
+``checkpoint:`` paths, so ``zoo.save(model, DIR)`` stores every weight. Peak memory is the HF model plus the
 zoo model (the HF one is dropped at the end).
 
 Exporting (:func:`to_hf_llava`) builds the Llava skeleton on ``meta`` and attaches the zoo model's own
@@ -107,7 +107,7 @@ def from_hf_llava(directory: str | os.PathLike, device: str | torch.device | Non
 
     Example:
         >>> model = zoo.from_hf_llava("llava-1.5-7b-hf/")
-        >>> model.save("zoo-llava/")
+        >>> zoo.save(model, "zoo-llava/")
     """
     from zoo.builder import build, plan
     from zoo.config import parse_model_config, torch_dtype

@@ -5,6 +5,10 @@ image-placeholder positions (one placeholder id per image position, as transform
 any-resolution tiling (``model.vision.anyres``, :mod:`zoo.anyres`) each image is a global view plus a
 grid of tiles whose features are stitched, unpadded and given row newlines (LLaVA-NeXT), so its
 number of positions depends on its size (``image_tokens_for``).
+
+Persistence and interop sit above this module and take the model as an argument: ``zoo.save(model,
+DIR)`` / ``zoo.load(DIR)`` (:mod:`zoo.checkpoint`), ``zoo.save_hf_llava(model, DIR)`` /
+``zoo.from_hf_llava(DIR)`` (:mod:`zoo.hf_llava`).
 """
 
 from __future__ import annotations
@@ -310,19 +314,6 @@ class MultiModal(nn.Module):
                 if bool(finished.all()):
                     break
         return sequences
-
-    # -- persistence ----------------------------------------------------------------------------
-    def save(self, directory: Any, *, overwrite: bool = False) -> Any:
-        """Save as a self-describing zoo checkpoint directory (see :func:`zoo.checkpoint.save`)."""
-        from zoo.checkpoint import save
-
-        return save(self, directory, overwrite=overwrite)
-
-    def save_hf_llava(self, directory: Any, *, overwrite: bool = False) -> Any:
-        """Export to a transformers ``LlavaForConditionalGeneration`` directory (see :mod:`zoo.hf_llava`)."""
-        from zoo.hf_llava import save_hf_llava
-
-        return save_hf_llava(self, directory, overwrite=overwrite)
 
     # -- reporting ------------------------------------------------------------------------------
     def parameter_counts(self) -> dict[str, dict[str, int]]:

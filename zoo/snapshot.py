@@ -270,6 +270,6 @@ def _no_manifest(path: Path, root: int) -> CheckpointError:
     except OSError:
         pass
     return CheckpointError(
-        f"checkpoint {str(path)!r} has no {MANIFEST}: it is not a zoo checkpoint (save one with model.save(DIR) "
+        f"checkpoint {str(path)!r} has no {MANIFEST}: it is not a zoo checkpoint (save one with zoo.save(model, DIR) "
         f"or 'zoo build ... --save DIR'){hint}"
     )

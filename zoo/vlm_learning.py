@@ -112,7 +112,7 @@ def from_vlm_learning(
 
     Example:
         >>> model = zoo.from_vlm_learning("output/", "Qwen-7B/", vision_checkpoint="clip-vit-large-patch14/")
-        >>> model.save("zoo-ckpt/")
+        >>> zoo.save(model, "zoo-ckpt/")
     """
     from zoo.builder import build
     from zoo.checkpoint import load_state_into
