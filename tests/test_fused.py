@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -97,7 +99,7 @@ def test_fused_composition_trains_saves_and_loads_with_equal_logits(tmp_path):
     model.eval()
     with torch.no_grad():
         before = model(**batch).logits
-    model.save(tmp_path / "ckpt")
+    zoo.save(model, tmp_path / "ckpt")
     loaded = zoo.load(tmp_path / "ckpt").eval()
     with torch.no_grad():
         after = loaded(**batch).logits
@@ -111,3 +113,26 @@ def test_full_size_dinosiglip_on_meta_has_the_published_shape():
     assert model.vision.hidden_size == 1024 + 1152 and model.tokens_per_image == 729
     # DINOv2-L/14-reg at 384 px (304,372,736) + SigLIP So400m/14-384 (428,225,600, with its pooling head)
     assert counts["vision"]["params"] == 732_598_336
+
+
+@pytest.mark.slow
+def test_a_fused_composition_learns_the_shapes_task(tmp_path):
+    """``zoo train`` on the shapes task with the example's budget, the fused tower in place of tiny-clip."""
+    from zoo.config import read_yaml
+    from zoo.evaluate import evaluate
+    from zoo.shapes import write_shapes
+    from zoo.train import train
+
+    summary = write_shapes(tmp_path / "data", train=6000, eval=300, seed=0)
+    spec = read_yaml(Path(__file__).resolve().parents[1] / "examples" / "shapes" / "train.yaml")
+    towers = [{"name": "tiny-dinov2", "select_layer": -1}, {"name": "tiny-siglip", "select_layer": -1}]
+    spec["model"] = {**spec["model"], "vision": {"name": "fused", "towers": towers}}
+    spec["data"] = {**spec["data"], "train": str(tmp_path / "data/train.json"), "eval": None}
+    spec["train"] = {**spec["train"], "eval_steps": None}
+    result = train(spec, output_dir=tmp_path / "run")
+    model = zoo.load(result.final_checkpoint)
+    seen = evaluate(model, tmp_path / "data/eval.json", max_new_tokens=8, batch_size=50)
+    blank = evaluate(model, tmp_path / "data/eval.json", max_new_tokens=8, batch_size=50, blank_images=True)
+    print(f"fused: exact match {seen['accuracy']:.1%} {seen['by_type']}, blank images {blank['accuracy']:.1%}")
+    assert seen["accuracy"] >= 0.80, seen["by_type"]
+    assert blank["accuracy"] <= summary["chance"] + 0.10, blank["by_type"]
