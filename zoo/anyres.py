@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from zoo.errors import ConfigError, ContractError, ZooError, suggest
 from zoo.limits import brief
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_GRIDS",
+    "MAX_SIDE",
     "AnyResConfig",
     "AnyResLayout",
     "describe_image_tokens",
@@ -49,6 +50,7 @@ __all__ = [
 # LLaVA-NeXT's default pinpoints in tiles (rows, cols): 1x2, 2x1, 2x2, 3x1, 1x3 (x 336 px in llava-v1.6)
 DEFAULT_GRIDS = ((1, 2), (2, 1), (2, 2), (3, 1), (1, 3))
 _KEYS = ("grid_pinpoints", "newline")
+MAX_SIDE = 65536  # pixels per side of a pinpoint (beyond, one image outgrows any LM's context)
 
 
 @dataclass(frozen=True)
@@ -108,12 +110,12 @@ def parse_anyres(value: Any, *, key: str = "model.vision.anyres", source: str = 
         ok = (
             isinstance(point, list | tuple)
             and len(point) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 65536 for v in point)
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIDE for v in point)
         )
         if not ok:
             raise ConfigError(
-                f"{source}: {key}.grid_pinpoints[{i}] = {brief(point)}: expected [height, width], two positive "
-                "integers (pixels, multiples of the tower's image_size), such as [336, 672]"
+                f"{source}: {key}.grid_pinpoints[{i}] = {brief(point)}: expected [height, width], two integers in "
+                f"1..{MAX_SIDE} (pixels, multiples of the tower's image_size), such as [336, 672]"
             )
         pinpoints.append((int(point[0]), int(point[1])))
     if len(set(pinpoints)) != len(pinpoints):
@@ -313,6 +315,34 @@ class AnyResLayout:
         return pixels, sizes
 
     # -- features ---------------------------------------------------------------------------------
+    def check_sizes(self, image_sizes: Any) -> torch.Tensor:
+        """``image_sizes`` (a tensor or nested list, as any client sends them) as a ``[N, 2]`` long tensor.
+
+        Raises:
+            ZooError: anything but ``[images, 2]`` (or one ``[2]``) whole numbers >= 1, named with its value.
+        """
+        import torch
+
+        try:
+            sizes = torch.as_tensor(image_sizes)
+        except (TypeError, ValueError, RuntimeError):
+            sizes = None
+        ok = (
+            sizes is not None
+            and sizes.dtype != torch.bool
+            and not sizes.is_complex()
+            and (sizes.shape == (2,) or (sizes.dim() == 2 and sizes.shape[1] == 2))
+            and bool((sizes >= 1).all())
+            and (not sizes.is_floating_point() or bool((sizes == sizes.round()).all()))
+        )
+        if not ok:
+            shown = brief(image_sizes.tolist() if isinstance(image_sizes, torch.Tensor) else image_sizes)
+            raise ZooError(
+                f"image_sizes = {shown}: expected [images, 2] whole numbers >= 1 (height and width of each image, "
+                "in pixels), as model.processor() and transformers' LlavaNextProcessor return them"
+            )
+        return cast("torch.Tensor", sizes).reshape(-1, 2).long()  # [N, 2]
+
     def tiles_of(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor) -> torch.Tensor:
         """Every image's own tiles, concatenated: ``[N, T, C, S, S]`` (padded) or ``[sum T_i, C, S, S]``."""
         counts = [self.num_tiles(int(h), int(w)) for h, w in image_sizes.tolist()]

@@ -153,8 +153,9 @@ class MultiModal(nn.Module):
                 "model.vision.anyres: pixel_values need image_sizes ([images, 2], height and width of each image); "
                 "model.processor() and transformers' LlavaNextProcessor return both"
             )
-        sizes = [(int(h), int(w)) for h, w in image_sizes.reshape(-1, 2).tolist()]
-        tiles = layout.tiles_of(pixel_values, image_sizes.reshape(-1, 2))  # [sum T_i, 3, S, S]
+        checked = layout.check_sizes(image_sizes)  # [N_img, 2]
+        sizes = [(int(h), int(w)) for h, w in checked.tolist()]
+        tiles = layout.tiles_of(pixel_values, checked)  # [sum T_i, 3, S, S]
         features = self.vision(tiles)  # [sum T_i, N, D]
         projected = self.projector(features.to(_param_dtype(self.projector, features.dtype)))  # [sum T_i, M, H]
         newline = getattr(self.projector, "image_newline", None)
@@ -202,7 +203,8 @@ class MultiModal(nn.Module):
     ) -> torch.Tensor:
         given = 0 if features is None else features.shape[0]
         if positions != given:
-            sizes = [] if image_sizes is None else [tuple(s) for s in image_sizes.reshape(-1, 2).tolist()]
+            checked = [] if image_sizes is None else cast("AnyResLayout", self.anyres).check_sizes(image_sizes).tolist()
+            sizes = [tuple(s) for s in checked]
             counts = [self.image_tokens_for(h, w) for h, w in sizes]
             raise ZooError(
                 f"input_ids hold {positions} image positions but the {len(sizes)} images of sizes {sizes} give "
@@ -268,6 +270,7 @@ class MultiModal(nn.Module):
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        _check_left_padded(attention_mask)
         embeds = self.embed_inputs(input_ids, pixel_values, image_sizes=image_sizes)  # [B, T, H]
         # the model's generation_config (chat checkpoints list their stop tokens there) wins over the
         # tokenizer, which only fills what the config leaves unset
@@ -341,6 +344,17 @@ class MultiModal(nn.Module):
             "contract": self.contract.to_dict(),
             "dtype": self.composition.dtype,
         }
+
+
+def _check_left_padded(attention_mask: torch.Tensor) -> None:
+    """New tokens are appended after the last position: a row padded on the right would continue its padding."""
+    right = (attention_mask[:, -1] == 0).nonzero().flatten().tolist() if attention_mask.shape[-1] else []
+    if right:
+        raise ZooError(
+            f"generate: attention_mask rows {right} are right-padded (they end with padding), so the new tokens "
+            "would follow the padding, not the prompt; pad on the left for generation: "
+            "model.processor(padding_side='left') (its default) or DataCollator(padding_side='left')"
+        )
 
 
 def _param_dtype(module: nn.Module, fallback: torch.dtype) -> torch.dtype:

@@ -1,0 +1,198 @@
+"""Any-res tiling under hostile or careless use: extreme images, malformed runtime inputs, right-padded
+generation, training data too short for an image, and malformed LLaVA-NeXT directories.
+
+Each test is one thing a user of LLaVA-NeXT / prismatic tried; every failure must be one ``ZooError``
+naming the argument or field, the bad value and what works, never a stray ``TypeError``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from test_anyres import ANYRES, PINPOINTS, _hf_processor, _images, _write_llava_next
+
+import zoo
+from zoo.errors import CheckpointError, ConfigError, ZooError
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    built = zoo.build({"model": ANYRES}).eval()
+    with torch.no_grad():  # a projector loud enough that greedy answers differ per image
+        for param in built.projector.parameters():
+            param.mul_(5)
+    return built
+
+
+# -- images and runtime inputs -------------------------------------------------------------------
+@pytest.mark.parametrize("size", [(1, 1), (1, 4000), (4000, 1), (3, 4000), (97, 2)])
+def test_extreme_aspect_ratios_count_like_transformers_and_run(model, size):
+    height, width = size
+    image = _images(size)[0]
+    batch = model.processor()(["<image> hi"], images=[image])
+    theirs = _hf_processor()(text=["<image> hi"], images=[image], return_tensors="pt")
+    expected = _hf_processor()._get_number_of_features(height, width, 32, 32) - 1
+    assert int((batch["input_ids"] == model.image_token_id).sum()) == model.image_tokens_for(*size) == expected
+    assert torch.equal(batch["input_ids"], theirs["input_ids"])
+    torch.testing.assert_close(batch["pixel_values"], theirs["pixel_values"], rtol=0, atol=1e-5)
+    with torch.no_grad():
+        assert model(**batch).logits.shape[1] == batch["input_ids"].shape[1]
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "LA", "CMYK", "I;16"])
+def test_any_pil_mode_becomes_the_same_count(model, mode):
+    image = _images((20, 50))[0].convert(mode)
+    batch = model.processor()(["<image> hi"], images=[image])
+    assert batch["pixel_values"].shape == (1, 3, 3, 32, 32)
+    with torch.no_grad():
+        assert model(**batch).logits.shape[1] == batch["input_ids"].shape[1]
+
+
+def test_image_sizes_from_other_clients_are_taken_or_refused_clearly(model):
+    batch = model.processor()(["<image> hi"], images=_images((30, 70)))
+    with torch.no_grad():
+        reference = model(**batch).logits
+        as_list = model(**{**batch, "image_sizes": [[30, 70]]}).logits  # transformers takes a list too
+    assert torch.equal(as_list, reference)
+    bad = {
+        "[[0, 70]]": torch.tensor([[0, 70]]),
+        "[[30, 70, 3]]": torch.tensor([[30, 70, 3]]),
+        "[[-1, 70]]": [[-1, 70]],
+        "'30x70'": "30x70",
+    }
+    for shown, sizes in bad.items():
+        with pytest.raises(ZooError, match=r"image_sizes = .*expected \[images, 2\]") as caught:
+            model(**{**batch, "image_sizes": sizes})
+        assert shown.replace(" ", "") in str(caught.value).replace(" ", "")
+
+
+def test_batched_left_padded_generation_equals_one_by_one_and_right_padding_is_refused(model):
+    processor = model.processor()
+    wide, tall, dot, strip = _images((30, 70), (90, 40), (1, 1), (5, 300))
+    prompts = ["<image> what?", "a text-only row", "<image><image> two", "x <image>"]
+    groups = [[wide], [], [tall, dot], [strip]]
+    options = {"max_new_tokens": 4, "do_sample": False}
+    alone = []
+    for prompt, images in zip(prompts, groups):
+        single = processor([prompt], images=images)
+        alone.append(model.generate(**single, **options)[0, single["input_ids"].shape[1] :].tolist())
+    batch = processor(prompts, images=groups, padding_side="left")
+    together = model.generate(**batch, **options)[:, batch["input_ids"].shape[1] :].tolist()
+    assert together == alone and len({tuple(a) for a in alone}) > 1
+    right = processor(prompts, images=groups, padding_side="right")
+    with pytest.raises(ZooError, match=r"rows \[0, 1, 3\] are right-padded.*padding_side=.left."):
+        model.generate(**right, **options)
+
+
+# -- training data ----------------------------------------------------------------------------------
+def test_max_length_below_the_largest_image_is_a_config_error_naming_data_max_length(model, tmp_path):
+    from zoo.data import LlavaDataset
+
+    _images((64, 64))[0].save(tmp_path / "square.png")
+    records = [{"id": "a", "image": "square.png", "conversations": [
+        {"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "a square"}]}]  # fmt: skip
+    most = model.anyres.max_tokens  # a 64x64 image: 16 + 8 * 8 + 8
+    assert most == model.image_tokens_for(64, 64) == 88
+    with pytest.raises(ConfigError, match=r"data\.max_length = 60 .* 88 positions .*64x64.*at least 88"):
+        LlavaDataset(records, model, image_folder=tmp_path, max_length=60)
+    item = LlavaDataset(records, model, image_folder=tmp_path, max_length=120)[0]
+    assert item["image_sizes"].tolist() == [[64, 64]] and int((item["labels"] != -100).sum()) > 0
+
+
+# -- malformed LLaVA-NeXT directories ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def next_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("hostile") / "next"
+    _write_llava_next(path)
+    return path
+
+
+def _edit(config: dict, key: str, value: object) -> None:
+    owner = config
+    *parents, leaf = key.split(".")
+    for part in parents:
+        owner = owner[part]
+    if value is _DELETE:
+        del owner[leaf]
+    else:
+        owner[leaf] = value
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("image_grid_pinpoints", _DELETE, "image_grid_pinpoints is not set in config.json"),
+        ("image_grid_pinpoints", None, "image_grid_pinpoints is not set in config.json"),
+        ("image_grid_pinpoints", [32, 64], "image_grid_pinpoints[0] = 32"),
+        ("image_grid_pinpoints", [[33, 64]], "image_grid_pinpoints[0] = [33, 64]"),
+        ("image_grid_pinpoints", [[100000, 100000]], "image_grid_pinpoints[0] = [100000, 100000]"),
+        ("image_grid_pinpoints", [[65536, 65536]], "one image becomes 67117072 tokens"),  # the context bound
+        ("image_grid_pinpoints", "[[32, 64]]", "image_grid_pinpoints"),
+        ("vision_feature_select_strategy", "full", "vision_feature_select_strategy = 'full'"),
+        ("vision_feature_select_strategy", "cls", "vision_feature_select_strategy"),
+        ("vision_feature_layer", [-2, -1], "vision_feature_layer = [-2, -1]"),
+        ("vision_feature_layer", "-2", "vision_feature_layer"),
+        ("text_config.model_type", "evil_remote", "text_config.model_type = 'evil_remote'"),
+        ("text_config.model_type", "mamba", "text_config"),
+        ("image_token_index", -1, "image_token_index = -1"),
+    ],
+)  # fmt: skip
+def test_malformed_llava_next_config_is_one_clear_error_naming_the_field(next_dir, tmp_path, key, value, words):
+    from zoo.hf_llava import from_hf_llava
+
+    target = tmp_path / "next"
+    shutil.copytree(next_dir, target)
+    config = json.loads((target / "config.json").read_text())
+    _edit(config, key, value)
+    (target / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ZooError) as caught:
+        from_hf_llava(target)
+    message = str(caught.value)
+    assert words in message and len(message) < 800 and "\n" not in message.strip()
+
+
+def test_remote_code_named_by_a_sub_config_is_ignored_like_transformers_does(next_dir, tmp_path):
+    from zoo.hf_llava import from_hf_llava, hf_llava_composition
+
+    target = tmp_path / "next"
+    shutil.copytree(next_dir, target)
+    config = json.loads((target / "config.json").read_text())
+    config["text_config"]["auto_map"] = {"AutoModelForCausalLM": "evil.EvilForCausalLM"}  # evil.py does not exist
+    (target / "config.json").write_text(json.dumps(config))
+    assert "auto_map" not in json.dumps(hf_llava_composition(target))
+    assert type(from_hf_llava(target).lm.model).__name__ == "Qwen2ForCausalLM"
+
+
+def test_missing_pinpoints_say_transformers_default_applies(next_dir, tmp_path):
+    from zoo.hf_llava import from_hf_llava
+
+    target = tmp_path / "next"
+    shutil.copytree(next_dir, target)
+    config = json.loads((target / "config.json").read_text())
+    del config["image_grid_pinpoints"]
+    (target / "config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        CheckpointError, match=r"not set in config\.json: transformers' default .*vision_config\.image_size = 32"
+    ):
+        from_hf_llava(target)
+    assert PINPOINTS  # the directory itself holds PINPOINTS; only the edited copy lacks them
+
+
+# -- reports ------------------------------------------------------------------------------------------
+def test_demo_model_card_describes_any_res_tokens(model):
+    from zoo.demo import model_card
+
+    card = model_card(model, "anyres")
+    assert "; any-res 52..88 (32x64: 52, 64x32: 56, " in card and "tokens per image" in card and "{" not in card
+
+
+def test_a_pinpoint_past_the_bound_names_the_bound():
+    with pytest.raises(ConfigError, match=r"grid_pinpoints\[0\] = \[100000, 32\]: .*1\.\.65536"):
+        zoo.plan({"model": {**ANYRES, "vision": {"name": "tiny-clip", "anyres": {"grid_pinpoints": [[100000, 32]]}}}})
