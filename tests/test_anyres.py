@@ -446,7 +446,8 @@ def test_training_data_counts_each_image_by_its_size_and_the_loss_goes_down(tmp_
         losses.append(loss.item())
     assert losses[-1] < losses[0]
     assert not torch.equal(model.projector.image_newline, newline)  # trained with the projector
-    truncated = LlavaDataset(records[2:], model, image_folder=tmp_path, max_length=tall + 20)[0]
+    truncated = LlavaDataset(records[2:], model, image_folder=tmp_path, max_length=model.anyres.max_tokens)[0]
+    assert tall + wide > model.anyres.max_tokens
     assert truncated["image_sizes"].tolist() == [[90, 40]]  # the second image did not fit: dropped whole
     result = evaluate(model, records, image_folder=tmp_path, max_new_tokens=2, batch_size=2)
     assert result["n"] == 3 and result["loss"] == result["loss"]  # generated and scored (loss not NaN)

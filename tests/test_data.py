@@ -92,7 +92,7 @@ def test_truncation_never_splits_an_image(model, folder):
     full = LlavaDataset([record], model, image_folder=folder)[0]
     per_image = model.tokens_per_image
     seen_counts = set()
-    for max_length in range(1, len(full["input_ids"]) + 2):
+    for max_length in range(per_image, len(full["input_ids"]) + 2):  # shorter: a ConfigError (test below)
         item = LlavaDataset([record], model, image_folder=folder, max_length=max_length)[0]
         images = item["pixel_values"].shape[0]
         seen_counts.add(images)
@@ -100,6 +100,10 @@ def test_truncation_never_splits_an_image(model, folder):
         assert int((item["input_ids"] == model.image_token_id).sum()) == images * per_image
         assert torch.equal(item["input_ids"], full["input_ids"][: len(item["input_ids"])])
     assert seen_counts == {0, 1, 2}
+    with pytest.raises(
+        ConfigError, match=rf"data\.max_length = {per_image - 1} is less than the {per_image} positions"
+    ):
+        LlavaDataset([record], model, image_folder=folder, max_length=per_image - 1)
 
 
 BAD_RECORDS = {

@@ -167,6 +167,7 @@ class LlavaDataset(Dataset):
                                    tokens_per_image=model.contract.image_tokens)  # fmt: skip
         self.preprocessor = model.vision.preprocessor
         self.anyres = model.anyres  # any-resolution tiling: per-image counts and tiles (zoo.anyres)
+        _check_room_for_an_image(max_length, model.anyres, model.contract.image_tokens)
         self.max_length = max_length
         self.on_error = on_error
         self.blank_images = blank_images
@@ -272,6 +273,22 @@ class LlavaDataset(Dataset):
     def modality_lengths(self) -> list[int]:
         """``lengths`` signed as LLaVA's ``modality_lengths``: positive with images, negative text-only."""
         return [n if c.images else -n for n, c in zip(self.lengths, self.conversations)]
+
+
+def _check_room_for_an_image(max_length: int, anyres: AnyResLayout | None, tokens_per_image: int) -> None:
+    """A ``max_length`` that one image can outgrow drops such images, and every answer after them, silently."""
+    if anyres is None:
+        most, what = tokens_per_image, "every image"
+    else:
+        by_pinpoint = anyres.tokens_by_pinpoint()
+        shape = max(by_pinpoint, key=lambda k: by_pinpoint[k])
+        most, what = by_pinpoint[shape], f"an image shaped like {shape} (model.vision.anyres)"
+    if max_length < most:
+        raise ConfigError(
+            f"data.max_length = {max_length} is less than the {most} positions {what} takes: truncation would "
+            f"drop such images with everything after them (their answers too); set data.max_length to at least "
+            f"{most} plus the text (LLaVA-NeXT trains with 4096)"
+        )
 
 
 def _words(conversation: Conversation) -> int:
