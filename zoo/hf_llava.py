@@ -49,6 +49,7 @@ import torch
 from torch import nn
 
 from zoo.errors import CheckpointError, ZooError
+from zoo.limits import brief
 
 if TYPE_CHECKING:
     from transformers import LlavaForConditionalGeneration, PreTrainedModel
@@ -72,6 +73,7 @@ _GENERIC_FIELDS = {
     "architectures", "dtype", "torch_dtype", "transformers_version", "id2label", "label2id",
     "output_attentions", "output_hidden_states", "return_dict", "problem_type", "chunk_size_feed_forward",
     "is_encoder_decoder", "model_type", "use_cache", "tie_encoder_decoder", "torchscript",
+    "auto_map",  # remote code: transformers ignores it for a model type it ships, and zoo never runs it
 }  # fmt: skip
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 # work a causal LM does between its text model and its head, which LlavaForConditionalGeneration skips:
@@ -217,7 +219,9 @@ def hf_llava_composition(
     if vision_arch:
         vision["arch"] = vision_arch
     if config.model_type == "llava_next":  # any-resolution tiling with LLaVA-NeXT's row newline
-        vision["anyres"] = {"grid_pinpoints": [list(p) for p in config.image_grid_pinpoints], "newline": True}
+        from zoo.hf_llava_next import next_composition
+
+        vision["anyres"] = next_composition(config, path / "config.json", select)
     return {
         "model": {
             "vision": vision,
@@ -239,7 +243,8 @@ def _read_llava_config(path: Path) -> Any:
             f"{path}: no config.json; expected a transformers LlavaForConditionalGeneration directory"
         )
     try:
-        model_type = json.loads(file.read_text(encoding="utf-8")).get("model_type")
+        raw = json.loads(file.read_text(encoding="utf-8"))
+        model_type = raw.get("model_type")
     except (OSError, ValueError, AttributeError) as error:
         raise CheckpointError(f"{file}: cannot read it: {error}") from error
     config_class: Any = {"llava": LlavaConfig, "llava_next": LlavaNextConfig}.get(model_type)
@@ -249,10 +254,37 @@ def _read_llava_config(path: Path) -> Any:
             "LlavaForConditionalGeneration and LlavaNextForConditionalGeneration checkpoints (OneVision and "
             "video layouts are not supported)"
         )
+    _check_sub_config_types(raw, file)
     try:
         return config_class.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, TypeError) as error:
-        raise CheckpointError(f"{file}: transformers cannot read it as a {config_class.__name__}: {error}") from error
+    except Exception as error:  # a hostile config.json makes transformers raise anything
+        text = " ".join(str(error).split())
+        raise CheckpointError(
+            f"{file}: transformers cannot read it as a {config_class.__name__} (text_config.model_type "
+            f"{_sub_type(raw, 'text_config')!r}, vision_config.model_type {_sub_type(raw, 'vision_config')!r}): "
+            f"{text if len(text) <= 300 else text[:300] + '...'}"
+        ) from error
+
+
+def _sub_type(raw: Mapping[str, Any], key: str) -> Any:
+    sub = raw.get(key)
+    return sub.get("model_type") if isinstance(sub, Mapping) else None
+
+
+def _check_sub_config_types(raw: Mapping[str, Any], file: Path) -> None:
+    """Sub-configs must name model types transformers ships: zoo never runs code a checkpoint names."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    from zoo.errors import suggest
+
+    for key in ("text_config", "vision_config"):
+        model_type = _sub_type(raw, key)
+        if model_type is not None and model_type not in CONFIG_MAPPING_NAMES:
+            word = str(model_type)[:100]
+            raise CheckpointError(
+                f"{file}: {key}.model_type = {brief(model_type)} is not a model type transformers ships; zoo reads "
+                f"only those and never runs code a checkpoint names; {suggest(word, list(CONFIG_MAPPING_NAMES))}"
+            )
 
 
 def _hf_class(model_type: str) -> type[LlavaForConditionalGeneration]:
@@ -358,7 +390,7 @@ def _image_token(path: Path, index: int, where: str) -> str:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as error:
         raise CheckpointError(f"{path}: cannot load its tokenizer: {error}") from error
-    token = tokenizer.convert_ids_to_tokens(index) if index < len(tokenizer) else None
+    token = tokenizer.convert_ids_to_tokens(index) if 0 <= index < len(tokenizer) else None
     if not token:
         raise ZooError(
             f"{where}: image_token_index = {index} is not a token of the tokenizer in {path} "

@@ -9,19 +9,75 @@ vector is held by the projector (:class:`zoo.anyres_projector.AnyResProjector`).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
 
 from zoo.errors import CheckpointError, ZooError
+from zoo.limits import brief
 
 if TYPE_CHECKING:
     from zoo.anyres import AnyResLayout
     from zoo.multimodal import MultiModal
 
-__all__ = ["anyres_fields", "copy_newline", "next_processor"]
+__all__ = ["anyres_fields", "copy_newline", "next_composition", "next_processor"]
+
+
+def next_composition(config: Any, file: Path, select: str) -> dict[str, Any]:
+    """``model.vision.anyres`` of a ``LlavaNextConfig`` read from ``file``, or a ``CheckpointError`` naming the field.
+
+    ``image_grid_pinpoints`` must be a non-empty list of ``[height, width]`` pixel pairs, each a whole number
+    of ``vision_config.image_size`` tiles (as transformers' image processor tiles them); an absent field is
+    (or null) field is transformers' default (LLaVA-NeXT's 336 px pinpoints), which only fits a 336 px tower.
+    """
+    from zoo.anyres import MAX_SIDE
+
+    side = int(config.vision_config.image_size)
+    if select == "all":  # CLIP with strategy 'full': each tile keeps its CLS token
+        grid = side // int(config.vision_config.patch_size)
+        raise CheckpointError(
+            f"{file}: vision_feature_select_strategy = 'full' keeps the CLS token of every tile, which LLaVA-NeXT "
+            f"cannot stitch into the {grid}x{grid} patch map of a tile (transformers' LlavaNextForConditionalGeneration "
+            "fails on it too); valid for a CLIP tower: 'default'"
+        )
+    pinpoints = config.image_grid_pinpoints
+    if _raw(file).get("image_grid_pinpoints") is None:
+        bad = next((p for p in pinpoints if p[0] % side or p[1] % side), None)
+        if bad is not None:
+            raise CheckpointError(
+                f"{file}: image_grid_pinpoints is not set in config.json: transformers' default {brief(pinpoints)} "
+                f"applies, and its {list(bad)} is not a whole number of vision_config.image_size = {side} px tiles; "
+                f"write the checkpoint's own image_grid_pinpoints (multiples of {side}) into config.json"
+            )
+    if not isinstance(pinpoints, list | tuple) or not pinpoints:
+        raise CheckpointError(
+            f"{file}: image_grid_pinpoints = {brief(pinpoints)}: expected a non-empty list of [height, width] pairs "
+            f"in pixels, multiples of vision_config.image_size = {side}, such as [[{side}, {2 * side}]]"
+        )
+    for i, point in enumerate(pinpoints):
+        ok = (
+            isinstance(point, list | tuple)
+            and len(point) == 2
+            and all(
+                isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_SIDE and v % side == 0 for v in point
+            )
+        )
+        if not ok:
+            raise CheckpointError(
+                f"{file}: image_grid_pinpoints[{i}] = {brief(point)}: expected [height, width], two integers in "
+                f"1..{MAX_SIDE} that are multiples of vision_config.image_size = {side} (pixels), such as [{side}, {2 * side}]"
+            )
+    return {"grid_pinpoints": [list(p) for p in pinpoints], "newline": True}
+
+
+def _raw(file: Path) -> dict[str, Any]:
+    """``file``'s top-level fields as written (before transformers fills its defaults)."""
+    data = json.loads(file.read_text(encoding="utf-8"))
+    return data if isinstance(data, dict) else {}
 
 
 def anyres_fields(model: MultiModal, names: Mapping[str, str]) -> dict[str, Any]:
