@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from zoo.anyres import describe_image_tokens
 from zoo.errors import ZooError
 
 if TYPE_CHECKING:
@@ -157,7 +158,7 @@ def model_card(model: MultiModal, target: str) -> str:
     return (
         f"**{target}**: {chain}  \n"
         f"parameters: {_count(summary['params_total'])} ({sizes}); "
-        f"{summary['image_tokens']} tokens per image; {summary['dtype']}"
+        f"{describe_image_tokens(summary['image_tokens'])} tokens per image; {summary['dtype']}"
     )
 
 
