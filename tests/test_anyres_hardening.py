@@ -12,6 +12,7 @@ import shutil
 
 import pytest
 import torch
+from PIL import Image
 from test_anyres import ANYRES, PINPOINTS, _hf_processor, _images, _write_llava_next
 
 import zoo
@@ -50,6 +51,34 @@ def test_any_pil_mode_becomes_the_same_count(model, mode):
     assert batch["pixel_values"].shape == (1, 3, 3, 32, 32)
     with torch.no_grad():
         assert model(**batch).logits.shape[1] == batch["input_ids"].shape[1]
+
+
+def _transparent() -> Image.Image:
+    """A random RGBA image whose bottom half is fully transparent (a logo or a diagram on no background)."""
+    pixels = torch.randint(0, 256, (30, 70, 4), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
+    pixels[15:, :, 3] = 0
+    pixels[:15, :, 3] = 255
+    return Image.fromarray(pixels.numpy(), "RGBA")
+
+
+def test_transparent_images_are_put_on_white_like_files_and_transformers(model, tmp_path):
+    """In memory or from a file, zoo's processors see what transformers' processors see (alpha onto white)."""
+    from transformers import CLIPImageProcessor
+
+    from zoo.images import open_image
+
+    image = _transparent()
+    image.save(tmp_path / "logo.png")
+    for own in (image, image.convert("LA"), image.convert("PA")):
+        ours = model.processor()(["<image> hi"], images=[own])["pixel_values"]
+        theirs = _hf_processor()(text=["<image> hi"], images=[own], return_tensors="pt")["pixel_values"]
+        torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    from_file = model.processor()(["<image> hi"], images=[open_image(tmp_path / "logo.png")])["pixel_values"]
+    torch.testing.assert_close(model.processor()(["<image> hi"], images=[image])["pixel_values"], from_file)
+    plain = zoo.build("tiny-clip-mlp-qwen2")  # one tile: the tower's own preprocessor
+    clip = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    ours = plain.processor()(["<image> hi"], images=[image])["pixel_values"]
+    torch.testing.assert_close(ours, clip(images=[image], return_tensors="pt")["pixel_values"], rtol=0, atol=1e-5)
 
 
 def test_image_sizes_from_other_clients_are_taken_or_refused_clearly(model):

@@ -303,8 +303,10 @@ class AnyResLayout:
         """
         import torch
 
+        from zoo.images import to_rgb  # alpha onto white, 16-bit scaled: as for files and transformers' processors
+
         sizes = torch.tensor([[im.height, im.width] for im in images], dtype=torch.long).reshape(-1, 2)  # [N, 2]
-        per_image = [transform(self.tile_image(im.convert("RGB"))) for im in images]  # each [T_i, C, S, S]
+        per_image = [transform(self.tile_image(to_rgb(im))) for im in images]  # each [T_i, C, S, S]
         if not per_image:
             empty = transform([])  # [0, C, S, S]
             return empty.reshape(0, 1, *empty.shape[1:]), sizes

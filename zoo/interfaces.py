@@ -44,9 +44,11 @@ class ImagePreprocessor:
 
     def __call__(self, images: Sequence[Any]) -> torch.Tensor:
         """Preprocess a list of PIL images into ``[N, 3, H, W]``."""
+        from zoo.images import to_rgb  # alpha onto white, 16-bit scaled: as for files and transformers' processors
+
         if not images:
             return torch.empty(0, 3, self.image_size, self.image_size)
-        return torch.stack([self.transform(image.convert("RGB")) for image in images])  # [N, 3, H, W]
+        return torch.stack([self.transform(to_rgb(image)) for image in images])  # [N, 3, H, W]
 
     def __repr__(self) -> str:
         return f"ImagePreprocessor(image_size={self.image_size}, mean={self.mean}, std={self.std})"

@@ -27,6 +27,7 @@ from lmms_eval.api.model import lmms
 from lmms_eval.api.registry import register_model
 
 from zoo.errors import ZooError
+from zoo.images import to_rgb
 
 __all__ = ["ZooLMM", "manifest"]
 
@@ -169,7 +170,7 @@ class ZooLMM(lmms):
                     f"task {request.args[-2]!r} gave a {type(visual).__name__} visual; the zoo model takes images "
                     "(PIL), not video or audio"
                 )
-            images.append(visual.convert("RGB"))
+            images.append(to_rgb(visual))  # alpha onto white, as transformers' processors and zoo's files
         return images
 
     def _render(self, context: str, images: Sequence[Any]) -> tuple[str, bool]:
