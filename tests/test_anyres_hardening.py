@@ -225,3 +225,25 @@ def test_demo_model_card_describes_any_res_tokens(model):
 def test_a_pinpoint_past_the_bound_names_the_bound():
     with pytest.raises(ConfigError, match=r"grid_pinpoints\[0\] = \[100000, 32\]: .*1\.\.65536"):
         zoo.plan({"model": {**ANYRES, "vision": {"name": "tiny-clip", "anyres": {"grid_pinpoints": [[100000, 32]]}}}})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("image_grid_pinpoints", [[32, 64], [64, 32]], "image_grid_pinpoints = [[32, 64], [64, 32]] but config.json"),
+        ("image_mean", [0.5, 0.5, 0.5], "image_mean = [0.5, 0.5, 0.5] but vision tower 'tiny-clip'"),
+    ],
+)
+def test_an_image_processor_that_disagrees_with_the_model_is_refused(next_dir, tmp_path, field, value, words):
+    """transformers' processor counts and normalises with processor_config.json; zoo's with the model's own
+    layout and the tower's normalisation: a directory where they differ would be imported silently wrong."""
+    from zoo.hf_llava import from_hf_llava
+
+    target = tmp_path / "next"
+    shutil.copytree(next_dir, target)
+    settings = json.loads((target / "processor_config.json").read_text())
+    settings["image_processor"][field] = value
+    (target / "processor_config.json").write_text(json.dumps(settings))
+    with pytest.raises(CheckpointError) as caught:
+        from_hf_llava(target)
+    assert words in str(caught.value) and "processor_config.json" in str(caught.value)

@@ -121,6 +121,7 @@ def from_hf_llava(directory: str | os.PathLike, device: str | torch.device | Non
     data = hf_llava_composition(path, dtype=dtype, hf_config=hf_config)
     checked = plan(parse_model_config(data, source=f"{path / 'config.json'}"))
     _check_rebuilt_architecture(checked, hf_config, path)
+    _check_image_processor(path, hf_config, checked.meta_modules["vision"], checked.config.vision.name)
     # components are built with parameters on meta and given the HF tensors: no random init, one copy
     empty = [kind for kind in ("vision", "projector", "lm") if checked.config.slot(kind).train != "lora"]
     model = build(checked, empty_weights=empty)
@@ -377,6 +378,53 @@ def _check_rebuilt_architecture(checked: Any, hf_config: Any, path: Path) -> Non
                 f"{path}: the zoo {kind} preset {checked.config.slot(kind).name!r} cannot reproduce the Llava "
                 f"{'vision_config' if kind == 'vision' else 'text_config'}: {shown}"
             )
+
+
+def _check_image_processor(path: Path, hf_config: Any, tower: Any, name: str) -> None:
+    """The directory's image processor settings must be the ones zoo processes images with.
+
+    transformers' processor counts tokens with its own ``image_grid_pinpoints`` and normalises with its
+    own ``image_mean`` / ``image_std``; zoo uses the model's pinpoints and the tower's normalisation. A
+    directory where they differ was trained (or would run in transformers) on other inputs.
+    """
+    for file, settings in _image_processor_settings(path):
+        pairs = (("image_mean", tower.preprocessor.mean), ("image_std", tower.preprocessor.std))
+        for field, ours in pairs:
+            theirs = settings.get(field)
+            if theirs is None:
+                continue
+            fits = isinstance(theirs, list) and len(theirs) == len(ours)
+            if not fits or any(not isinstance(t, int | float) or abs(t - o) > 1e-4 for t, o in zip(theirs, ours)):
+                raise CheckpointError(
+                    f"{file}: {field} = {brief(theirs)} but vision tower {name!r} normalises with {list(ours)}; "
+                    "zoo would feed the model other pixels than its processor does (no zoo tower preset has that "
+                    "normalisation)"
+                )
+        theirs = settings.get("image_grid_pinpoints")
+        if hf_config.model_type == "llava_next" and theirs is not None:
+            ours = [list(p) for p in hf_config.image_grid_pinpoints]
+            if theirs != ours:
+                raise CheckpointError(
+                    f"{file}: image_grid_pinpoints = {brief(theirs)} but config.json has {brief(ours)}; the processor "
+                    "would count other image tokens than the model stitches (transformers fails on it too): make them equal"
+                )
+
+
+def _image_processor_settings(path: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """``(file, settings)`` of the image processor saved in ``path``: either layout transformers writes."""
+    found = []
+    for name, nested in (("preprocessor_config.json", False), ("processor_config.json", True)):
+        file = path / name
+        if not file.is_file():
+            continue
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"{file}: cannot read it: {error}") from error
+        settings = data.get("image_processor") if nested and isinstance(data, dict) else data
+        if isinstance(settings, dict):
+            found.append((file, settings))
+    return found
 
 
 def _has_tokenizer(path: Path) -> bool:
