@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from zoo.cli import main
+from zoo.errors import ZooError
 from zoo.shapes import COLOURS, FACTORS, POSITIONS, SHAPES, Scene, draw, write_shapes
 
 
@@ -83,3 +84,10 @@ def test_cli_writes_the_task_and_refuses_to_overwrite(tmp_path, capsys):
     assert main(["data", "shapes", str(out), "--train", "9"]) == 2
     assert "already holds" in capsys.readouterr().err
     assert main(["data", "shapes", str(out), "--train", "9", "--eval", "0", "--overwrite"]) == 0
+
+
+def test_an_image_size_past_the_bound_is_refused_before_anything_is_drawn(tmp_path):
+    # 100000 px a side is 30 GB per image: it must fail at once, not in the out-of-memory killer
+    with pytest.raises(ZooError, match=r"--image-size = 100000 is too large; use at most 1024"):
+        write_shapes(tmp_path, train=1, eval=1, image_size=100_000)
+    assert not (tmp_path / "images").exists()

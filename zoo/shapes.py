@@ -29,7 +29,7 @@ from typing import Any
 from zoo.errors import ZooError
 from zoo.scoring import majority_baseline
 
-__all__ = ["COLOURS", "POSITIONS", "QUESTIONS", "SHAPES", "Scene", "draw", "scenes", "write_shapes"]
+__all__ = ["COLOURS", "MAX_IMAGE_SIZE", "POSITIONS", "QUESTIONS", "SHAPES", "Scene", "draw", "scenes", "write_shapes"]
 
 COLOURS = {"red": (220, 40, 40), "green": (30, 160, 60), "blue": (40, 80, 230), "yellow": (240, 200, 20)}
 SHAPES = ("circle", "square", "triangle")
@@ -42,6 +42,7 @@ QUESTIONS = {
 FACTORS = {"colour": tuple(COLOURS), "shape": SHAPES, "position": tuple(POSITIONS)}
 BACKGROUND = (255, 255, 255)
 RADIUS = (22, 28)  # shape radius, in 1/100 of the image side
+MAX_IMAGE_SIZE = 1024  # pixels a side; the task needs far less (default 64)
 JITTER = 4  # centre offset, same unit
 
 
@@ -138,6 +139,8 @@ def write_shapes(
         raise ZooError(f"--train = {train}, --eval = {eval}: counts must be >= 0")
     if image_size < 16:
         raise ZooError(f"--image-size = {image_size} is too small to draw shapes; use at least 16")
+    if image_size > MAX_IMAGE_SIZE:  # the side is squared per image: 100000 px would be 30 GB each
+        raise ZooError(f"--image-size = {image_size} is too large; use at most {MAX_IMAGE_SIZE}")
     max_scenes = len(COLOURS) * len(SHAPES) * len(POSITIONS) * (RADIUS[1] - RADIUS[0] + 1) * (2 * JITTER + 1) ** 2
     if train + eval > max_scenes // 4:  # a quarter: each question fixes one factor, and draws must stay quick
         raise ZooError(f"--train + --eval = {train + eval} is more than this task holds; use at most {max_scenes // 4}")
