@@ -6,10 +6,12 @@ script builds the model with a fixed seed, exports it with ``zoo.save_hf_llava``
 layout, processor, chat template and tokenizer included), generates greedily with zoo for a few prompts
 (with and without an image; any-res: images of 1:2, 2:1 and 4:3, and one chat request), then runs vLLM on
 the exported directory in a separate interpreter (vLLM pins its own torch and transformers, so it lives in
-its own virtual environment) and prints MATCH or DIFFER per prompt: MATCH means the prompt ids after image
-expansion (zoo's ``model.processor()`` vs vLLM's processor read from the export) and the greedy ids are
-equal; the table also shows the largest gap between zoo's and vLLM's log-probabilities of zoo's top 5
-first tokens (``dlogp``). Exit status 1 if any prompt differs. ``--only NAME`` runs one composition.
+its own virtual environment) and prints MATCH or DIFFER per prompt: MATCH means the prompt ids after
+image expansion (zoo's ``model.processor()`` vs vLLM's processor read from the export) and the greedy
+ids are equal; the table also shows the largest gap between zoo's and vLLM's log-probabilities of zoo's
+top 5 first tokens (``dlogp``). For an any-res export it also checks that vLLM's own LLaVA-NeXT token
+count equals zoo's for 1156 image sizes (1 to 199 px a side). Exit status 1 if anything differs.
+``--only NAME`` runs one composition.
 
 Set up vLLM once (CPU-only machine)::
 
@@ -73,6 +75,9 @@ PROMPTS_OF = {"anyres-clip-qwen2": ANYRES_PROMPTS}
 # vLLM renders the export's chat template with the image placeholder before the text; zoo renders the same
 # message the way ``zoo generate`` does (``<image>\n`` + question, ``processor.apply_chat_template``).
 CHATS_OF: dict[str, list[tuple[str, str]]] = {"anyres-clip-qwen2": [("What is in the picture?", "wide")]}
+# Any-res image sizes (height, width) whose token count vLLM's own LLaVA-NeXT count must give as zoo does:
+# it plans the prompt with that count and refuses a processor expansion that disagrees (extreme ratios too).
+COUNT_SIZES = [(height, width) for height in range(1, 200, 6) for width in range(1, 200, 6)]
 MAX_NEW_TOKENS = 12
 TOP_LOGPROBS = 5  # the first new token's top log-probabilities are compared too (finer than ids)
 
@@ -140,7 +145,10 @@ def export_and_generate(out: Path, labels: list[str]) -> list[dict[str, Any]]:
                 "zoo_prompt": batch["input_ids"][0].tolist(),
                 "zoo_logprobs": dict(zip(map(str, top.indices.tolist()), top.values.tolist(), strict=True)),
             })  # fmt: skip
-        jobs.append({"label": label, "dir": str(directory), "prompts": prompts})
+        job: dict[str, Any] = {"label": label, "dir": str(directory), "prompts": prompts}
+        if model.anyres is not None:
+            job["zoo_counts"] = [model.anyres.image_tokens(height, width) for height, width in COUNT_SIZES]
+        jobs.append(job)
     return jobs
 
 
@@ -175,6 +183,11 @@ def vllm_worker(job_file: Path) -> None:
             prompt["vllm_prompt"] = list(output.prompt_token_ids or [])  # image placeholders expanded by vLLM
             first = output.outputs[0].logprobs[0]  # {token id: Logprob} of the first new token
             prompt["vllm_logprobs"] = {str(token): float(value.logprob) for token, value in first.items()}
+        if "zoo_counts" in job:
+            from vllm.multimodal import MULTIMODAL_REGISTRY
+
+            info = MULTIMODAL_REGISTRY.create_processor(llm.model_config).info
+            job["vllm_counts"] = [info.get_num_image_tokens(image_width=w, image_height=h) for h, w in COUNT_SIZES]
         del llm
     job_file.write_text(json.dumps(jobs, indent=1))
 
@@ -222,9 +235,18 @@ def main(argv: list[str] | None = None) -> int:
             gap = _logprob_gap(prompt["zoo_logprobs"], prompt["vllm_logprobs"])
             length = f"{len(prompt['zoo_prompt'])}{'=' if prompt['zoo_prompt'] == prompt['vllm_prompt'] else '!='}"
             print(f"{job['label']:<18} {text[:40]:<40} {'MATCH' if same else 'DIFFER':<7} {length:<9} {gap:<8} {shown}")
+    counts_differ = 0
+    for job in jobs:
+        if "zoo_counts" in job:
+            equal = sum(a == b for a, b in zip(job["zoo_counts"], job["vllm_counts"], strict=True))
+            wrong = [(size, a, b) for size, a, b in zip(COUNT_SIZES, job["zoo_counts"], job["vllm_counts"], strict=True)
+                     if a != b][:5]  # fmt: skip
+            counts_differ += equal != len(COUNT_SIZES)
+            print(f"{job['label']}: image token counts of {equal} of {len(COUNT_SIZES)} sizes (1..199 px a side) "
+                  f"equal vLLM's{'' if not wrong else f'; (h, w), zoo, vLLM: {wrong}'}")  # fmt: skip
     print(f"\n{sum(len(j['prompts']) for j in jobs) - differ} of {sum(len(j['prompts']) for j in jobs)} prompts "
           f"match ({time.perf_counter() - start:.0f} s)")  # fmt: skip
-    return 1 if differ else 0
+    return 1 if differ or counts_differ else 0
 
 
 if __name__ == "__main__":
