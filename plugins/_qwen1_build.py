@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from zoo.errors import CheckpointError, ConfigError
-from zoo.hf import LLAMA_LORA_TARGETS, check_arch_fields, make_hf_config, tiny_tokenizer_path
+from zoo.hf import LLAMA_LORA_TARGETS, check_arch_fields, checkpoint_directory, make_hf_config, tiny_tokenizer_path
 from zoo.interfaces import LanguageModel
 from zoo.specs import LanguageModelConfig
 from zoo.weights import building_on_meta, torch_dtype_of
@@ -49,7 +49,9 @@ def build_qwen1(config: LanguageModelConfig, *, name: str) -> LanguageModel:
     directory = None
     arch = dict(preset)
     if config.checkpoint is not None:
-        directory = _checkpoint_dir(config.checkpoint)
+        directory = checkpoint_directory(
+            config.checkpoint, f"{KEY}.checkpoint", example="Qwen/Qwen-7B", layout="a Qwen-1"
+        )
         arch = _checkpoint_arch(directory, preset, name)
     tokenizer = _load_tokenizer(config, directory, name)
     if directory is not None and tokenizer is not None:
@@ -84,18 +86,6 @@ def read_qwen1_config(directory: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CheckpointError(f"{KEY}.checkpoint = {str(directory)!r}: config.json is not a JSON object")
     return data
-
-
-def _checkpoint_dir(path: str) -> Path:
-    directory = Path(path).expanduser()
-    if not directory.is_dir():
-        raise CheckpointError(
-            f"{KEY}.checkpoint = {path!r}: no such directory; zoo never downloads weights: fetch a Qwen-1 "
-            f"checkpoint yourself (e.g. 'huggingface-cli download Qwen/Qwen-7B --local-dir DIR')"
-        )
-    if not (directory / "config.json").is_file():
-        raise CheckpointError(f"{KEY}.checkpoint = {path!r}: no config.json there (expected a Qwen-1 directory)")
-    return directory
 
 
 def _checkpoint_arch(directory: Path, preset: dict[str, Any], name: str) -> dict[str, Any]:

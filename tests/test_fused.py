@@ -117,7 +117,10 @@ def test_full_size_dinosiglip_on_meta_has_the_published_shape():
 
 @pytest.mark.slow
 def test_a_fused_composition_learns_the_shapes_task(tmp_path):
-    """``zoo train`` on the shapes task with the example's budget, the fused tower in place of tiny-clip."""
+    """``zoo train`` on the shapes task with the example's budget, the fused tower in place of tiny-clip.
+
+    Measured: 89.7% held out (colour 100%, position 97%, shape 72%), 22.7% with blank images (chance 28%).
+    """
     from zoo.config import read_yaml
     from zoo.evaluate import evaluate
     from zoo.shapes import write_shapes

@@ -14,6 +14,7 @@ re-implementing them (see README, "Write a plugin"):
 - :func:`tiny_tokenizer_path` and ``TINY_*``: the tokenizer shipped for ``tiny-*`` LMs; an LM preset
   whose name starts with ``tiny-`` gets it when it has neither checkpoint nor tokenizer.
 - :func:`loading_problems`: missing / mis-shaped weights of a ``from_pretrained`` call.
+- :func:`checkpoint_directory`: a ``checkpoint:`` value checked as a local ``save_pretrained`` directory.
 
 This module imports neither torch nor transformers (registering a plugin stays instant, so ``zoo list``
 stays fast); the builders are imported on first use.
@@ -41,7 +42,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.errors import ConfigError, suggest
+from zoo.errors import CheckpointError, ConfigError, suggest
 from zoo.specs import LanguageModelConfig, LanguageModelSpec
 
 if TYPE_CHECKING:  # resolved on first access (module ``__getattr__``); they import torch
@@ -60,6 +61,7 @@ __all__ = [
     "build_language_model",
     "build_tower",
     "check_arch_fields",
+    "checkpoint_directory",
     "describe_rejection",
     "hf_tower_factory",
     "infer_lora_targets",
@@ -156,6 +158,23 @@ def _few(keys: Iterable[str], limit: int) -> str:
     keys = list(keys)
     more = f" (and {len(keys) - limit} more)" if len(keys) > limit else ""
     return ", ".join(keys[:limit]) + more
+
+
+def checkpoint_directory(path: str, key: str, *, example: str = "<repo>", layout: str = "a save_pretrained") -> Path:
+    """``path`` as a local checkpoint directory holding ``config.json``, or a ``CheckpointError`` naming ``key``.
+
+    zoo never downloads weights: a missing directory's error says how to fetch one (``example``: the hub
+    repository to name); ``layout`` names what the directory should be (``"a Qwen-1"``).
+    """
+    directory = Path(path).expanduser()
+    if not directory.is_dir():
+        raise CheckpointError(
+            f"{key} = {path!r}: no such directory; zoo never downloads weights: fetch them yourself "
+            f"(e.g. 'huggingface-cli download {example} --local-dir DIR') and set {key} to that directory"
+        )
+    if not (directory / "config.json").is_file():
+        raise CheckpointError(f"{key} = {path!r}: no config.json there (expected {layout} directory)")
+    return directory
 
 
 def tiny_tokenizer_path() -> Path:

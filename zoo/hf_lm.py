@@ -18,7 +18,14 @@ from typing import Any
 from torch import nn
 
 from zoo.errors import CheckpointError, ConfigError
-from zoo.hf import Family, check_arch_fields, loading_problems, make_hf_config, tiny_tokenizer_path
+from zoo.hf import (
+    Family,
+    check_arch_fields,
+    checkpoint_directory,
+    loading_problems,
+    make_hf_config,
+    tiny_tokenizer_path,
+)
 from zoo.interfaces import LanguageModel
 from zoo.specs import LanguageModelConfig
 from zoo.weights import building_on_meta, torch_dtype_of
@@ -48,7 +55,7 @@ def build_language_model(
         check_arch_fields(config_cls, config.arch, f"{KEY}.arch")
     checkpoint = None
     if config.checkpoint is not None:
-        checkpoint = _checkpoint_dir(config.checkpoint)
+        checkpoint = checkpoint_directory(config.checkpoint, f"{KEY}.checkpoint")
         _check_checkpoint_config(checkpoint, config, name, family)
         where = f"{KEY}.checkpoint = {config.checkpoint!r}"
         try:
@@ -87,20 +94,6 @@ def build_language_model(
         embed_scale=_embed_scale(model),
         name=name,
     )
-
-
-def _checkpoint_dir(path: str) -> Path:
-    directory = Path(path).expanduser()
-    if not directory.is_dir():
-        raise CheckpointError(
-            f"{KEY}.checkpoint = {path!r}: no such directory; zoo never downloads weights: fetch them yourself "
-            f"(e.g. 'huggingface-cli download <repo> --local-dir DIR') and set {KEY}.checkpoint to that directory"
-        )
-    if not (directory / "config.json").is_file():
-        raise CheckpointError(
-            f"{KEY}.checkpoint = {path!r}: no config.json there (expected a save_pretrained directory)"
-        )
-    return directory
 
 
 def _check_checkpoint_config(directory: Path, config: LanguageModelConfig, name: str, family: Family) -> None:
