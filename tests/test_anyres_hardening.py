@@ -133,6 +133,36 @@ def test_max_length_below_the_largest_image_is_a_config_error_naming_data_max_le
     assert item["image_sizes"].tolist() == [[64, 64]] and int((item["labels"] != -100).sum()) > 0
 
 
+def test_zoo_eval_json_on_an_any_res_checkpoint_with_and_without_blank_images(model, tmp_path, capsys):
+    """Blank images keep each image's size, so its count: both runs score every record."""
+    from zoo.cli import main
+
+    records = []
+    for i, size in enumerate([(30, 70), (90, 40), (1, 1)]):
+        _images(size)[0].save(tmp_path / f"{i}.png")
+        records.append({"id": str(i), "image": f"{i}.png", "conversations": [
+            {"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "a thing"}]})  # fmt: skip
+    (tmp_path / "eval.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    zoo.save(model, tmp_path / "ckpt")
+    results = []
+    for blank in ([], ["--blank-images"]):
+        argv = [
+            "eval",
+            str(tmp_path / "ckpt"),
+            "--data",
+            str(tmp_path / "eval.jsonl"),
+            "--json",
+            "--max-new-tokens",
+            "2",
+        ]
+        assert main([*argv, *blank]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    for result, blank in zip(results, (False, True)):
+        assert result["n"] == 3 and result["blank_images"] is blank and 0 <= result["accuracy"] <= 1
+        assert result["loss"] == result["loss"] > 0  # scored, not NaN
+    assert results[0]["loss"] != results[1]["loss"]  # the images were replaced, not dropped
+
+
 # -- malformed LLaVA-NeXT directories ---------------------------------------------------------------
 @pytest.fixture(scope="module")
 def next_dir(tmp_path_factory):
