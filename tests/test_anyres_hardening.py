@@ -17,6 +17,7 @@ from PIL import Image
 from test_anyres import ANYRES, _hf_processor, _images, _write_llava_next
 
 import zoo
+from zoo.data import DataCollator
 from zoo.errors import CheckpointError, ConfigError, ZooError
 
 
@@ -131,6 +132,30 @@ def test_max_length_below_the_largest_image_is_a_config_error_naming_data_max_le
         LlavaDataset(records, model, image_folder=tmp_path, max_length=60)
     item = LlavaDataset(records, model, image_folder=tmp_path, max_length=120)[0]
     assert item["image_sizes"].tolist() == [[64, 64]] and int((item["labels"] != -100).sum()) > 0
+
+
+def test_truncation_at_every_length_keeps_whole_images_of_size_dependent_counts(model, tmp_path):
+    from zoo.data import LlavaDataset
+
+    sizes = [(90, 40), (1, 1), (30, 70)]  # 66, 36 and 60 positions
+    for i, size in enumerate(sizes):
+        _images(size)[0].save(tmp_path / f"{i}.png")
+    record = {"id": "three", "image": [f"{i}.png" for i in range(3)], "conversations": [
+        {"from": "human", "value": "First <image> then <image> and <image>: which is widest?"},
+        {"from": "gpt", "value": "the last one"}]}  # fmt: skip
+    counts = [model.image_tokens_for(*size) for size in sizes]
+    full = LlavaDataset([record], model, image_folder=tmp_path)[0]
+    kept_seen = set()
+    for max_length in range(model.anyres.max_tokens, len(full["input_ids"]) + 1, 3):
+        item = LlavaDataset([record], model, image_folder=tmp_path, max_length=max_length)[0]
+        kept = item["image_sizes"].shape[0]
+        kept_seen.add(kept)
+        assert item["image_sizes"].tolist() == [list(s) for s in sizes[:kept]]
+        assert int((item["input_ids"] == model.image_token_id).sum()) == sum(counts[:kept])
+        assert torch.equal(item["input_ids"], full["input_ids"][: len(item["input_ids"])])
+        with torch.no_grad():  # the runtime agrees with every truncated sample
+            assert model(**DataCollator.from_model(model)([item])).logits.shape[1] == len(item["input_ids"])
+    assert kept_seen == {0, 1, 2, 3}  # 0: the template text before the first image leaves it no room
 
 
 def test_zoo_eval_json_on_an_any_res_checkpoint_with_and_without_blank_images(model, tmp_path, capsys):
