@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import math
 
 import pytest
@@ -147,6 +148,8 @@ def test_the_cli_exits_0_or_2_whatever_the_arguments(command, extra):
         except ZooError as error:  # pragma: no cover - main() must catch these
             pytest.fail(f"main let a ZooError escape: {error}")
     assert code in (0, 2), err.getvalue()
-    if code == 2:
+    if code == 2:  # one error: a "zoo: error:" line, or with --json the {"error": ...} document on stdout
         lines = [line for line in err.getvalue().splitlines() if line.startswith("zoo: error:")]
-        assert len(lines) == 1, err.getvalue()
+        documents = [json.loads(line) for line in out.getvalue().splitlines() if line.startswith('{"error"')]
+        assert len(lines) + len(documents) == 1, (out.getvalue(), err.getvalue())
+        assert not documents or "--json" in extra
