@@ -64,6 +64,7 @@ class CrossAttentionResampler(Projector):
     """
 
     requires_square_grid = True
+    keeps_patch_layout = False  # learned queries: no place in the image
 
     def __init__(self, in_dim: int, out_dim: int, num_queries: int, num_heads: int) -> None:
         super().__init__(in_dim, out_dim)
@@ -164,6 +165,8 @@ class PerceiverResampler(Projector):
         num_heads: attention heads; must divide ``in_dim``.
         ff_mult: width multiplier of the feed-forward.
     """
+
+    keeps_patch_layout = False  # learned latents: no place in the image
 
     def __init__(self, in_dim: int, out_dim: int, num_queries: int, depth: int, num_heads: int, ff_mult: int = 4):
         super().__init__(in_dim, out_dim)

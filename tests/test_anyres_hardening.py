@@ -18,7 +18,7 @@ from test_anyres import ANYRES, _hf_processor, _images, _write_llava_next
 
 import zoo
 from zoo.data import DataCollator
-from zoo.errors import CheckpointError, ConfigError, ZooError
+from zoo.errors import CheckpointError, ConfigError, ContractError, ZooError
 
 
 @pytest.fixture(scope="module")
@@ -302,3 +302,11 @@ def test_an_image_processor_that_disagrees_with_the_model_is_refused(next_dir, t
     with pytest.raises(CheckpointError) as caught:
         from_hf_llava(target)
     assert words in str(caught.value) and "processor_config.json" in str(caught.value)
+
+
+@pytest.mark.parametrize("projector", ["resampler", "perceiver"])
+def test_any_res_with_a_learned_query_projector_is_a_contract_error_naming_it(projector):
+    config = {"vision": {"name": "tiny-clip", "anyres": True}, "projector": {"name": projector},
+              "lm": {"name": "tiny-qwen2"}}  # fmt: skip
+    with pytest.raises(ContractError, match=rf"projector '{projector}'.*learned queries.*mlp2x-gelu"):
+        zoo.build(config, meta=True)

@@ -99,7 +99,12 @@ def test_default_grid_of_the_registry_is_valid():
     spec = load_bench()
     assert spec.source == "registry.yaml:benches.default"
     cases, skipped = plan_grid(spec)
-    assert not skipped and len(cases) == len(spec.vision) * len(spec.projector) * len(spec.lm)
+    assert len(cases) + len(skipped) == len(spec.vision) * len(spec.projector) * len(spec.lm)
+    # only any-res with the learned-query resampler is refused, with its reason: its tokens have no place to stitch
+    assert {(s.combination.label.split("+")[0], s.combination.label.split("+")[1]) for s in skipped} == {
+        ("tiny-clip-anyres", "resampler")
+    }
+    assert len(skipped) == len(spec.lm) and all("learned queries" in s.reason for s in skipped)
     with pytest.raises(ConfigError, match="did you mean 'default'"):
         load_bench("defualt")
 

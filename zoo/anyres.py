@@ -175,14 +175,32 @@ class AnyResLayout:
 
     @classmethod
     def resolve(
-        cls, config: AnyResConfig, *, tile_size: int, tile_tokens: int, names: Mapping[str, str], source: str
+        cls,
+        config: AnyResConfig,
+        *,
+        tile_size: int,
+        tile_tokens: int,
+        names: Mapping[str, str],
+        source: str,
+        keeps_patch_layout: bool = True,
     ) -> AnyResLayout:
         """Check ``config`` against the tower's tile size and the projector's tokens per tile.
 
+        ``keeps_patch_layout``: the projector's tokens keep their place in the image
+        (:attr:`zoo.interfaces.Projector.keeps_patch_layout`); stitching and unpadding need it.
+
         Raises:
             ConfigError: a pinpoint that is not a whole number of tiles (names the key and valid values).
-            ContractError: a projector whose tokens per tile are not a square grid (names both components).
+            ContractError: a projector whose tokens per tile are not a square grid or have no place in the
+                image (names both components).
         """
+        if not keeps_patch_layout:
+            raise ContractError(
+                f"{source}: model.vision.anyres stitches each tile's tokens by their place in the image and crops "
+                f"the padding away, but projector {names['projector']!r} (model.projector.name) outputs learned "
+                "queries that have no place in the image; choose a projector that keeps the patch layout "
+                "(mlp2x-gelu, linear, identity, pixel-shuffle) or drop model.vision.anyres"
+            )
         key = "model.vision.anyres.grid_pinpoints"
         pinpoints = config.grid_pinpoints or tuple((r * tile_size, c * tile_size) for r, c in DEFAULT_GRIDS)
         for i, (height, width) in enumerate(pinpoints):

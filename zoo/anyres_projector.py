@@ -31,6 +31,7 @@ class AnyResProjector(Projector):
         super().__init__(inner.in_dim, inner.out_dim)
         self.inner = inner
         self.requires_square_grid = inner.requires_square_grid
+        self.keeps_patch_layout = inner.keeps_patch_layout
         self.image_newline: nn.Parameter | None = None
         if newline:
             dtype = next((p.dtype for p in inner.parameters()), torch.float32)

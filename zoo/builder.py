@@ -263,7 +263,12 @@ def _plan_anyres(
 
     anyres = cast("AnyResConfig", config.vision.anyres)
     layout = AnyResLayout.resolve(
-        anyres, tile_size=vision.image_size, tile_tokens=contract.image_tokens, names=names, source=config.source
+        anyres,
+        tile_size=vision.image_size,
+        tile_tokens=contract.image_tokens,
+        names=names,
+        source=config.source,
+        keeps_patch_layout=getattr(projector, "keeps_patch_layout", True),
     )
     wrapped = AnyResProjector(cast("Projector", projector), newline=layout.newline)
     return layout, wrapped, dataclasses.replace(contract, anyres=layout.to_dict())

@@ -179,9 +179,13 @@ class Projector(nn.Module):
         in_dim: tower feature size.
         out_dim: LM hidden size.
         requires_square_grid: the projector reshapes tokens to a square grid (pixel shuffle, 2D pos).
+        keeps_patch_layout: each output token comes from the input tokens at its place of the patch grid
+            (token-wise MLPs, pixel shuffle); ``False`` for learned-query resamplers, whose outputs have no
+            place in the image. Any-resolution tiling stitches and crops tokens by place, so it needs ``True``.
     """
 
     requires_square_grid = False
+    keeps_patch_layout = True
 
     def __init__(self, in_dim: int, out_dim: int) -> None:
         super().__init__()
