@@ -18,6 +18,7 @@ from typing import Any
 
 from zoo.errors import ZooError
 from zoo.multimodal import IGNORE_INDEX
+from zoo.prompt import TEMPLATE_DEFAULT, SystemPrompt, render_messages, require_chat_template
 from zoo.records import DATA_IMAGE_TOKEN
 
 __all__ = ["ChatEncoder", "Encoded"]
@@ -39,27 +40,32 @@ class ChatEncoder:
         tokenizer: the LM's (fast) tokenizer, with a chat template and the image token added.
         image_token: the model's placeholder string (``DATA_IMAGE_TOKEN`` in data is rewritten to it).
         tokens_per_image: positions one image occupies.
+        system_prompt: the model's system prompt (``zoo.prompt``; ``MultiModal.system_prompt``).
     """
 
-    def __init__(self, tokenizer: Any, *, image_token: str, tokens_per_image: int) -> None:
-        if not getattr(tokenizer, "chat_template", None):
-            raise ZooError(
-                f"the tokenizer {type(tokenizer).__name__} has no chat template; conversation data needs one "
-                "(use an instruct/chat tokenizer or set tokenizer.chat_template)"
-            )
+    def __init__(
+        self,
+        tokenizer: Any,
+        *,
+        image_token: str,
+        tokens_per_image: int,
+        system_prompt: SystemPrompt = TEMPLATE_DEFAULT,
+    ) -> None:
+        require_chat_template(tokenizer)
         if not getattr(tokenizer, "is_fast", False):
             raise ZooError(f"the tokenizer {type(tokenizer).__name__} is not a fast tokenizer; labels need offsets")
         self.tokenizer = tokenizer
         self.image_token = image_token
         self.image_token_id = int(tokenizer.convert_tokens_to_ids(image_token))
         self.tokens_per_image = tokens_per_image
+        self.system_prompt = system_prompt
 
     def render(self, messages: Sequence[Mapping[str, str]], *, add_generation_prompt: bool = False) -> str:
         """The template's text for ``messages`` (data placeholders rewritten to the model's image token)."""
         if self.image_token != DATA_IMAGE_TOKEN:
             messages = [{**m, "content": m["content"].replace(DATA_IMAGE_TOKEN, self.image_token)} for m in messages]
-        return self.tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+        return render_messages(
+            self.tokenizer, messages, system_prompt=self.system_prompt, add_generation_prompt=add_generation_prompt
         )
 
     def encode(

@@ -70,12 +70,14 @@ from zoo.checkpoint_save import (
 )
 from zoo.errors import CheckpointError, PluginError, UnknownNameError, ZooError
 from zoo.manifest import ADAPTER_DIR, FORMAT, FORMAT_VERSION, MANIFEST, SLOTS, TOKENIZER_DIR
+from zoo.prompt import system_prompt_from_record
 from zoo.snapshot import Snapshot
 from zoo.state_dict import canonical_name, canonical_state, is_lora_key, load_state_into
 
 if TYPE_CHECKING:
     from peft import LoraConfig
 
+    from zoo.config import ModelConfig
     from zoo.interfaces import LanguageModel
     from zoo.multimodal import MultiModal
 
@@ -181,13 +183,14 @@ def load(
             _verify(snapshot)
         references = _references(manifest, bases or {}, where)
         _check_references(manifest, references, where)
-        data = _config_for_load(snapshot, references, bases == RECORDED, trust_remote_code, stack)
+        data = _config_for_load(snapshot, references, bases == RECORDED, trust_remote_code)
         try:
-            config = parse_model_config(data, source=f"{where}: {MANIFEST}")
+            composition = parse_model_config(data, source=f"{where}: {MANIFEST}")
         except ZooError as error:
             raise CheckpointError(
                 f"{where}: the manifest's model section is not a valid composition: {error}"
             ) from error
+        config = _with_saved_tokenizer(composition, snapshot, stack)
         _check_plugins(config, manifest, where, plugins)
         try:
             checked = plan(config)
@@ -200,6 +203,11 @@ def load(
         _check_image_token(model, manifest, where)
         for kind in SLOTS:
             _load_component(model, kind, records[kind], snapshot, where, assign=kind in assignable)
+        # the model records the composition as stored, not the temporary copy its tokenizer was read from:
+        # what zoo.load returns, zoo.save accepts, and the manifest it writes names no temporary path
+        model.composition = composition
+        model.system_prompt = system_prompt_from_record(manifest.get("prompt"))
+        model.component_configs = {kind: _without_tokenizer_path(c) for kind, c in model.component_configs.items()}
     model.eval()
     if device is not None:
         model.to(device)
@@ -278,13 +286,9 @@ def _check_references(manifest: Mapping[str, Any], references: Mapping[str, Path
 
 
 def _config_for_load(
-    snapshot: Snapshot,
-    references: Mapping[str, Path],
-    recorded: bool,
-    trust_remote_code: bool,
-    stack: contextlib.ExitStack,
+    snapshot: Snapshot, references: Mapping[str, Path], recorded: bool, trust_remote_code: bool
 ) -> dict[str, Any]:
-    """The stored composition as the caller allows it: no plugins, caller's paths and trust, pinned tokenizer."""
+    """The stored composition as the caller allows it: no plugins, the caller's paths and trust."""
     manifest, where = snapshot.manifest, snapshot.where
     data = json.loads(json.dumps(manifest["model"]))
     data.pop("plugins", None)  # a checkpoint never names code zoo imports
@@ -315,12 +319,25 @@ def _config_for_load(
                     f"{where}: {field} = {str(value)[:200]!r} names a path outside the checkpoint directory; zoo "
                     "reads it only if you trust the paths the manifest records: bases='recorded' / --base recorded"
                 )
-    tokenizer = manifest.get("tokenizer") or {}
-    lm = slots.get("lm")
-    if tokenizer.get("saved") and isinstance(lm, dict):
-        copy = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zoo-tokenizer-")))
-        lm["tokenizer"] = str(snapshot.copy_tree(tokenizer.get("dir", TOKENIZER_DIR), copy))
     return data
+
+
+def _with_saved_tokenizer(composition: ModelConfig, snapshot: Snapshot, stack: contextlib.ExitStack) -> ModelConfig:
+    """The composition to build: its LM reads the tokenizer saved in the checkpoint (a pinned copy)."""
+    tokenizer = snapshot.manifest.get("tokenizer") or {}
+    if not tokenizer.get("saved"):
+        return composition
+    copy = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zoo-tokenizer-")))
+    path = str(snapshot.copy_tree(tokenizer.get("dir", TOKENIZER_DIR), copy))
+    lm = dataclasses.replace(composition.lm, options={**composition.lm.options, "tokenizer": path})
+    return dataclasses.replace(composition, lm=lm)
+
+
+def _without_tokenizer_path(config: Any) -> Any:
+    """A component config whose tokenizer came from the checkpoint: no path (the copy is gone after the load)."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type) and getattr(config, "tokenizer", None):
+        return dataclasses.replace(config, tokenizer=None)
+    return config
 
 
 def _options(node: Any, field: str, depth: int = 0) -> Iterator[tuple[str, Any, Any]]:

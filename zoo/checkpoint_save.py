@@ -27,6 +27,7 @@ import torch
 from zoo.atomic import atomic_directory
 from zoo.errors import CheckpointError
 from zoo.manifest import ADAPTER_DIR, FORMAT, FORMAT_VERSION, MANIFEST, MAX_MANIFEST_BYTES, SLOTS, TOKENIZER_DIR
+from zoo.prompt import system_prompt_record
 from zoo.snapshot import GENERATION_KEY
 from zoo.state_dict import canonical_state
 
@@ -85,6 +86,7 @@ def save(model: MultiModal, directory: str | os.PathLike, *, overwrite: bool = F
             "contract": _jsonable(model.contract.to_dict()),
             "components": components,
             "tokenizer": tokenizer,
+            "prompt": system_prompt_record(model.system_prompt),  # how prompts were rendered in training
             "files": file_records(tmp),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")

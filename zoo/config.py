@@ -22,6 +22,7 @@ from zoo.yaml_io import load_yaml_file
 
 __all__ = [
     "DTYPES",
+    "FROZEN_MODES",
     "TRAIN_MODES",
     "ComponentChoice",
     "LoraSettings",
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 TRAIN_MODES = ("frozen", "full", "lora")
+FROZEN_MODES = ("eval", "train")  # model.<slot>.frozen_mode: how a frozen component runs while the model trains
 DTYPES = {
     "float32": "float32", "fp32": "float32", "float": "float32",
     "bfloat16": "bfloat16", "bf16": "bfloat16",
@@ -63,6 +65,12 @@ class ComponentChoice:
     lr: float | None = None
     lora: LoraSettings = field(default_factory=LoraSettings)
     anyres: AnyResConfig | None = None  # model.vision.anyres: any-resolution tiling (zoo.anyres)
+    frozen_mode: str = "eval"  # train: a frozen component follows model.train() (BatchNorm statistics update)
+
+    @property
+    def held_in_eval(self) -> bool:
+        """A frozen component that stays in eval mode whatever ``model.train()`` is called with."""
+        return self.train == "frozen" and self.frozen_mode == "eval"
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,8 @@ class ModelConfig:
                 slot["lora"] = dataclasses.asdict(choice.lora)
             if choice.anyres is not None:
                 slot["anyres"] = choice.anyres.to_dict()
+            if choice.frozen_mode != "eval":
+                slot["frozen_mode"] = choice.frozen_mode
             model[kind] = slot
         data: dict[str, Any] = {"model": model}
         if self.plugins:
@@ -225,6 +235,18 @@ def _parse_slot(kind: str, value: Any, source: str) -> ComponentChoice:
         )
     if train == "lora" and kind != "lm":
         raise ConfigError(f"{source}: {key}.train = 'lora': LoRA applies to the language model; use frozen or full")
+    frozen_mode = options.pop("frozen_mode", "eval")
+    if frozen_mode not in FROZEN_MODES:
+        raise ConfigError(
+            f"{source}: {key}.frozen_mode = {brief(frozen_mode)} is not valid; {suggest(_word(frozen_mode), FROZEN_MODES)} "
+            "(eval: a frozen component never leaves eval mode; train: it follows model.train(), so BatchNorm "
+            "statistics update and dropout is on)"
+        )
+    if frozen_mode != "eval" and train != "frozen":
+        raise ConfigError(
+            f"{source}: {key}.frozen_mode = {frozen_mode!r} applies to a frozen component, but {key}.train = "
+            f"{brief(train)}; drop {key}.frozen_mode"
+        )
     lr = options.pop("lr", None)
     if lr is not None:
         lr = _typed(lr, float, f"{key}.lr", source)
@@ -244,7 +266,9 @@ def _parse_slot(kind: str, value: Any, source: str) -> ComponentChoice:
         if not ok:
             value = getattr(lora, field_name)
             raise ConfigError(f"{source}: {key}.lora.{field_name} = {brief(value)} is not valid; it must be {rule}")
-    return ComponentChoice(name=name, options=options, train=train, lr=lr, lora=lora, anyres=anyres)
+    return ComponentChoice(
+        name=name, options=options, train=train, lr=lr, lora=lora, anyres=anyres, frozen_mode=frozen_mode
+    )
 
 
 def _check_keys(data: Mapping, allowed, path: str, source: str, required=()) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from zoo.errors import CheckpointError
+from zoo.prompt import MAX_SYSTEM_PROMPT_CHARS
 from zoo.safe_paths import member_name
 
 __all__ = [
@@ -147,6 +148,13 @@ def validate_manifest(manifest: Any, where: str) -> dict[str, Any]:
     for kind in SLOTS:
         record = check.mapping(components, kind, f"components.{kind}") or {}
         needed += _component(check, record, f"components.{kind}")
+    prompt = check.mapping(manifest, "prompt", "prompt", optional=True) or {}
+    system = check.text(prompt, "system", "prompt.system", optional=True)
+    if system is not None and system not in ("default", "none", "text"):
+        raise check.fail("prompt.system", system, "'default', 'none' or 'text'")
+    text = check.text(prompt, "system_prompt", "prompt.system_prompt", optional=system != "text")
+    if text is not None and len(text) > MAX_SYSTEM_PROMPT_CHARS:
+        raise check.fail("prompt.system_prompt", text, f"at most {MAX_SYSTEM_PROMPT_CHARS:,} characters")
     tokenizer = check.mapping(manifest, "tokenizer", "tokenizer", optional=True) or {}
     if check.get(tokenizer, "saved", "tokenizer.saved", bool, "true or false", optional=True):
         needed.append(("tokenizer.dir", check.member(tokenizer, "dir", "tokenizer.dir") + "/"))

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any, cast
 import torch
 from torch import nn
 
-from zoo.config import ModelConfig
+from zoo.config import SLOT_KEYS, ModelConfig
 from zoo.contract import Contract
 from zoo.errors import ConfigError, ZooError
 from zoo.interfaces import LanguageModel, Projector, VisionTower
+from zoo.prompt import TEMPLATE_DEFAULT, SystemPrompt
 
 if TYPE_CHECKING:
     from zoo.anyres import AnyResLayout
@@ -63,6 +64,8 @@ class MultiModal(nn.Module):
         self.contract = contract
         self.component_configs = dict(component_configs or {})
         self.anyres = anyres
+        # how prompts are rendered (zoo.prompt): set by zoo train from data.system_prompt, saved in the checkpoint
+        self.system_prompt: SystemPrompt = TEMPLATE_DEFAULT
         self.image_token = composition.image_token
         # without a tokenizer (a weights-only import) the composition's image_token_id is the only source
         self.image_token_id: int | None = composition.image_token_id
@@ -75,6 +78,19 @@ class MultiModal(nn.Module):
                     "(the tokenizer decides) or use the tokenizer that was trained with it"
                 )
             self.image_token_id = token_id
+
+    def train(self, mode: bool = True) -> MultiModal:
+        """Set train / eval mode; a ``train: frozen`` component stays in eval mode whatever ``mode`` is.
+
+        A frozen component's parameters get no gradient, and in eval mode its buffers (BatchNorm running
+        statistics) do not change and its dropout is off: frozen means bit-identical. ``frozen_mode:
+        train`` on a slot lets that frozen component follow ``mode`` (BatchNorm statistics then update).
+        """
+        super().train(mode)
+        for kind in SLOT_KEYS:
+            if self.composition.slot(kind).held_in_eval:
+                getattr(self, kind).eval()
+        return self
 
     @property
     def config(self) -> Any:

@@ -9,13 +9,14 @@ inputs transformers' ``LlavaNextProcessor`` makes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from zoo.errors import ZooError
 from zoo.interfaces import ImagePreprocessor
+from zoo.prompt import TEMPLATE_DEFAULT, SystemPrompt, parse_system_prompt, render_messages
 
 if TYPE_CHECKING:
     from zoo.anyres import AnyResLayout
@@ -33,6 +34,7 @@ class MultiModalProcessor:
         tokens_per_image: ids each placeholder expands to (from the composed model).
         padding_side: ``left`` (for generation) or ``right``.
         anyres: the model's any-resolution tiling (``tokens_per_image`` is then per tile).
+        system_prompt: the system prompt :meth:`apply_chat_template` renders with (the model's).
 
     Example:
         >>> processor = model.processor()
@@ -48,6 +50,7 @@ class MultiModalProcessor:
         tokens_per_image: int,
         padding_side: str = "left",
         anyres: AnyResLayout | None = None,
+        system_prompt: SystemPrompt = TEMPLATE_DEFAULT,
     ) -> None:
         if padding_side not in ("left", "right"):
             raise ZooError(f"padding_side = {padding_side!r} is not valid; valid choices: 'left', 'right'")
@@ -58,6 +61,7 @@ class MultiModalProcessor:
         self.tokens_per_image = tokens_per_image
         self.padding_side = padding_side
         self.anyres = anyres
+        self.system_prompt = system_prompt
 
     @classmethod
     def from_model(cls, model: Any, **kwargs: Any) -> MultiModalProcessor:
@@ -68,7 +72,7 @@ class MultiModalProcessor:
             image_token=model.image_token,
             tokens_per_image=model.contract.image_tokens,
             anyres=model.anyres,
-            **kwargs,
+            **{"system_prompt": getattr(model, "system_prompt", TEMPLATE_DEFAULT), **kwargs},
         )
         if processor.image_token_id != model.image_token_id:  # a tokenizer attached after a weights-only import
             raise ZooError(
@@ -78,9 +82,26 @@ class MultiModalProcessor:
             )
         return processor
 
-    def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
-        """Render chat messages with the tokenizer's template (placeholders stay in the text)."""
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    def apply_chat_template(
+        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True, **kwargs: Any
+    ) -> str:
+        """Render chat messages as the model was trained on them: the tokenizer's template with the model's
+        system prompt (``data.system_prompt``, recorded in the checkpoint). Placeholders stay in the text.
+
+        A system message in ``messages`` wins; ``system_prompt=`` overrides the model's setting for this call
+        (a string, or ``None`` for no system turn).
+
+        Example:
+            >>> text = processor.apply_chat_template([{"role": "user", "content": "<image>\nWhat colour is it?"}])
+            >>> batch = processor(text, images=[image])
+        """
+        unknown = sorted(set(kwargs) - {"system_prompt"})
+        if unknown:
+            raise ZooError(f"apply_chat_template got unexpected arguments {unknown}; valid: system_prompt")
+        system_prompt = parse_system_prompt(kwargs.get("system_prompt", self.system_prompt), key="system_prompt")
+        return render_messages(
+            self.tokenizer, messages, system_prompt=system_prompt, add_generation_prompt=add_generation_prompt
+        )
 
     def __call__(
         self,

@@ -232,7 +232,8 @@ def check_language_model(name: str, *, batch: int = 2, seq_len: int = 8, **overr
 def _common_checks(
     label: str, kind: str, name: str, overrides: dict[str, Any], module: Component, run: Run, dims: dict[str, int]
 ) -> dict[str, Any]:
-    """bf16 build, fp32 -> bf16 -> fp32 round trip, safetensors save/load, meta build; returns counts."""
+    """Frozen, bf16 build, fp32 -> bf16 -> fp32 round trip, safetensors save/load, meta build; returns counts."""
+    _check_frozen(label, module, run)
     module.eval()
     with torch.no_grad():
         reference = _run(label, "forward", run, module)
@@ -326,6 +327,36 @@ def _check_gradients(
         _expect(grad is not None and bool(grad.abs().sum() > 0), label, f"the backward pass does not reach the {what}")
     module.zero_grad(set_to_none=True)
     module.eval()
+
+
+def _check_frozen(label: str, module: nn.Module, run: Run) -> None:
+    """Training steps with the component frozen, held as ``MultiModal`` holds a ``train: frozen`` slot (no
+    gradients, eval mode whatever the model's mode), leave its whole state dict, buffers included, bit-identical."""
+    before = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    wanted = [p.requires_grad for p in module.parameters()]
+    head = nn.Parameter(torch.ones(()))  # something downstream that does train
+    optimizer = torch.optim.SGD([head], lr=0.1)
+    module.requires_grad_(False)
+    module.eval()
+    try:
+        for _ in range(2):
+            out = _run(label, "a training step while frozen", run, module)
+            (out.float() * head).square().mean().backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    finally:
+        for param, requires_grad in zip(module.parameters(), wanted):
+            param.requires_grad_(requires_grad)
+    after = module.state_dict()
+    changed = sorted(
+        k for k in {*before, *after} if k not in before or k not in after or not torch.equal(before[k], after[k])
+    )
+    _expect(
+        not changed,
+        label,
+        f"changed while frozen (no gradients, eval mode): {_few(changed)}; a train: frozen component must keep "
+        "every parameter and buffer bit-identical (do not update state in forward)",
+    )
 
 
 def _check_cast_round_trip(label: str, module: nn.Module, run: Run, reference: torch.Tensor) -> None:

@@ -95,6 +95,7 @@ def train(
     transformers.set_seed(settings.seed)  # the random init of tiny / new components is part of the run
     model = build(parsed.model)
     data = parsed.data
+    model.system_prompt = data.system_prompt  # every sample, and every checkpoint of the run, renders with it
     train_set = LlavaDataset(data.train, model, image_folder=data.image_folder_for(data.train),
                              max_length=data.max_length, on_error=data.on_error)  # fmt: skip
     eval_set = None
