@@ -141,6 +141,24 @@ def test_demo_reply_uses_them_and_its_sliders_override(qwen1, calls):
     assert calls[-1] == {**qwen1["settings"], "max_new_tokens": 2, "do_sample": False, "top_p": 0.5}
 
 
+def test_lmms_eval_model_uses_them_and_task_kwargs_override(qwen1, calls):
+    pytest.importorskip("lmms_eval")
+    from lmms_eval.api.instance import Instance
+
+    from zoo.lmms_eval_model import ZooLMM
+
+    def request(kwargs: dict):
+        args = ("Describe a cat.", kwargs, None, 0, "t", "test")
+        return Instance("generate_until", args, idx=0, metadata={"task": "t", "doc_id": 0, "repeats": 1})
+
+    lm = ZooLMM(target=str(qwen1["yaml"]))
+    lm.generate_until([request({"until": ["\n\n"]})])
+    assert calls[-1] == qwen1["settings"]
+    task = {"max_new_tokens": 2, "top_p": 0.5, "top_k": 7, "repetition_penalty": 1.05, "temperature": 0}
+    lm.generate_until([request({**task, "until": ["\n\n"]})])  # temperature 0: greedy, lmms-eval's convention
+    assert calls[-1] == {**qwen1["overrides"], "eos_token_id": qwen1["endoftext"]}
+
+
 def test_generation_options_are_checked_before_anything_is_built(qwen1, capsys):
     for flags, named in ((["--top-k", "-1"], "--top-k"), (["--repetition-penalty", "0"], "--repetition-penalty"),
                          (["--eos-token-id", "-3"], "--eos-token-id")):  # fmt: skip
