@@ -1,7 +1,8 @@
 """The factory of the Qwen-1 presets: a ``Qwen2ForCausalLM`` from a preset or from a Qwen-1 checkpoint dir.
 
 No checkpoint: random init from the preset's ``arch`` (``Qwen2Config`` fields). A checkpoint: a Qwen-1
-directory as published (``config.json`` with ``model_type: qwen``, weight shards, ``qwen.tiktoken``); the
+directory as published (``config.json`` with ``model_type: qwen``, weight shards, ``qwen.tiktoken``, and
+``generation_config.json``, whose settings become the LM's generation defaults); the
 architecture comes from its ``config.json`` (through :func:`._qwen1_config.qwen2_arch`, checked against the
 preset's sizes), the model is built with parameters on ``meta`` and given the renamed checkpoint tensors
 (no random init, no second copy), and the tokenizer is converted from ``qwen.tiktoken``. The checkpoint's
@@ -19,6 +20,7 @@ from typing import Any
 import torch
 
 from zoo.errors import CheckpointError, ConfigError
+from zoo.generation_config import apply_generation_settings, read_generation_config
 from zoo.hf import LLAMA_LORA_TARGETS, check_arch_fields, checkpoint_directory, make_hf_config, tiny_tokenizer_path
 from zoo.interfaces import LanguageModel
 from zoo.specs import LanguageModelConfig
@@ -61,11 +63,20 @@ def build_qwen1(config: LanguageModelConfig, *, name: str) -> LanguageModel:
         model = AutoModelForCausalLM.from_config(hf_config, **kwargs)
     else:
         model = _load_weights(AutoModelForCausalLM, hf_config, kwargs, directory, dtype)
-    if tokenizer is not None and IM_END in tokenizer.get_vocab():
-        # Qwen-1 stops at <|endoftext|> and, in ChatML, at <|im_end|> (its chat() adds it as a stop word)
+    settings = {}
+    if directory is not None:  # the directory's generation_config.json: the defaults of every generate
+        where = f"{KEY}.checkpoint = {str(directory)!r}"
+        settings = read_generation_config(directory, where=where, vocab_size=hf_config.vocab_size)
+    if "eos_token_id" not in settings and tokenizer is not None and IM_END in tokenizer.get_vocab():
+        # no generation config naming its eos: Qwen-1 stops at <|endoftext|> and, in ChatML, at <|im_end|>
+        # (its chat() adds it as a stop word)
         eos = tokenizer.convert_tokens_to_ids([ENDOFTEXT, IM_END]) if directory else [hf_config.eos_token_id]
         model.generation_config.eos_token_id = eos
         model.generation_config.pad_token_id = eos[0]
+    if settings:  # as the reference generates: the generation config's eos only, its sampling settings
+        eos = settings.get("eos_token_id", model.generation_config.eos_token_id)
+        first = eos[0] if isinstance(eos, list) else eos
+        apply_generation_settings(model.generation_config, {"pad_token_id": first, **settings})
     from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
     return LanguageModel(

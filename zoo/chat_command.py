@@ -6,7 +6,8 @@ Each line read from standard input is a user turn; the answer is printed as one 
 ``/image PATH`` attaches an image to the next turn (any number, in order), ``/reset`` forgets the
 conversation and its images, ``/exit`` (or end of input) quits. Every turn renders the whole conversation
 with the tokenizer's chat template and generates with the images seen so far, each at its place in the
-history (the images are encoded again at each turn's prefill; nothing is cached across turns).
+history (the images are encoded again at each turn's prefill; nothing is cached across turns). Generation
+follows the model's generation config; each generation option given overrides one of its settings.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from zoo.errors import ZooError
+from zoo.generation_options import add_generation_arguments, check_generation_arguments, generation_options
 from zoo.load_options import add_load_arguments, load_kwargs
 
 if TYPE_CHECKING:
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["HELP", "ChatSession", "add_arguments", "run"]
 
 HELP = "chat with a composition or a saved checkpoint in the terminal (/image PATH, /reset, /exit)"
+DEFAULT_MAX_NEW_TOKENS = 256  # when neither --max-new-tokens nor the model's generation config sets it
 COMMANDS = "/image PATH  attach an image to your next message\n/reset       start over\n/exit        quit"
 
 
@@ -34,7 +37,8 @@ class ChatSession:
     Args:
         model: the model (put in eval mode by the caller).
         system: system message placed first (``None``: the chat template's default, if any).
-        options: keyword arguments for ``model.generate`` (``max_new_tokens``, ``do_sample``...).
+        options: keyword arguments for ``model.generate`` (``max_new_tokens``, ``do_sample``...), over the
+            model's generation config (its LM directory's ``generation_config.json``).
 
     Example:
         >>> chat = ChatSession(zoo.load("ckpt/"), max_new_tokens=64)
@@ -81,10 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", help="a checkpoint directory, a YAML file or a composition name")
     parser.add_argument("--image", action="append", default=[], help="image for the first message (repeatable)")
     parser.add_argument("--system", help="system message")
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-p", type=float, default=1.0)
+    add_generation_arguments(parser, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
     parser.add_argument("--seed", type=int, default=0)
     add_load_arguments(parser)
 
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
 
     import zoo
 
+    check_generation_arguments(args)
     torch.manual_seed(args.seed)
     target = Path(args.target)
     if target.is_dir():
@@ -102,9 +104,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         model = zoo.build(args.target, plugins=tuple(args.plugin or ()))
     model.eval()
-    options: dict[str, Any] = {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample}
-    if args.do_sample:
-        options.update(temperature=args.temperature, top_p=args.top_p)
+    # the options given, over the model's generation config (its LM directory's generation_config.json)
+    options = generation_options(args, model, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
     chat = ChatSession(model, system=args.system, **options)
     for path in args.image:
         chat.attach(path)

@@ -10,6 +10,7 @@ Layout (every name below is listed in the manifest; loading reads the manifest, 
       lm.safetensors                or lm.added_rows.safetensors (rows of added tokens only)
       lm_adapter/                   peft's own adapter directory (adapter_model.safetensors,
                                     adapter_config.json) when the LM is trained with LoRA
+      lm_base/, vision_base/        self-contained only: the base checkpoints' non-weight files
       tokenizer/                    the LM tokenizer with the image token added
 
 Which weights are saved:
@@ -26,7 +27,18 @@ Which weights are saved:
   vocabulary grew (the image token was added past the checkpoint's embedding rows), the new rows are
   saved in ``lm.added_rows.safetensors``. A component built from a ``checkpoint:`` path reads its
   architecture (``config.json``) from its base at load time even when its weights are saved (trained
-  in full), so it needs ``bases`` too; a missing base is a clear error at load.
+  in full), so it needs ``bases`` too; a missing base is a clear error at load, naming every base to pass.
+- ``zoo.save(model, DIR, self_contained=True)``: a component built from a base checkpoint is saved with its
+  base inside instead: every weight in ``<slot>.safetensors`` and the base directory's other files (its
+  config, tokenizer and generation config; none of its weight files) in ``<slot>_base/``, recorded as
+  ``components.<slot>.base`` (``dir``, and ``from``: where the base was). Loading builds the component from
+  a temporary copy of those files with its parameters on ``meta`` (the factory reads no weight file, see
+  :func:`zoo.weights.weights_assigned_later`), assigns the saved weights, and only then applies the
+  training policy (a LoRA adapter goes onto the real weights); no ``bases`` needed.
+
+The LM's generation settings (its ``generation_config``: what its directory's ``generation_config.json``
+gave, and changes made in Python) are recorded in the manifest field ``generation_config`` and applied on
+load (:mod:`zoo.generation_config`); a checkpoint without the field keeps the rebuilt LM's settings.
 
 Loading treats the directory as data from others (see ``README.md``, "Checkpoint guarantees"): it
 never imports a plugin the manifest names (a component whose plugin is not installed is an error
@@ -51,8 +63,10 @@ import contextlib
 import dataclasses
 import json
 import os
+import shutil
 import tempfile
 import warnings
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
@@ -177,13 +191,14 @@ def load(
     from zoo.builder import build, plan
     from zoo.config import parse_model_config
 
-    with Snapshot.open(directory) as snapshot, contextlib.ExitStack() as stack:
+    with Snapshot.open(directory) as snapshot, contextlib.ExitStack() as stack, contextlib.ExitStack() as kept:
         manifest, where = snapshot.manifest, snapshot.where
         if verify:
             _verify(snapshot)
         references = _references(manifest, bases or {}, where)
         _check_references(manifest, references, where)
-        data = _config_for_load(snapshot, references, bases == RECORDED, trust_remote_code)
+        inside = _unpack_bases(snapshot, kept)  # bases saved inside (self-contained): {slot: their files}
+        data = _config_for_load(snapshot, {**references, **inside}, bases == RECORDED, trust_remote_code)
         try:
             composition = parse_model_config(data, source=f"{where}: {MANIFEST}")
         except ZooError as error:
@@ -199,10 +214,21 @@ def load(
         _check_plan(checked, manifest, where)
         records = manifest["components"]
         assignable = [kind for kind in SLOTS if _fully_saved(records[kind])]
-        model = build(checked, empty_weights=assignable)  # the one real build; no random init where all is saved
+        contained = {
+            kind: _prebuild(checked, kind, records[kind], snapshot, where) for kind in SLOTS if "base" in records[kind]
+        }
+        # the one real build; no random init where all is saved
+        model = build(checked, empty_weights=assignable, prebuilt=contained)
         _check_image_token(model, manifest, where)
         for kind in SLOTS:
-            _load_component(model, kind, records[kind], snapshot, where, assign=kind in assignable)
+            _load_component(
+                model, kind, records[kind], snapshot, where, assign=kind in assignable, prebuilt=kind in contained
+            )
+        _apply_generation_config(model, manifest, where)
+        model.contained_bases = {kind: str(records[kind]["base"].get("from") or "") for kind in contained}
+        for path in inside.values():  # the rebuilt components read them again (a re-save, a processor)
+            weakref.finalize(model, shutil.rmtree, str(path), True)
+        kept.pop_all()
         # the model records the composition as stored, not the temporary copy its tokenizer was read from:
         # what zoo.load returns, zoo.save accepts, and the manifest it writes names no temporary path
         model.composition = composition
@@ -243,6 +269,8 @@ def _references(manifest: Mapping[str, Any], bases: Mapping[str, Any] | str, whe
     for kind in SLOTS:
         record = manifest["components"][kind]
         config = record.get("config") or {}
+        if "base" in record:  # saved self-contained: its base is inside the directory
+            continue
         if record["weights"]["mode"] == "referenced":
             needed[kind] = record["weights"]["checkpoint"]
         elif isinstance(config.get("checkpoint"), str):
@@ -258,15 +286,72 @@ def _references(manifest: Mapping[str, Any], bases: Mapping[str, Any] | str, whe
             f"{', '.join(map(repr, sorted(needed))) or 'no slot'} of this checkpoint is built from a base checkpoint"
         )
     missing = sorted(set(needed) - set(bases))
-    if missing:
-        kind = missing[0]
+    if missing:  # every base the caller must name, not only the first
+        first, *others = missing
+        built = f"its {first} is built from {str(needed[first])[:200]!r}" + "".join(
+            f" and its {kind} from {str(needed[kind])[:200]!r}" for kind in others
+        )
+        python = ", ".join(f"{kind!r}: PATH" for kind in missing)
+        flags = " ".join(f"--base {kind}=PATH" for kind in missing)
         raise CheckpointError(
-            f"{where}: its {kind} is built from {str(needed[kind])[:200]!r}, outside the checkpoint directory, and "
-            f"zoo reads outside a checkpoint only where you say: pass bases={{{kind!r}: PATH}} to zoo.load or "
-            f"--base {kind}=PATH on the command line (PATH: where that base checkpoint is now; bases='recorded' / "
-            "--base recorded: the paths the manifest records, if you trust it)"
+            f"{where}: {built}, outside the checkpoint directory, and zoo reads outside a checkpoint only where you "
+            f"say: pass bases={{{python}}} to zoo.load or {flags} on the command line (each PATH: where that base "
+            "checkpoint is now; bases='recorded' / --base recorded: the paths the manifest records, if you trust "
+            "it); a checkpoint saved with zoo.save(..., self_contained=True) or 'zoo convert --self-contained' "
+            "holds its bases and needs none"
         )
     return {kind: Path(os.fspath(path)).expanduser().absolute() for kind, path in bases.items()}
+
+
+def _unpack_bases(snapshot: Snapshot, kept: contextlib.ExitStack) -> dict[str, Path]:
+    """A temporary copy of each base saved inside the checkpoint (its config, tokenizer... files; no weights),
+    for the component's factory to read; removed with the loaded model (``kept`` removes them on failure)."""
+    inside = {}
+    for kind in SLOTS:
+        base = snapshot.manifest["components"][kind].get("base")
+        if base is not None and base.get("dir") is not None:
+            path = Path(tempfile.mkdtemp(prefix=f"zoo-{kind}-base-"))
+            kept.callback(shutil.rmtree, str(path), True)
+            inside[kind] = snapshot.copy_tree(base["dir"], path)
+    return inside
+
+
+def _prebuild(checked: Any, kind: str, record: Mapping[str, Any], snapshot: Snapshot, where: str) -> Any:
+    """A component saved self-contained, built from its base's files with every weight assigned from the
+    checkpoint, before the training policy wraps it (a LoRA adapter goes onto the real weights)."""
+    from zoo.builder import call_factory
+    from zoo.weights import weights_assigned_later
+
+    label = f"{where}: {kind} {str(record.get('name'))[:100]!r}"
+    with weights_assigned_later():  # the factory reads configs only: the weights are in the checkpoint
+        module = call_factory(checked.specs[kind], checked.configs[kind], key=f"model.{kind}", source=where, empty=True)
+    tensors = snapshot.tensors(record["weights"]["file"], f"{label} weights")
+    if kind == "lm":
+        _fit_vocabulary(cast("LanguageModel", module), tensors)
+    load_state_into(module, tensors, label, assign=True)
+    return module
+
+
+def _fit_vocabulary(lm: LanguageModel, tensors: Mapping[str, torch.Tensor]) -> None:
+    """Grow the (still empty) embeddings to the saved rows: tokens zoo added, the image token among them."""
+    weight = lm.model.get_input_embeddings().weight
+    name = next(canonical_name(n) for n, t in lm.state_dict(keep_vars=True).items() if t is weight)
+    rows = tensors[name].shape[0] if name in tensors else lm.vocab_size
+    if rows != lm.vocab_size:
+        lm.model.resize_token_embeddings(rows, mean_resizing=False)  # on meta: nothing allocated
+
+
+def _apply_generation_config(model: MultiModal, manifest: Mapping[str, Any], where: str) -> None:
+    """The LM's generation settings as saved (checkpoints that predate the field keep the rebuilt LM's)."""
+    from zoo.generation_config import apply_generation_settings, check_generation_settings
+
+    saved = manifest.get("generation_config")
+    config = getattr(model.lm.model, "generation_config", None)
+    if saved is not None and config is not None:
+        label = f"{where}: manifest field generation_config"
+        apply_generation_settings(
+            config, check_generation_settings(saved, label, vocab_size=model.lm.vocab_size, keep_none=True)
+        )
 
 
 def _check_references(manifest: Mapping[str, Any], references: Mapping[str, Path], where: str) -> None:
@@ -413,12 +498,19 @@ def _fully_saved(record: Mapping[str, Any]) -> bool:
 
 
 def _load_component(
-    model: MultiModal, kind: str, record: Mapping[str, Any], snapshot: Snapshot, where: str, *, assign: bool = False
+    model: MultiModal,
+    kind: str,
+    record: Mapping[str, Any],
+    snapshot: Snapshot,
+    where: str,
+    *,
+    assign: bool = False,
+    prebuilt: bool = False,
 ) -> None:
     module = getattr(model, kind)
     weights = record["weights"]
     label = f"{where}: {kind} {str(record.get('name'))[:100]!r}"
-    if weights["mode"] == "saved":
+    if weights["mode"] == "saved" and not prebuilt:  # prebuilt: assigned by _prebuild
         tensors = snapshot.tensors(weights["file"], f"{label} weights")
         load_state_into(module, tensors, label, assign=assign)
     rows = record.get("added_rows")

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import sys
 import uuid
 from collections.abc import Mapping
@@ -41,9 +42,25 @@ __all__ = ["checkpoint_files", "file_records", "save"]
 
 PATH_OPTIONS = ("checkpoint", "tokenizer")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+# what a self-contained save does not copy from a base directory: weights in any format, and their indexes
+_BASE_SKIPPED = (
+    *_WEIGHT_SUFFIXES,
+    ".h5",
+    ".msgpack",
+    ".onnx",
+    ".gguf",
+    ".pkl",
+    ".npz",
+    ".ot",
+    ".tflite",
+    ".index.json",
+)
+MAX_BASE_FILE_BYTES = 64 * 1024 * 1024
 
 
-def save(model: MultiModal, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def save(
+    model: MultiModal, directory: str | os.PathLike, *, overwrite: bool = False, self_contained: bool = False
+) -> Path:
     """Save ``model`` (a ``MultiModal``) as a self-describing checkpoint directory, atomically.
 
     Args:
@@ -52,6 +69,11 @@ def save(model: MultiModal, directory: str | os.PathLike, *, overwrite: bool = F
             files in it that zoo did not write are kept. Any other non-empty directory is refused.
         overwrite: write into a directory that is not a zoo checkpoint (its files are kept) and
             replace user files whose names the checkpoint uses (with a warning naming them).
+        self_contained: also save the components built from a base checkpoint (``checkpoint:``, a frozen
+            LM saved by reference otherwise) in full: their weights as ``<slot>.safetensors`` and their
+            base directory's other files (config, tokenizer, generation config; no weight file) in
+            ``<slot>_base/``, so that ``zoo.load(DIR)`` needs no ``bases``. A model loaded from such a
+            checkpoint saves that way again.
 
     Returns:
         The checkpoint directory.
@@ -67,9 +89,14 @@ def save(model: MultiModal, directory: str | os.PathLike, *, overwrite: bool = F
     config_data = _absolute_paths(model.composition.to_dict())
     generation = uuid.uuid4().hex
     components: dict[str, Any] = {}
+    inside = _bases_inside(model, checked, self_contained)
     with atomic_directory(target, owned_files=checkpoint_files, what="zoo checkpoint", overwrite=overwrite) as tmp:
         for kind in SLOTS:
-            components[kind] = _save_component(model, kind, checked, tmp, generation)
+            if kind in inside:
+                components[kind] = _save_contained(model, kind, checked, tmp, generation, inside[kind])
+                config_data["model"][kind]["checkpoint"] = inside[kind]  # where it came from, never a temp copy
+            else:
+                components[kind] = _save_component(model, kind, checked, tmp, generation)
         tokenizer = _save_tokenizer(model, tmp)
         manifest = {
             "format": FORMAT,
@@ -87,6 +114,7 @@ def save(model: MultiModal, directory: str | os.PathLike, *, overwrite: bool = F
             "components": components,
             "tokenizer": tokenizer,
             "prompt": system_prompt_record(model.system_prompt),  # how prompts were rendered in training
+            **_generation_record(model),
             "files": file_records(tmp),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
@@ -120,7 +148,9 @@ def file_records(root: Path) -> dict[str, dict[str, Any]]:
     return records
 
 
-def _save_component(model: MultiModal, kind: str, checked: Any, tmp: Path, generation: str) -> dict[str, Any]:
+def _save_component(
+    model: MultiModal, kind: str, checked: Any, tmp: Path, generation: str, *, full: bool = False
+) -> dict[str, Any]:
     module = getattr(model, kind)
     spec = checked.specs[kind]
     config = model.component_configs.get(kind, checked.configs[kind])
@@ -141,7 +171,7 @@ def _save_component(model: MultiModal, kind: str, checked: Any, tmp: Path, gener
         "trainable": sum(p.numel() for p in params if p.requires_grad),
     }
     lora = kind == "lm" and choice.train == "lora"
-    if kind == "projector" or choice.train == "full" or checkpoint is None:
+    if kind == "projector" or choice.train == "full" or checkpoint is None or full:
         reason = "trained" if kind == "projector" or choice.train == "full" else "random init (no checkpoint)"
         file = f"{kind}.safetensors"
         tensors = canonical_state(module)
@@ -155,6 +185,92 @@ def _save_component(model: MultiModal, kind: str, checked: Any, tmp: Path, gener
     if lora:
         record["lora"] = _save_adapter(module, tmp)
     return record
+
+
+def _bases_inside(model: MultiModal, checked: Any, self_contained: bool) -> dict[str, str]:
+    """``{slot: the base checkpoint it was built from}`` for the slots saved with their base inside."""
+    loaded = getattr(model, "contained_bases", {})  # slots loaded from a self-contained checkpoint
+    inside = {}
+    for kind in ("vision", "lm"):
+        config = model.component_configs.get(kind, checked.configs[kind])
+        checkpoint = getattr(config, "checkpoint", None)
+        nested = _nested_paths(_jsonable(dataclasses.asdict(config)), f"model.{kind}")
+        if self_contained and nested:
+            raise CheckpointError(
+                f"self_contained: {nested[0]} names a base checkpoint inside a nested option (a fused tower's); zoo "
+                "copies only a slot's own checkpoint into the directory; save this model without self_contained"
+            )
+        if checkpoint is not None and (self_contained or kind in loaded):
+            inside[kind] = str(loaded.get(kind) or Path(checkpoint).expanduser().resolve())
+    return inside
+
+
+def _nested_paths(values: Any, field: str, depth: int = 0) -> list[str]:
+    """Path options (``checkpoint``, ``tokenizer``) below a slot's own level, by field path."""
+    found: list[str] = []
+    if isinstance(values, dict):
+        for key, value in values.items():
+            if depth > 0 and key in PATH_OPTIONS and isinstance(value, str):
+                found.append(f"{field}.{key}")
+            found += _nested_paths(value, f"{field}.{key}", depth + 1)
+    elif isinstance(values, list):
+        for index, value in enumerate(values):
+            found += _nested_paths(value, f"{field}[{index}]", depth + 1)
+    return found
+
+
+def _save_contained(
+    model: MultiModal, kind: str, checked: Any, tmp: Path, generation: str, origin: str
+) -> dict[str, Any]:
+    """A component built from a base checkpoint, saved with that base inside the directory: every weight in
+    ``<slot>.safetensors`` (the LoRA adapter beside it as usual) and the base's other files in ``<slot>_base/``."""
+    from zoo.builder import call_factory
+
+    config = model.component_configs.get(kind, checked.configs[kind])
+    source = Path(config.checkpoint).expanduser()
+    base_dir = None
+    if source.is_dir():  # a weights-only file needs nothing besides the composition's arch
+        base_dir = f"{kind}_base"
+        _copy_base_files(source, tmp / base_dir, f"model.{kind}.checkpoint = {origin!r}")
+    try:  # what a load will do, on meta: rebuild the component from those files alone
+        call_factory(
+            checked.specs[kind], dataclasses.replace(config, checkpoint=str(tmp / base_dir) if base_dir else None),
+            key=f"model.{kind}", source="self_contained", meta=True,
+        )  # fmt: skip
+    except Exception as error:
+        raise CheckpointError(
+            f"self_contained: the {kind} {model.composition.slot(kind).name!r} cannot be rebuilt from the non-weight "
+            f"files of its base {origin!r} ({str(error)[:300]}); save it without self_contained (by reference)"
+        ) from error
+    record = _save_component(model, kind, checked, tmp, generation, full=True)
+    record["config"]["checkpoint"] = origin
+    record["weights"]["why"] = "self-contained: built from a base checkpoint, every weight saved"
+    record["base"] = {"dir": base_dir, "from": origin}
+    return record
+
+
+def _copy_base_files(source: Path, target: Path, where: str) -> None:
+    """The files of a base checkpoint directory that are not weights (top level, not hidden), bounded in size."""
+    target.mkdir()
+    for entry in sorted(source.iterdir()):
+        name = entry.name
+        if name.startswith(".") or not entry.is_file() or name.endswith(_BASE_SKIPPED):
+            continue
+        size = entry.stat().st_size
+        if size > MAX_BASE_FILE_BYTES:
+            raise CheckpointError(
+                f"self_contained: {where} holds {name!r} ({size:,} bytes), neither a known weight file "
+                f"({', '.join(_BASE_SKIPPED)}) nor a small one (<= {MAX_BASE_FILE_BYTES:,} bytes); zoo does not copy it"
+            )
+        shutil.copyfile(entry, target / name)
+
+
+def _generation_record(model: MultiModal) -> dict[str, Any]:
+    """The LM's generation settings (``generation_config`` in the manifest), when it has a generation config."""
+    from zoo.generation_config import generation_settings
+
+    config = getattr(model.lm.model, "generation_config", None)
+    return {"generation_config": _jsonable(generation_settings(config))} if config is not None else {}
 
 
 def _save_added_rows(lm: LanguageModel, base_vocab: int, tmp: Path, generation: str) -> dict[str, Any] | None:

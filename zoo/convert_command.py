@@ -3,7 +3,8 @@
 
 zoo convert --from-hf-llava HF_DIR ZOO_DIR     # import a Llava directory, save a zoo checkpoint
 zoo convert --to-hf-llava SOURCE HF_DIR        # SOURCE: a zoo checkpoint, a YAML file or a composition
-zoo convert --from-vlm-learning SRC ZOO_DIR --lm-checkpoint QWEN1_DIR   # the reference's adapter + projector
+zoo convert --from-vlm-learning SRC ZOO_DIR --lm-checkpoint QWEN1_DIR [--vision-checkpoint CLIP_DIR] \
+    [--self-contained]       # the reference's adapter + projector; --self-contained copies the bases in
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from zoo.errors import ZooError
 from zoo.load_options import add_load_arguments, load_kwargs
 
 __all__ = ["HELP", "add_arguments", "run"]
@@ -55,6 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model", default="vlm-learning-qwen-7b", help="with --from-vlm-learning: the composition (name or YAML)"
     )
+    parser.add_argument(
+        "--self-contained",
+        action="store_true",
+        help="with --from-vlm-learning: copy the bases into the checkpoint (the Qwen-1 and CLIP weights in full, "
+        "their config and tokenizer files) so that it loads with a plain zoo.load(DIR); without it the checkpoint "
+        "references them and loads with --base lm=QWEN1_DIR [--base vision=CLIP_DIR]",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +73,11 @@ def run(args: argparse.Namespace) -> int:
     from zoo.hf_llava import from_hf_llava, save_hf_llava
 
     dtype = torch_dtype(args.dtype, key="--dtype") if args.dtype else None  # refused before anything is read
+    if args.self_contained and not args.from_vlm_learning:
+        raise ZooError(
+            "--self-contained goes with --from-vlm-learning (an import from a Llava directory is always "
+            "self-contained, and an export always holds every weight)"
+        )
     source, destination = Path(args.source), Path(args.destination)
     if args.from_hf_llava:
         model = from_hf_llava(source, dtype=args.dtype)
@@ -71,7 +85,6 @@ def run(args: argparse.Namespace) -> int:
         kind = "zoo checkpoint"
         origin = "transformers LLaVA-NeXT directory" if model.anyres is not None else "transformers Llava directory"
     elif args.from_vlm_learning:
-        from zoo.errors import ZooError
         from zoo.vlm_learning import from_vlm_learning
 
         if not args.lm_checkpoint:
@@ -80,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             source, args.lm_checkpoint, model=args.model, vision_checkpoint=args.vision_checkpoint,
             dtype=args.dtype, plugins=tuple(args.plugin or ()),
         )  # fmt: skip
-        save(model, destination, overwrite=args.overwrite)
+        save(model, destination, overwrite=args.overwrite, self_contained=args.self_contained)
         kind, origin = "zoo checkpoint", "VLM-learning checkpoint"
     else:
         if (source / MANIFEST).is_file():

@@ -3,7 +3,8 @@
 ``zoo demo TARGET`` serves :func:`build_demo`; the pieces under it work without Gradio:
 :func:`conversation` turns a chat history into chat messages with image placeholders plus the images,
 and :func:`stream_reply` yields the growing answer while ``generate`` runs on a worker thread, fed
-through transformers' ``TextIteratorStreamer``.
+through transformers' ``TextIteratorStreamer``. Generation follows the model's generation config (its LM
+directory's ``generation_config.json``); the page's sliders override its budget and temperature.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from zoo.anyres import describe_image_tokens
 from zoo.errors import ZooError
+from zoo.generation_config import default_options
 
 if TYPE_CHECKING:
     from zoo.multimodal import MultiModal
 
 __all__ = ["Conversation", "build_demo", "conversation", "model_card", "stream_reply"]
+
+DEFAULT_MAX_NEW_TOKENS = 256  # when neither the caller nor the model's generation config sets it
 
 
 @dataclass
@@ -100,12 +104,16 @@ def stream_reply(
     model: MultiModal,
     chat: Conversation,
     *,
-    max_new_tokens: int = 256,
-    temperature: float = 0.0,
-    top_p: float = 1.0,
+    max_new_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
     processor: Any = None,
 ) -> Iterator[str]:
     """Yield the answer so far, growing token by token, while ``model.generate`` runs on a thread.
+
+    An option left ``None`` keeps the model's generation config (its LM directory's ``generation_config.json``;
+    ``max_new_tokens`` falls back to 256 when that sets none); ``temperature`` 0 is greedy decoding, above 0
+    sampling at that temperature.
 
     Example:
         >>> chat = conversation([], {"text": "What is this?", "files": ["cat.png"]})
@@ -124,11 +132,11 @@ def stream_reply(
         prompt = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in chat.messages) + "Assistant:"
     batch = {k: v.to(model.device) for k, v in processor(prompt, images=images).items()}
     streamer = TextIteratorStreamer(processor.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600.0)
-    options: dict[str, Any] = {"max_new_tokens": int(max_new_tokens), "streamer": streamer}
-    if temperature > 0:
-        options.update(do_sample=True, temperature=float(temperature), top_p=float(top_p))
-    else:
-        options["do_sample"] = False
+    explicit: dict[str, Any] = {"max_new_tokens": max_new_tokens, "top_p": top_p}
+    if temperature is not None:
+        explicit.update(do_sample=temperature > 0, temperature=float(temperature) if temperature > 0 else None)
+    options = default_options(_generation_config(model), explicit, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
+    options["streamer"] = streamer
     failure: list[BaseException] = []
 
     def work() -> None:
@@ -147,6 +155,10 @@ def stream_reply(
     worker.join()
     if failure:
         raise failure[0]
+
+
+def _generation_config(model: MultiModal) -> Any:
+    return getattr(model.lm.model, "generation_config", None)
 
 
 def model_card(model: MultiModal, target: str) -> str:
@@ -169,13 +181,15 @@ def _count(n: int) -> str:
     return str(n)
 
 
-def build_demo(model: MultiModal, target: str, *, max_new_tokens: int = 256) -> Any:
+def build_demo(model: MultiModal, target: str, *, max_new_tokens: int | None = None) -> Any:
     """A ``gradio.ChatInterface`` (multimodal textbox, streamed answers) over ``model``.
 
     Args:
         model: the model to chat with (in eval mode).
         target: what to call it in the page (the checkpoint, YAML or composition it came from).
-        max_new_tokens: the default generation budget (a slider changes it per message).
+        max_new_tokens: the default generation budget (a slider changes it per message); ``None``: the model's
+            generation config's, else 256. The temperature slider starts at the generation config's when it
+            samples, else at 0 (greedy); its other settings (top-p, top-k, repetition penalty, eos) apply as they are.
     """
     try:
         import gradio as gr
@@ -185,6 +199,10 @@ def build_demo(model: MultiModal, target: str, *, max_new_tokens: int = 256) -> 
         raise ZooError(f"{target!r} has no tokenizer; the demo needs one (give the LM a tokenizer)")
     processor = model.processor()
     lock = threading.Lock()  # one generation at a time: the model is shared by every browser tab
+    defaults = _generation_config(model)
+    budget_default = max_new_tokens or getattr(defaults, "max_new_tokens", None) or DEFAULT_MAX_NEW_TOKENS
+    sampled = bool(getattr(defaults, "do_sample", False))
+    temperature_default = float(getattr(defaults, "temperature", None) or 1.0) if sampled else 0.0
 
     def respond(message: Any, history: list[Any], budget: float, temperature: float) -> Iterator[str]:
         chat = conversation(history, message, model.image_token)
@@ -205,8 +223,8 @@ def build_demo(model: MultiModal, target: str, *, max_new_tokens: int = 256) -> 
         description=model_card(model, target),
         textbox=gr.MultimodalTextbox(file_types=["image"], file_count="multiple", placeholder="Ask about an image"),
         additional_inputs=[
-            gr.Slider(1, 2048, value=max_new_tokens, step=1, label="max new tokens"),
-            gr.Slider(0.0, 2.0, value=0.0, step=0.05, label="temperature (0: greedy)"),
+            gr.Slider(1, max(2048, budget_default), value=budget_default, step=1, label="max new tokens"),
+            gr.Slider(0.0, 2.0, value=min(temperature_default, 2.0), step=0.05, label="temperature (0: greedy)"),
         ],
         fill_height=True,
     )

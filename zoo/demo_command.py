@@ -17,7 +17,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     parser.add_argument("--port", type=int, default=7860, help="port to listen on")
     parser.add_argument("--share", action="store_true", help="also open a public Gradio share link (off by default)")
-    parser.add_argument("--max-new-tokens", type=int, default=256, help="default generation budget per answer")
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        help="default generation budget per answer (default: the model's generation config's, else 256)",
+    )
     parser.add_argument("--device", help="torch device (default cpu)")
     add_load_arguments(parser)
 
@@ -30,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0 < args.port < 65536:
         raise ZooError(f"--port = {args.port} is not valid; give a port between 1 and 65535")
-    if args.max_new_tokens < 1:
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise ZooError(f"--max-new-tokens = {args.max_new_tokens} is not valid; give a positive integer")
     model = load_target(args.target, device=args.device, **load_kwargs(args))  # plugins among the load options
     demo = build_demo(model, args.target, max_new_tokens=args.max_new_tokens)

@@ -1,4 +1,8 @@
-"""``zoo generate``: answer a prompt about images with a built or saved model, optionally streaming."""
+"""``zoo generate``: answer a prompt about images with a built or saved model, optionally streaming.
+
+Generation follows the model's generation config (its LM directory's ``generation_config.json``, kept in
+zoo's checkpoint); each generation option given overrides one of its settings.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,12 @@ import sys
 from pathlib import Path
 
 from zoo.errors import ZooError
+from zoo.generation_options import add_generation_arguments, check_generation_arguments, generation_options
 from zoo.load_options import add_load_arguments, load_kwargs
 
 __all__ = ["HELP", "add_arguments", "run"]
+
+DEFAULT_MAX_NEW_TOKENS = 32  # when neither --max-new-tokens nor the model's generation config sets it
 
 HELP = "generate text for a prompt (and images) with a composition or a saved checkpoint"
 
@@ -20,10 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("target", help="a checkpoint directory, a YAML file or a composition name")
     parser.add_argument("--prompt", required=True, help="the user message; '<image>' marks each image")
     parser.add_argument("--image", action="append", default=[], help="image file (repeatable, in order)")
-    parser.add_argument("--max-new-tokens", type=int, default=32, help="at least 1; capped by the model's context")
-    parser.add_argument("--do-sample", action="store_true", help="sample instead of greedy decoding")
-    parser.add_argument("--temperature", type=float, default=1.0, help="with --do-sample; finite and > 0")
-    parser.add_argument("--top-p", type=float, default=1.0, help="with --do-sample; in (0, 1]")
+    add_generation_arguments(parser, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-chat-template", action="store_true", help="feed the prompt as raw text")
     parser.add_argument("--system", help="system message (placed first by the chat template)")
@@ -37,10 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
     import zoo
     from zoo.images import open_image
-    from zoo.limits import check_generation_options
 
-    # every option is checked before anything is built, read or run
-    check_generation_options(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p)
+    check_generation_arguments(args)  # every option is checked before anything is built, read or run
     if not args.prompt.strip() and not args.image:
         raise ZooError("--prompt is empty; write a question or instruction")
     if args.stream and args.json:
@@ -65,15 +67,10 @@ def run(args: argparse.Namespace) -> int:
         system = [{"role": "system", "content": args.system}] if args.system is not None else []
         prompt = processor.apply_chat_template([*system, {"role": "user", "content": prompt}])
     batch = processor(prompt, images=images)
-    context = getattr(model.lm.model.config, "max_position_embeddings", None)
-    check_generation_options(
-        max_new_tokens=args.max_new_tokens,
-        context=context if isinstance(context, int) and context > 0 else None,
-        prompt_tokens=int(batch["input_ids"].shape[1]),
+    # the options given, over the model's generation config (its LM directory's generation_config.json)
+    options = generation_options(
+        args, model, max_new_tokens=DEFAULT_MAX_NEW_TOKENS, prompt_tokens=int(batch["input_ids"].shape[1])
     )
-    options = {"max_new_tokens": args.max_new_tokens, "do_sample": args.do_sample}
-    if args.do_sample:
-        options.update(temperature=args.temperature, top_p=args.top_p)
     if args.stream:
         from transformers import TextStreamer
 

@@ -23,7 +23,9 @@ Importing (:func:`from_hf_llava`) goes through the registry: for each slot it pi
 preset whose architecture is closest to the HF sub-config, overrides the fields that differ in
 ``arch`` (so the composition YAML stays short), checks on ``meta`` that the rebuilt architecture
 equals the HF one field by field, builds once and copies the weights strictly. The result has no
-``checkpoint:`` paths, so ``zoo.save(model, DIR)`` stores every weight. Peak memory is the HF model plus the
+``checkpoint:`` paths, so ``zoo.save(model, DIR)`` stores every weight. The directory's
+``generation_config.json`` (read and checked by :mod:`zoo.generation_config`) gives the LM's generation
+defaults; an export writes the LM's generation config as its ``generation_config.json``. Peak memory is the HF model plus the
 zoo model (the HF one is dropped at the end).
 
 Exporting (:func:`to_hf_llava`) builds the Llava skeleton on ``meta`` and attaches the zoo model's own
@@ -49,6 +51,7 @@ import torch
 from torch import nn
 
 from zoo.errors import CheckpointError, ZooError
+from zoo.generation_config import apply_generation_settings, read_generation_config
 from zoo.limits import brief
 
 if TYPE_CHECKING:
@@ -117,6 +120,8 @@ def from_hf_llava(directory: str | os.PathLike, device: str | torch.device | Non
 
     path = Path(directory)
     hf_config = _read_llava_config(path)
+    vocab = getattr(hf_config.text_config, "vocab_size", None)
+    generation = read_generation_config(path, vocab_size=vocab)  # its settings become the LM's defaults
     hf_class = _hf_class(hf_config.model_type)
     data = hf_llava_composition(path, dtype=dtype, hf_config=hf_config)
     checked = plan(parse_model_config(data, source=f"{path / 'config.json'}"))
@@ -155,9 +160,9 @@ def from_hf_llava(directory: str | os.PathLike, device: str | torch.device | Non
             f"{path}: image_token_index is {index} but the tokenizer gives {model.image_token!r} the id "
             f"{model.image_token_id}; save the processor (tokenizer with the image token) into {path}"
         )
-    generation = getattr(hf, "generation_config", None)
-    if generation is not None:
-        model.lm.model.generation_config = copy.deepcopy(generation)
+    lm_generation = getattr(model.lm.model, "generation_config", None)
+    if generation and lm_generation is not None:  # zoo's checked read, not transformers' (which keeps anything)
+        apply_generation_settings(lm_generation, generation)
     del hf
     model.eval()
     if device is not None:

@@ -3,7 +3,9 @@
 No checkpoint: ``AutoModelForCausalLM.from_config`` of the family's config class with the preset ``arch``
 (random init, on the current default device, ``meta`` included). A checkpoint: a local directory in
 transformers' layout, loaded with ``from_pretrained(local_files_only=True)``; on ``meta`` only its
-``config.json`` is read. Code shipped inside a checkpoint runs only with ``model.lm.trust_remote_code: true``.
+``config.json`` is read. Its ``generation_config.json`` is read by :mod:`zoo.generation_config` (checked,
+known fields only) and gives the LM's generation defaults. Code shipped inside a checkpoint runs only with
+``model.lm.trust_remote_code: true``.
 
 Public (plugins build their LMs with it through :func:`zoo.hf.lm_spec`); it imports torch, so
 :mod:`zoo.hf` imports it only when a model is built.
@@ -18,6 +20,7 @@ from typing import Any
 from torch import nn
 
 from zoo.errors import CheckpointError, ConfigError
+from zoo.generation_config import apply_generation_settings, check_generation_settings, read_generation_config
 from zoo.hf import (
     Family,
     check_arch_fields,
@@ -54,10 +57,12 @@ def build_language_model(
     if config_cls is not None:  # a misspelt key would otherwise be stored as an attribute and ignored
         check_arch_fields(config_cls, config.arch, f"{KEY}.arch")
     checkpoint = None
+    generation: dict[str, Any] = {}
     if config.checkpoint is not None:
         checkpoint = checkpoint_directory(config.checkpoint, f"{KEY}.checkpoint")
         _check_checkpoint_config(checkpoint, config, name, family)
         where = f"{KEY}.checkpoint = {config.checkpoint!r}"
+        generation = read_generation_config(checkpoint, where=f"{KEY}.checkpoint = {str(checkpoint)!r}")
         try:
             if building_on_meta():  # config.json only: never a weight file on meta
                 hf_config = AutoConfig.from_pretrained(checkpoint, local_files_only=True, trust_remote_code=trust)
@@ -84,6 +89,8 @@ def build_language_model(
         )
     else:
         model = AutoModelForCausalLM.from_config(make_hf_config(config_cls, config.arch, f"{KEY}.arch"), **kwargs)
+    if checkpoint is not None:
+        _use_generation_config(model, generation, f"{KEY}.checkpoint = {str(checkpoint)!r}")
     layer_class = _decoder_layer_class(model, family.decoder_layer)
     targets = config.lora_targets or family.lora_targets or infer_lora_targets(model, layer_class)
     return LanguageModel(
@@ -94,6 +101,18 @@ def build_language_model(
         embed_scale=_embed_scale(model),
         name=name,
     )
+
+
+def _use_generation_config(model: Any, settings: dict[str, Any], where: str) -> None:
+    """The checkpoint's ``generation_config.json`` as zoo read and checked it (transformers keeps any value and
+    any key), over the defaults of the model's config: the LM's generation defaults."""
+    from transformers import GenerationConfig
+
+    if settings:
+        vocab = getattr(model.config, "vocab_size", None)
+        settings = check_generation_settings(settings, f"{where}: generation_config.json", vocab_size=vocab)
+        model.generation_config = GenerationConfig.from_model_config(model.config)
+        apply_generation_settings(model.generation_config, settings)
 
 
 def _check_checkpoint_config(directory: Path, config: LanguageModelConfig, name: str, family: Family) -> None:

@@ -85,19 +85,26 @@ def check_positive_finite(value: float, key: str) -> float:
 
 def check_generation_options(
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | None,
     temperature: float | None = None,
     top_p: float | None = None,
     context: int | None = None,
     prompt_tokens: int = 0,
     prefix: str = "--",
+    top_k: int | None = None,
+    repetition_penalty: float | None = None,
+    eos_token_id: list[int] | None = None,
 ) -> None:
     """Refuse generation options that mean nothing, before any model runs.
 
     Args:
-        max_new_tokens: at least 1; with ``context``, at most ``context - prompt_tokens``.
+        max_new_tokens: at least 1; with ``context``, at most ``context - prompt_tokens`` (``None``: not given,
+            the model's generation config decides).
         temperature: finite and > 0 (``None``: not used).
         top_p: in ``(0, 1]`` (``None``: not used).
+        top_k: an integer >= 0, 0 turning top-k filtering off (``None``: not used).
+        repetition_penalty: finite and > 0 (``None``: not used).
+        eos_token_id: token ids >= 0 (``None``: not used).
         context: the LM's context length (``max_position_embeddings``), if known.
         prompt_tokens: tokens of the prompt, image positions included.
         prefix: ``--`` names options as CLI flags, ``""`` as keyword arguments.
@@ -106,9 +113,11 @@ def check_generation_options(
     def name(option: str) -> str:
         return prefix + option.replace("_", "-") if prefix else option
 
-    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+    if max_new_tokens is not None and (
+        isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1
+    ):
         raise ConfigError(f"{name('max_new_tokens')} = {brief(max_new_tokens)} is not valid; expected an integer >= 1")
-    if context is not None:
+    if max_new_tokens is not None and context is not None:
         room = context - prompt_tokens
         if room < 1:
             raise InputLimitError(
@@ -128,6 +137,13 @@ def check_generation_options(
     if top_p is not None:
         if isinstance(top_p, bool) or not (0 < top_p <= 1):  # NaN fails both comparisons
             raise ConfigError(f"{name('top_p')} = {brief(top_p)} is not valid; expected a number in (0, 1]")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0):
+        raise ConfigError(f"{name('top_k')} = {brief(top_k)} is not valid; expected an integer >= 0 (0: no top-k)")
+    if repetition_penalty is not None:
+        check_positive_finite(repetition_penalty, name("repetition_penalty"))
+    for token in eos_token_id or ():
+        if isinstance(token, bool) or not isinstance(token, int) or token < 0:
+            raise ConfigError(f"{name('eos_token_id')} = {brief(token)} is not valid; expected a token id >= 0")
 
 
 def format_bytes(count: float) -> str:

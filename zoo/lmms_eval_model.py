@@ -8,9 +8,11 @@ lmms-eval finds it through the entry point ``zoo`` of group ``lmms_eval.models``
 
 ``target`` is anything ``zoo.targets.load_target`` takes: a zoo checkpoint, a Llava directory, a YAML
 file or a composition name. Model arguments: ``device`` (``cpu``), ``batch_size``,
-``max_new_tokens`` (when a task sets none, 128), ``chat_template`` (``true``: wrap each prompt in the
+``max_new_tokens`` (when a task sets none; default: the model's generation config's, else 128), ``chat_template`` (``true``: wrap each prompt in the
 tokenizer's chat template when it has one) and ``plugins`` (plugin modules or files, ``;``-separated);
-lmms-eval's own ``--batch_size`` and ``--device`` set the batch size and the device.
+lmms-eval's own ``--batch_size`` and ``--device`` set the batch size and the device. Generation follows the
+model's generation config (its LM directory's ``generation_config.json``, kept in zoo's checkpoints and Llava
+exports) wherever a task's ``generation_kwargs`` say nothing.
 
 Only lmms-eval imports this module (it needs lmms-eval); zoo itself never does.
 """
@@ -49,7 +51,8 @@ class ZooLMM(lmms):
         target: a zoo checkpoint directory, a Llava directory, a YAML file or a composition name.
         device: torch device (lmms-eval passes ``--device``); default ``cpu``.
         batch_size: requests per forward / generate call (lmms-eval passes ``--batch_size``).
-        max_new_tokens: generation budget when a task's ``generation_kwargs`` set none.
+        max_new_tokens: generation budget when a task's ``generation_kwargs`` set none (default: the model's
+            generation config's, else 128). Every other setting the task leaves out is the generation config's.
         chat_template: render prompts with the tokenizer's chat template when it has one.
         plugins: extra zoo plugin modules or files, ``;``-separated.
         max_batch_size: accepted for lmms-eval's ``--max_batch_size``; ``batch_size`` decides.
@@ -63,7 +66,7 @@ class ZooLMM(lmms):
         target: str,
         device: str | None = None,
         batch_size: int | str | None = 1,
-        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
+        max_new_tokens: int | None = None,
         chat_template: bool = True,
         plugins: str = "",
         max_batch_size: int | None = None,
@@ -72,7 +75,7 @@ class ZooLMM(lmms):
         from zoo.targets import load_target
 
         self._batch_size = _positive_int(batch_size if batch_size not in (None, "") else 1, "batch_size")
-        self.max_new_tokens = _positive_int(max_new_tokens, "max_new_tokens")
+        self.max_new_tokens = None if max_new_tokens in (None, "") else _positive_int(max_new_tokens, "max_new_tokens")
         self.chat_template = bool(chat_template)
         self._device = torch.device(device or "cpu")
         plugin_list = tuple(p for p in str(plugins).split(";") if p)
@@ -203,20 +206,24 @@ class ZooLMM(lmms):
         return sorted(indices, key=lambda i: -len(str(requests[i].args[0])))
 
     def _generation_options(self, kwargs: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """The task's ``generation_kwargs`` over the model's generation config (its LM directory's
+        ``generation_config.json``): a setting the task leaves out is the model's; ``max_new_tokens``: the
+        task's, else ``model_args``' ``max_new_tokens``, else the generation config's, else 128."""
+        from zoo.generation_config import default_options
+
         until = kwargs.pop("until", None) or []
         until = [until] if isinstance(until, str) else list(until)
-        temperature = float(kwargs.pop("temperature", 0.0) or 0.0)
-        do_sample = bool(kwargs.pop("do_sample", False)) or temperature > 0
-        options: dict[str, Any] = {
-            "max_new_tokens": int(kwargs.pop("max_new_tokens", None) or self.max_new_tokens),
-            "do_sample": do_sample,
-            "num_beams": int(kwargs.pop("num_beams", 1) or 1),
-        }
-        if do_sample:
-            options["temperature"] = temperature or 1.0
-            top_p = kwargs.pop("top_p", None)
-            if top_p is not None:
-                options["top_p"] = float(top_p)
+        budget = kwargs.pop("max_new_tokens", None) or self.max_new_tokens
+        explicit: dict[str, Any] = {"max_new_tokens": int(budget) if budget else None}
+        if "temperature" in kwargs or "do_sample" in kwargs:  # lmms-eval's convention: temperature 0 is greedy
+            temperature = float(kwargs.pop("temperature", 0.0) or 0.0)
+            explicit["do_sample"] = bool(kwargs.pop("do_sample", False)) or temperature > 0
+            explicit["temperature"] = temperature if temperature > 0 else None
+        for key, kind in (("top_p", float), ("top_k", int), ("num_beams", int), ("repetition_penalty", float)):
+            if kwargs.get(key) is not None:
+                explicit[key] = kind(kwargs.pop(key))
+        config = getattr(self.model.lm.model, "generation_config", None)
+        options = default_options(config, explicit, max_new_tokens=DEFAULT_MAX_NEW_TOKENS)
         if until:
             options.update(stop_strings=until, tokenizer=self.tokenizer)
         return options, until

@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from zoo.errors import CheckpointError
+from zoo.generation_config import check_generation_settings
 from zoo.prompt import MAX_SYSTEM_PROMPT_CHARS
 from zoo.safe_paths import member_name
 
@@ -155,6 +156,9 @@ def validate_manifest(manifest: Any, where: str) -> dict[str, Any]:
     text = check.text(prompt, "system_prompt", "prompt.system_prompt", optional=system != "text")
     if text is not None and len(text) > MAX_SYSTEM_PROMPT_CHARS:
         raise check.fail("prompt.system_prompt", text, f"at most {MAX_SYSTEM_PROMPT_CHARS:,} characters")
+    generation_config = check.mapping(manifest, "generation_config", "generation_config", optional=True)
+    if generation_config is not None:
+        check_generation_settings(generation_config, f"{where}: manifest field generation_config", keep_none=True)
     tokenizer = check.mapping(manifest, "tokenizer", "tokenizer", optional=True) or {}
     if check.get(tokenizer, "saved", "tokenizer.saved", bool, "true or false", optional=True):
         needed.append(("tokenizer.dir", check.member(tokenizer, "dir", "tokenizer.dir") + "/"))
@@ -204,6 +208,13 @@ def _component(check: _Checker, record: Mapping[str, Any], field: str) -> list[t
             check.integer(fingerprint, name, f"{field}.weights.fingerprint[{name[:60]!r}]")
     else:
         raise check.fail(f"{field}.weights.mode", mode, "'saved' or 'referenced'")
+    base = check.mapping(record, "base", f"{field}.base", optional=True)
+    if base is not None:  # saved self-contained: the base's non-weight files inside, every weight saved
+        if mode != "saved":
+            raise check.fail(f"{field}.weights.mode", mode, "'saved' (the component has its base inside)")
+        check.text(base, "from", f"{field}.base.from", optional=True)
+        if base.get("dir") is not None:
+            needed.append((f"{field}.base.dir", check.member(base, "dir", f"{field}.base.dir") + "/"))
     rows = check.mapping(record, "added_rows", f"{field}.added_rows", optional=True)
     if rows is not None:
         needed.append((f"{field}.added_rows.file", check.member(rows, "file", f"{field}.added_rows.file")))

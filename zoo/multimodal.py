@@ -66,6 +66,9 @@ class MultiModal(nn.Module):
         self.anyres = anyres
         # how prompts are rendered (zoo.prompt): set by zoo train from data.system_prompt, saved in the checkpoint
         self.system_prompt: SystemPrompt = TEMPLATE_DEFAULT
+        # slots loaded from a self-contained checkpoint -> the base checkpoint they were built from (zoo.load
+        # sets it); zoo.save keeps such a slot self-contained, since its checkpoint path is a temporary copy
+        self.contained_bases: dict[str, str] = {}
         self.image_token = composition.image_token
         # without a tokenizer (a weights-only import) the composition's image_token_id is the only source
         self.image_token_id: int | None = composition.image_token_id
@@ -282,7 +285,9 @@ class MultiModal(nn.Module):
         ``generate`` runs with a KV cache and every option of it passes through (``max_new_tokens``,
         ``do_sample``, ``temperature``, ``top_p``, ``num_beams``, ``streamer``...). ``use_cache=False``
         runs a plain greedy loop that re-reads the whole sequence each step (a reference for tests).
-        ``image_sizes`` goes with any-res ``pixel_values`` (see :meth:`forward`).
+        ``image_sizes`` goes with any-res ``pixel_values`` (see :meth:`forward`). The defaults are the LM's
+        generation config (``self.lm.model.generation_config``: its directory's ``generation_config.json``,
+        kept by zoo's checkpoints and Llava exports); each keyword overrides one of its settings.
         """
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)

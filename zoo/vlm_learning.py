@@ -112,7 +112,8 @@ def from_vlm_learning(
 
     Example:
         >>> model = zoo.from_vlm_learning("output/", "Qwen-7B/", vision_checkpoint="clip-vit-large-patch14/")
-        >>> zoo.save(model, "zoo-ckpt/")
+        >>> zoo.save(model, "zoo-ckpt/")                       # loads with bases={"lm": ..., "vision": ...}
+        >>> zoo.save(model, "zoo-ckpt/", self_contained=True)  # or: the bases inside, a plain zoo.load
     """
     from zoo.builder import build
     from zoo.checkpoint import load_state_into

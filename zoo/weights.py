@@ -6,8 +6,10 @@ Weights are read from safetensors; a legacy ``.bin`` / ``.pt`` / ``.pth`` file i
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import torch
@@ -20,15 +22,32 @@ __all__ = [
     "load_state_dict_file",
     "require_path",
     "torch_dtype_of",
+    "weights_assigned_later",
 ]
 
 SAFE_SUFFIXES = (".safetensors",)
 LEGACY_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
 
+_ASSIGNED_LATER: contextvars.ContextVar[bool] = contextvars.ContextVar("zoo_weights_assigned_later", default=False)
+
+
 def building_on_meta() -> bool:
-    """True while the builder constructs on the ``meta`` device: factories must read no weight file."""
-    return torch.get_default_device().type == "meta"
+    """True while the builder constructs on the ``meta`` device, or with weights the caller assigns right
+    after (:func:`weights_assigned_later`): factories must read no weight file, only configs."""
+    return _ASSIGNED_LATER.get() or torch.get_default_device().type == "meta"
+
+
+@contextlib.contextmanager
+def weights_assigned_later() -> Iterator[None]:
+    """Build components whose every weight the caller assigns afterwards (a self-contained checkpoint holds
+    them): :func:`building_on_meta` is true inside, so a factory reads its checkpoint's configs, never its
+    weight files (the checkpoint directory may hold no weights at all)."""
+    token = _ASSIGNED_LATER.set(True)
+    try:
+        yield
+    finally:
+        _ASSIGNED_LATER.reset(token)
 
 
 def hub_offline(offline: bool) -> bool:
