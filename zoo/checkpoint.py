@@ -494,7 +494,18 @@ def _check_image_token(model: MultiModal, manifest: Mapping[str, Any], where: st
 def _fully_saved(record: Mapping[str, Any]) -> bool:
     """Every parameter of this component is in the checkpoint: build it without random init."""
     config = record.get("config") or {}
-    return record["weights"]["mode"] == "saved" and not record.get("lora") and not config.get("checkpoint")
+    return record["weights"]["mode"] == "saved" and not record.get("lora") and not _names_a_checkpoint(config)
+
+
+def _names_a_checkpoint(node: Any, depth: int = 0) -> bool:
+    """A ``checkpoint`` option at any depth (a fused tower's sub-tower reads its base while it is built)."""
+    if depth > 32:
+        return True
+    if isinstance(node, dict):
+        return bool(node.get("checkpoint")) or any(_names_a_checkpoint(v, depth + 1) for v in node.values())
+    if isinstance(node, list):
+        return any(_names_a_checkpoint(v, depth + 1) for v in node)
+    return False
 
 
 def _load_component(
