@@ -126,6 +126,15 @@ def test_fsdp_wrap_classes_name_the_block_types(tiny_model):
     assert names == {"CLIPEncoderLayer", "Qwen2DecoderLayer"}
 
 
+def test_list_columns_are_as_wide_as_their_longest_cell(capsys):
+    code, out, _ = run(capsys, "list")
+    rows = out.splitlines()
+    longest = max(rows, key=lambda row: len(row.split()[1]))
+    assert code == 0 and longest.split()[1] == "siglip-so400m-resampler-minicpm3-4b"  # 35 characters
+    starts = {row.index(row.split()[2], len(row.split()[0]) + len(row.split()[1])) for row in rows}
+    assert len(starts) == 1  # every source starts in one column: no name runs into it
+
+
 def test_dtype_override_save_with_meta_and_list_typo(capsys, tmp_path):
     code, out, _ = run(capsys, "build", "tiny-clip-mlp-qwen2", "--dtype", "bf16", "--meta", "--json")
     assert code == 0 and json.loads(out)["dtype"] == "bfloat16"

@@ -108,3 +108,10 @@ def test_the_processor_refuses_what_is_not_text_and_images(processor, text, imag
 def test_the_processor_takes_one_pil_image_as_is(processor):
     batch = processor("<image> what?", images=Image.new("RGB", (20, 20)))
     assert batch["pixel_values"].shape[0] == 1
+
+
+def test_zoo_show_names_the_component_first_when_it_cannot_be_built(capsys):
+    code, out, err = _run(capsys, "show", "timm:fastvit_t8")
+    assert code == 2 and out == ""
+    assert err.startswith("zoo: error: 'timm:fastvit_t8': "), err  # the argument, not an internal label
+    assert "not a ViT-style model" in err and "<" not in err.split(":", 3)[2]

@@ -181,3 +181,26 @@ def test_kit_rejects_an_lm_whose_embed_is_not_its_own():
     broken = LanguageModelSpec(name="conformance-broken-lm", factory=lambda config: _tiny_lm(config, embed_scale=2.0))
     with pytest.raises(AssertionError, match="differs from the model's own embedding"):
         _register(broken, lambda: check_language_model("conformance-broken-lm"))
+
+
+def _raising_factory(config: Any) -> Projector:
+    raise ValueError("the plugin's own bug")
+
+
+def test_a_factory_that_raises_fails_the_kit_without_cli_advice():
+    spec = ProjectorSpec(name="conformance-raises", factory=_raising_factory)
+    with pytest.raises(AssertionError, match=r"'conformance-raises'.*ValueError: the plugin's own bug") as error:
+        _register(spec, lambda: check_projector("conformance-raises"))
+    assert "--debug" not in str(error.value)  # pytest has no --debug; it shows the chained traceback itself
+    assert isinstance(error.value.__cause__.__cause__, ValueError)
+
+
+def test_the_cli_suggests_debug_for_a_factory_that_raises(capsys):
+    from zoo.cli import main
+
+    spec = ProjectorSpec(name="conformance-raises", factory=_raising_factory)
+    code = _register(spec, lambda: main(["show", "conformance-raises"]))
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("zoo: error: 'conformance-raises': model.projector ('conformance-raises', plugin")
+    assert err.endswith("ValueError: the plugin's own bug (run with --debug for the traceback)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from zoo.errors import PluginError
+from zoo.cli import main
+from zoo.errors import PluginError, UnknownNameError
 from zoo.plugin_manager import BUILTIN_PLUGINS
 from zoo.registry import get_registry
 
@@ -83,6 +85,38 @@ def test_disable_list_skips_a_plugin(fresh_registry, monkeypatch):
     registry = get_registry()
     assert not registry.list("lm", "tiny-llama")
     assert registry.list("lm", "tiny-qwen2")
+
+
+def test_a_name_of_a_disabled_plugin_is_an_error_naming_the_variable(fresh_registry, monkeypatch, capsys):
+    monkeypatch.setenv("ZOO_DISABLE_PLUGINS", "zoo_plugins.llama")
+    note = r"ZOO_DISABLE_PLUGINS skips plugin 'zoo_plugins\.llama' \(its components are unknown until it is enabled\)"
+    with pytest.raises(UnknownNameError, match=r"model\.lm\.name = 'tiny-llama' is not a registered .*" + note):
+        get_registry().resolve("lm", "tiny-llama", key="model.lm.name")
+    assert main(["show", "tiny-llama"]) == 2
+    assert "ZOO_DISABLE_PLUGINS skips plugin 'zoo_plugins.llama'" in capsys.readouterr().err
+
+
+def test_an_unknown_name_without_disabled_plugins_does_not_mention_the_variable(fresh_registry):
+    with pytest.raises(UnknownNameError) as caught:
+        get_registry().resolve("lm", "tiny-lama", key="model.lm.name")
+    assert "ZOO_DISABLE_PLUGINS" not in str(caught.value) and "did you mean 'tiny-llama'" in str(caught.value)
+
+
+def test_a_plugin_given_with_dash_dash_plugin_is_reported_as_the_command_line(fresh_registry, capsys):
+    good, broken = str(PLUGIN_FILES / "good_plugin.py"), str(PLUGIN_FILES / "broken_plugin.py")
+    assert main(["--plugin", good, "--plugin", broken, "plugins", "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)
+    assert [(p["origin"], p["components"]) for p in report["loaded"] if p["name"] == good] == [("--plugin", 1)]
+    assert [f["origin"] for f in report["failed"] if f["name"] == broken] == ["--plugin"]
+    assert f"plugin {broken!r} (--plugin) failed to load" in captured.err
+    # in text: one line per plugin, "1 component" in the singular, columns as wide as the longest name
+    assert main(["--plugin", good, "plugins"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    (line,) = [line for line in lines if line.startswith(good)]
+    assert line.split()[1:] == ["--plugin", "1", "component"]
+    assert any(line.split()[2:4] == ["7", "components"] for line in lines)
+    assert len({line.index(line.split()[1]) for line in lines if "FAILED" not in line}) == 1  # one origin column
 
 
 def _zoo(args, env=None, cwd=None):

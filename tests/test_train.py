@@ -122,6 +122,21 @@ def test_a_run_writes_zoo_checkpoints_a_jsonl_log_and_a_loss_plot(run):
     assert steps[0]["lr/projector"] == pytest.approx(2.0e-3)
 
 
+def test_held_out_loss_is_computed_once_at_the_end_unless_eval_steps_is_set(tmp_path):
+    spec = config(tmp_path)  # checkpoints at 2 and 4
+    spec["data"]["eval"] = spec["data"]["train"]
+    result = train(spec)
+    logs = [json.loads(line) for line in result.log_file.read_text().splitlines()]
+    assert [r["step"] for r in logs if "eval_loss" in r] == [4]  # not at every checkpoint as well
+    assert sorted(p.name for p in result.output_dir.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
+    # train.eval_steps asks for evaluations during the run too (Trainer adds the final one)
+    from zoo.train import training_arguments
+
+    spec["train"]["eval_steps"] = 2
+    parsed = load_train_config(spec)
+    assert training_arguments(parsed, zoo.build(parsed.model, meta=True), has_eval=True).eval_steps == 2
+
+
 def test_checkpoints_load_with_zoo_and_hold_the_trained_weights(run):
     _, result = run
     final = zoo.load(result.final_checkpoint)

@@ -112,14 +112,14 @@ def call_factory(
             module = spec.factory(config)
     except ZooError as error:
         message = str(error)
-        if source in message:
+        if message.startswith(source):
             raise
         where = f"{source}: " if message.startswith("model.") else f"{source}: {key} ({spec.name!r}): "
         raise type(error)(where + message) from error
     except (Exception, SystemExit) as error:  # plugin code: even sys.exit() must not end the process
         raise ConfigError(
             f"{source}: {key} ({spec.name!r}, plugin {spec.plugin!r}) could not be built: "
-            f"{type(error).__name__}: {str(error)[:300]} (run with --debug for the traceback)"
+            f"{type(error).__name__}: {str(error)[:300]}"
         ) from error
     expected = _interface(spec.kind)
     if not isinstance(module, expected):
@@ -167,8 +167,11 @@ def build_component(
     in_dim: int | None = None,
     out_dim: int | None = None,
     registry: Registry | None = None,
+    source: str | None = None,
 ) -> nn.Module:
-    """Build one registered component by name (tests, the conformance kit, benchmarks).
+    """Build one registered component by name (tests, the conformance kit, benchmarks, ``zoo show``).
+
+    ``source`` starts every error message (default: the name asked for, as the user wrote it).
 
     Example:
         >>> tower = build_component("vision", "tiny-clip", {"select": "all"})
@@ -178,7 +181,7 @@ def build_component(
     spec, implied = registry.resolve(kind, name, key=f"{key}.name")
     extra = {k: v for k, v in {"in_dim": in_dim, "out_dim": out_dim}.items() if v is not None}
     config = component_config(spec, overrides or {}, implied=implied, dtype=dtype, key=key, extra=extra)
-    return call_factory(spec, config, key=key, source="<build_component>", meta=meta)
+    return call_factory(spec, config, key=key, source=source or repr(name), meta=meta)
 
 
 @dataclass
@@ -204,7 +207,7 @@ def plan(target: str | Path | Mapping[str, Any] | ModelConfig, *, plugins: Seque
 
     Example:
         >>> plan("tiny-clip-mlp-qwen2").contract.image_tokens
-        64
+        16
     """
     start = time.perf_counter()
     config = target if isinstance(target, ModelConfig) else load_model_config(target)
@@ -300,8 +303,8 @@ def build(
 
     Example:
         >>> model = build("tiny-clip-mlp-qwen2")
-        >>> model.tokens_per_image
-        64
+        >>> model.tokens_per_image  # tiny-clip: 32 px images, 8 px patches, a 4 x 4 grid
+        16
     """
     from zoo.multimodal import MultiModal
     from zoo.training import apply_training_policy

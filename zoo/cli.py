@@ -41,7 +41,7 @@ EXTRA_COMMANDS["demo"] = "zoo.demo_command"
 def _registry(args: argparse.Namespace):
     from zoo.registry import get_registry
 
-    registry = get_registry(tuple(args.plugin or ()), strict=args.strict_plugins or None)
+    registry = get_registry(tuple(args.plugin or ()), strict=args.strict_plugins or None, origin="--plugin")
     _report_plugin_failures()
     return registry
 
@@ -59,6 +59,21 @@ def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
     print(json.dumps(data, indent=2, default=str) if args.json else text)
 
 
+def _count(number: int, noun: str) -> str:
+    """``1 component``, ``2 components``."""
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    """Rows as text columns, each as wide as its longest cell (the last column is not padded)."""
+    widths = [
+        max((len(row[i]) for row in rows if i < len(row) - 1), default=0) for i in range(max(map(len, rows), default=0))
+    ]
+    return "\n".join(
+        "  ".join([*(cell.ljust(w) for cell, w in zip(row[:-1], widths)), row[-1]]).rstrip() for row in rows if row
+    )
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     registry = _registry(args)
     host = registry.host
@@ -73,13 +88,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     failed = [
         {"name": f.name, "origin": f.origin, "distribution": f.distribution, "error": f.error} for f in host.failures
     ]
-    lines = [f"{p['name']:<34} {p['origin']:<10} {p['components']:>3} components  {p['distribution']}" for p in loaded]
-    lines += [
-        f"{f['name']:<34} FAILED     {f['error']}"
-        + (f"  (distribution {f['distribution']})" if f["distribution"] else "")
+    rows = [[p["name"], p["origin"], _count(p["components"], "component"), p["distribution"]] for p in loaded]
+    rows += [
+        [f["name"], "FAILED", f["error"] + (f"  (distribution {f['distribution']})" if f["distribution"] else "")]
         for f in failed
     ]
-    _emit(args, {"loaded": loaded, "failed": failed}, "\n".join(lines))
+    _emit(args, {"loaded": loaded, "failed": failed}, _table(rows))
     return 0
 
 
@@ -103,9 +117,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
         choices = ["vision", "projector", "lm", "model", *(s.name for s in registry.list()), *registry.compositions]
         raise UnknownNameError(f"{args.kind!r} is neither a kind (vision, projector, lm, model) nor a registered "
-                               f"name; {suggest(args.kind, choices)}")  # fmt: skip
-    text = "\n".join(f"{r['kind']:<10} {r['name']:<32} {r['source']:<13} {r['description']}" for r in rows)
-    _emit(args, rows, text)
+                               f"name; {suggest(args.kind, choices)}{registry.missing_plugins_note()}")  # fmt: skip
+    _emit(args, rows, _table([[r["kind"], r["name"], r["source"], r["description"]] for r in rows]))
     return 0
 
 
@@ -134,6 +147,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         names = [s.name for kind in kinds for s in registry.list(kind)] + list(registry.compositions)
         raise UnknownNameError(
             f"{args.name!r} is not a registered component or composition; {suggest(args.name, names)}"
+            f"{registry.missing_plugins_note()}"
         )
     kind, spec, _ = found[0]
     dims = {"in_dim": args.in_dim, "out_dim": args.out_dim} if kind == "projector" else {}
@@ -347,6 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.debug:
         _quiet_libraries()
     try:
+        if getattr(args, "plugin", None):  # load them first, so that every command reports them as --plugin
+            _registry(args)
         return int(args.func(args) or 0)
     except (ZooError, OSError) as error:
         if args.debug:
@@ -365,7 +381,11 @@ def _describe(error: BaseException) -> str:
     if isinstance(error, OSError) and not isinstance(error, ZooError):
         where = f" {error.filename!r}" if error.filename else ""
         return f"cannot access{where}: {error.strerror or error}"
-    return str(error)
+    message = str(error)
+    cause = error.__cause__
+    if cause is not None and not isinstance(cause, ZooError | OSError) and "--debug" not in message:
+        message += " (run with --debug for the traceback)"  # an error of plugin or library code, wrapped
+    return message
 
 
 if __name__ == "__main__":

@@ -76,7 +76,11 @@ def _env_list(name: str) -> list[str]:
 
 @dataclass(frozen=True)
 class PluginInfo:
-    """A loaded plugin: its name, where it came from (builtin/entrypoint/config/cli/env) and its package."""
+    """A loaded plugin: its name, where it came from and its package.
+
+    ``origin``: ``builtin``, ``entrypoint``, ``env`` (``ZOO_PLUGINS``), ``--plugin`` (the command line) or
+    ``config`` (a config's ``plugins:`` list, or ``plugins=`` in the Python API).
+    """
 
     name: str
     origin: str
@@ -106,6 +110,7 @@ class PluginHost:
         self.failures: list[PluginFailure] = []
         self.notes: list[str] = []
         self.blocked = set(_env_list("ZOO_DISABLE_PLUGINS"))
+        self.skipped: list[str] = []  # plugins that ZOO_DISABLE_PLUGINS kept from loading, in load order
         self._reported = 0
         if env_flag("ZOO_TRACE_PLUGINS"):
             self.pm.trace.root.setwriter(sys.stderr.write)
@@ -117,7 +122,7 @@ class PluginHost:
         added = [self.load(name, origin="builtin") for name in BUILTIN_PLUGINS]
         added += self.load_entry_points()
         added += [self.load(name, origin="env") for name in _env_list("ZOO_PLUGINS")]
-        added += [self.load(name, origin="cli") for name in extra]
+        added += [self.load(name, origin="--plugin") for name in extra]
         return [plugin for plugin in added if plugin is not None]
 
     def load_entry_points(self) -> list[ModuleType]:
@@ -126,7 +131,7 @@ class PluginHost:
         for entry_point in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
             dist = entry_point.dist.name if entry_point.dist else ""
             version = entry_point.dist.version if entry_point.dist else ""
-            if entry_point.name in self.blocked or self.pm.get_plugin(entry_point.name) is not None:
+            if self._is_skipped(entry_point.name) or self.pm.get_plugin(entry_point.name) is not None:
                 continue
             try:
                 plugin = entry_point.load()
@@ -141,9 +146,11 @@ class PluginHost:
         return added
 
     def load(self, name: str, *, origin: str) -> ModuleType | None:
-        """Load one plugin by module name or ``.py`` path; ``None`` if blocked, known or failed."""
-        if name in self.blocked or self.pm.get_plugin(name) is not None:
+        """Load one plugin by module name or ``.py`` path; ``None`` if blocked, known, failed or failed before."""
+        if self._is_skipped(name) or self.pm.get_plugin(name) is not None:
             return None
+        if any(failure.name == name for failure in self.failures):
+            return None  # failed once in this process: tried and reported once
         try:
             module = _import_module_or_file(name)
             if self.pm.is_registered(module):
@@ -154,6 +161,25 @@ class PluginHost:
             return None
         self.loaded.append(PluginInfo(name, origin, "" if origin == "builtin" else _distribution_of(name)))
         return module
+
+    def _is_skipped(self, name: str) -> bool:
+        """Whether ``ZOO_DISABLE_PLUGINS`` names ``name`` (recorded, for errors about its missing names)."""
+        if name not in self.blocked:
+            return False
+        if name not in self.skipped:
+            self.skipped.append(name)
+        return True
+
+    def disabled_note(self) -> str:
+        """A tail for a "not registered" error when ``ZOO_DISABLE_PLUGINS`` kept plugins out, else ``""``."""
+        if not self.skipped:
+            return ""
+        names = ", ".join(repr(name) for name in self.skipped)
+        if len(self.skipped) == 1:
+            return f"; note: ZOO_DISABLE_PLUGINS skips plugin {names} (its components are unknown until it is enabled)"
+        return (
+            f"; note: ZOO_DISABLE_PLUGINS skips plugins {names} (their components are unknown until they are enabled)"
+        )
 
     def _register(self, plugin: object, name: str) -> None:
         self.pm.register(plugin, name=name)

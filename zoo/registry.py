@@ -184,11 +184,15 @@ class Registry:
         plain = [n for n, s in table.items() if not s.pattern]
         forms = [n for n, s in table.items() if s.pattern]
         also = f"; names of the form {', '.join(forms)} work too" if forms else ""
-        failed = "".join(f"; note: plugin {f.name!r} failed to load ({f.error})" for f in self.host.failures)
         raise UnknownNameError(
             f"{where} is not a registered {KIND_TITLES[kind]}; {suggest(name, plain)}{also} "
-            f"(see 'zoo list {kind}'){failed}"
+            f"(see 'zoo list {kind}'){self.missing_plugins_note()}"
         )
+
+    def missing_plugins_note(self) -> str:
+        """Why a name may be missing: plugins that failed to load, and plugins ``ZOO_DISABLE_PLUGINS`` skipped."""
+        failed = "".join(f"; note: plugin {f.name!r} failed to load ({f.error})" for f in self.host.failures)
+        return failed + self.host.disabled_note()
 
     def get(self, kind: str, name: str) -> ComponentSpec:
         """The spec registered under exactly ``name`` (pattern specs by their display name)."""
@@ -238,8 +242,11 @@ def _read_registry_yaml() -> dict[str, Any]:
 _STATE: dict[str, Any] = {}
 
 
-def get_registry(plugins: Sequence[str] = (), *, strict: bool | None = None) -> Registry:
+def get_registry(plugins: Sequence[str] = (), *, strict: bool | None = None, origin: str = "config") -> Registry:
     """The process-wide registry, loading plugins on first use and ``plugins`` on demand.
+
+    ``origin`` is how ``zoo plugins`` and warnings say where ``plugins`` came from (``config``: a config's
+    ``plugins:`` list or the Python API; the CLI passes ``--plugin``).
 
     Example:
         >>> reg = get_registry()
@@ -253,7 +260,7 @@ def get_registry(plugins: Sequence[str] = (), *, strict: bool | None = None) -> 
         registry = Registry(host)
         _collect_each(registry, host.pm.get_plugins())
         _STATE["registry"] = registry
-    new = [p for p in (registry.host.load(name, origin="config") for name in plugins) if p is not None]
+    new = [p for p in (registry.host.load(name, origin=origin) for name in plugins) if p is not None]
     if new:
         _collect_each(registry, new)
     return registry

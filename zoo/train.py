@@ -6,7 +6,8 @@ environment and the ``train:`` section. What a run leaves in ``output_dir``::
 
     checkpoint-100/   a zoo checkpoint (zoo.load, zoo generate, zoo eval, zoo convert) + Trainer's resume state
     final/            the model at the end (a zoo checkpoint)
-    log.jsonl         one line per log: loss, lr per component, grad_norm, samples/s, tokens/s, eval loss
+    log.jsonl         one line per log: loss, lr per component, grad_norm, samples/s, tokens/s, and with
+                      data.eval the eval loss at the end (and every train.eval_steps when set)
     loss.png          the loss curve
 """
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from zoo.multimodal import MultiModal
 
 __all__ = ["TrainResult", "train", "training_arguments"]
+
+_EVAL_AT_END_ONLY = 2**31 - 1  # Trainer's eval_steps when train.eval_steps is not set (see training_arguments)
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,10 @@ def training_arguments(config: TrainConfig, model: MultiModal, *, has_eval: bool
         if fsdp_config.get("auto_wrap_policy", "TRANSFORMER_BASED_WRAP") == "TRANSFORMER_BASED_WRAP":
             # the block classes each component declares (a MultiModal has no _no_split_modules)
             fsdp_config.setdefault("transformer_layer_cls_to_wrap", sorted(c.__name__ for c in model.fsdp_wrap_classes))
-    eval_steps = s.eval_steps or s.save_steps
+    # data.eval without train.eval_steps: one evaluation, at the end. Trainer evaluates the last step whenever
+    # it is not a multiple of eval_steps, so an interval no run reaches means "at the end only" (a smoke run
+    # with a small save_steps does not spend its time evaluating); train.eval_steps adds evaluations during it.
+    eval_steps = s.eval_steps or _EVAL_AT_END_ONLY
     return TrainingArguments(
         output_dir=str(Path(str(s.output_dir)).absolute()),
         max_steps=s.max_steps if s.max_steps is not None else -1,

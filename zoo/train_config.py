@@ -53,7 +53,7 @@ class TrainSettings:
     optim: str = "adamw_torch"
     save_steps: int = 500
     save_total_limit: int | None = None
-    eval_steps: int | None = None
+    eval_steps: int | None = None  # with data.eval: also every N steps; unset: once, at the end of training
     logging_steps: int = 10
     seed: int = 0
     bf16: bool = False
