@@ -279,10 +279,12 @@ class Holder:
             return None
         if not isinstance(data, dict) or not isinstance(data.get("pid"), int) or isinstance(data.get("pid"), bool):
             return None
-        fields = {k: data.get(k) for k in ("host", "started", "command")}
-        if not all(isinstance(v, str) for v in fields.values()) or not isinstance(data.get("ended"), str | None):
+        host, started, command, ended = (data.get(k) for k in ("host", "started", "command", "ended"))
+        if not (isinstance(host, str) and isinstance(started, str) and isinstance(command, str)):
             return None
-        return cls(data["pid"], fields["host"], fields["started"], fields["command"], data.get("ended"))
+        if ended is not None and not isinstance(ended, str):
+            return None
+        return cls(data["pid"], host, started, command, ended)
 
 
 def _now() -> str:

@@ -272,7 +272,7 @@ def _bar_chart(ax, labels: list[str], series: dict[str, list[float]], errors: di
 def _value(row: dict[str, Any], key: str) -> float:
     """A number to plot: the field, or NaN where the row lacks it (matplotlib draws no bar for NaN)."""
     value = row.get(key)
-    return math.nan if _missing(value) else float(value)
+    return math.nan if value is None or _missing(value) else float(value)
 
 
 def _whiskers(rows: list[dict[str, Any]], prefix: str) -> list[list[float]]:
