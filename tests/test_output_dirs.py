@@ -172,6 +172,18 @@ def test_a_second_zoo_train_is_refused_naming_the_running_one_then_takes_over_on
     assert (out / "final" / "manifest.json").is_file()
 
 
+def test_a_refusal_in_a_dead_runs_directory_is_still_one_line(tmp_path, holder, capsys):
+    path = _write_config(tmp_path)
+    out = tmp_path / "run"
+    first = holder(out)
+    first.kill()
+    first.wait(timeout=30)
+    (out / "checkpoint-1").mkdir()
+    (out / "checkpoint-1" / "trainer_state.json").write_text("{}")
+    assert main(["train", str(path), "--output-dir", str(out)]) == 2
+    assert "holds checkpoints of an earlier run; pass --resume" in _one_line(capsys)
+
+
 # -- zoo bench --out, zoo data, zoo convert ---------------------------------------------------------------
 def test_zoo_bench_out_is_claimed(tmp_path, capsys, write_yaml):
     from zoo.bench.command import OUTPUT_KIND as BENCH_KIND

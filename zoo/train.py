@@ -107,9 +107,6 @@ def train(
     adopt = (lambda path: any(checkpoint_dirs(path))) if resume else None  # a run from before the marker
     hint = "or --resume to continue the run there"
     with claim_directory(out, kind=OUTPUT_KIND, key=key, overwrite=overwrite, adopt=adopt, hint=hint) as claim:
-        if claim.stale is not None:
-            print(f"zoo: {key} = {str(out)!r} was left by a run that did not finish ({claim.stale.describe()}); "
-                  "taking it over", file=sys.stderr, flush=True)  # fmt: skip
         if not resume and written_by_a_run(out):
             raise ConfigError(
                 f"{key} = {str(out)!r} holds checkpoints of an earlier run; pass --resume to continue it "
@@ -117,6 +114,9 @@ def train(
             )
         if resume:  # an incomplete checkpoint is refused here, before anything is built
             resume = resume_point(out, None if resume is True or resume == "latest" else resume)
+        if claim.stale is not None:  # once the run goes ahead: an error stays one line
+            print(f"zoo: {key} = {str(out)!r} was left by a run that did not finish ({claim.stale.describe()}); "
+                  "taking it over", file=sys.stderr, flush=True)  # fmt: skip
         return _train(parsed, out, resume)
 
 
