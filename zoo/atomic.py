@@ -252,7 +252,7 @@ class Holder:
     def now(cls, command: str | None = None) -> Holder:
         """This process, starting now; ``command`` defaults to the command line (shortened)."""
         if command is None:
-            command = " ".join([os.path.basename(sys.argv[0]) if sys.argv else "python", *sys.argv[1:]])
+            command = " ".join([_program(), *sys.argv[1:]])
         return cls(os.getpid(), socket.gethostname(), _now(), _shorten(command, 160))
 
     def describe(self) -> str:
@@ -285,6 +285,14 @@ class Holder:
         if ended is not None and not isinstance(ended, str):
             return None
         return cls(data["pid"], host, started, command, ended)
+
+
+def _program() -> str:
+    """How this process was started: ``zoo``, ``python -m zoo`` (``torchrun -m zoo``), or the script's name."""
+    if not sys.argv or not sys.argv[0]:
+        return "python"
+    path = Path(sys.argv[0])
+    return f"python -m {path.parent.name}" if path.name == "__main__.py" else path.name
 
 
 def _now() -> str:
