@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import re
 
 import pytest
 import torch
@@ -272,3 +273,48 @@ def test_cli_bench_json_and_errors(tmp_path, capsys, write_yaml):
     assert "unknown key 'roudns'; did you mean 'rounds'?" in capsys.readouterr().err
     assert main(["bench", str(path), str(path), "--out", str(tmp_path / "o")]) == 2
     assert "zoo bench takes one grid, got 2" in capsys.readouterr().err
+
+
+def _timed(prefix: str, median: float) -> dict[str, float]:
+    return {f"{prefix}_ms_median": median, f"{prefix}_ms_q1": 0.9 * median, f"{prefix}_ms_q3": 1.1 * median,
+            f"{prefix}_ms_iqr": 0.2 * median, f"{prefix}_spread": 0.2}  # fmt: skip
+
+
+def test_report_columns_tolerate_rows_without_timings(tmp_path):
+    from zoo.bench.runner import BenchRun
+
+    base = {"status": "ok", "vision": "tiny-clip", "projector": "linear", "lm": "tiny-qwen2", "params_total": 1000,
+            "image_tokens": 16, "flops_per_sample": 1e6, "build_s": 0.1, "weights_mb": 1.0}  # fmt: skip
+    calls = ("vision_encode", "forward", "prefill", "decode_per_token", "generate")
+    full = {**base, "id": "full/bs1", "combination": "full", "tokens_per_s": 50.0, "peak_mem_mb": 3.0,
+            "mem_method": "rss_delta", "peak_fraction": 0.01, "spread_max": 0.2, "noisy": False,
+            **{k: v for c in calls for k, v in _timed(c, 2.0).items()}, "ref_tokens_per_s": 40.0,
+            **{k: v for c in calls for k, v in _timed(f"ref_{c}", 2.5).items()}, "forward_latency_ratio": 0.8,
+            "forward_latency_ratio_spread": 0.4, "generate_throughput_ratio": 1.25}  # fmt: skip
+    reason = "decode_per_token: cannot time cached decode steps: the KV cache cannot be rolled back (x)"
+    no_decode = {**full, "id": "no-decode/bs1", "combination": "no-decode", "timings_left_out": reason}
+    for key in [k for k in no_decode if "decode_per_token" in k]:
+        del no_decode[key]
+    bare = {**base, "id": "bare/bs1", "combination": "bare", "noisy": True}  # e.g. a shard of another version
+    skipped = {**base, "id": "skipped", "combination": "skipped", "status": "skipped", "reason": "does not fit"}
+    spec = parse_bench(_grid(vision=["tiny-clip"], projector=["linear"], lm=["tiny-qwen2"]))
+    machine = {"cpu": "cpu", "cpu_count": 2, "torch_threads": 1, "gpu": None, "torch": "t", "device": "cpu",
+               "platform": "p", "python": "3", "transformers": "5"}  # fmt: skip
+    run = BenchRun(spec, [full, no_decode, bare, skipped], machine)
+
+    table = [re.split(r"\s{2,}", line.strip()) for line in format_table(run).splitlines()]  # columns: 2+ spaces
+    decode = table[0].index("decode ms/tok")
+    rows = {cells[0]: cells for cells in table[2:5]}
+    assert rows["full/bs1"][decode] == "2.00" and rows["no-decode/bs1"][decode] == "-"
+    assert rows["bare/bs1"] == ["bare/bs1", "1.00k", "16", "1.00M", "0.100", *["-"] * 10, "NOISY"]
+
+    paths = write_outputs(run, tmp_path / "out")
+    results = {r["id"]: r for r in json.loads(paths["json"].read_text())}
+    assert results["no-decode/bs1"]["timings_left_out"] == reason  # the runner's reason, not repeated
+    assert "timings_left_out" not in results["full/bs1"]
+    assert results["bare/bs1"]["timings_left_out"] == "; ".join(
+        f"{call}: not measured (no reason recorded)" for call in calls
+    )
+    report = paths["report"].read_text()
+    assert "| no-decode/bs1 |" in report and "- `bare/bs1`: - (largest spread -%)" in report
+    assert {p.name for p in paths.values()} >= {"latency.png", "memory.png", "reference.png"}

@@ -163,6 +163,61 @@ def test_saves_honour_the_umask(model, tmp_path, umask, dir_mode, file_mode):
         assert path.stat().st_mode & 0o777 == expected, path
 
 
+@pytest.fixture(scope="module")
+def lora_model():
+    torch.manual_seed(0)
+    lm = {"name": "tiny-qwen2", "train": "lora"}
+    return zoo.build({"model": {"vision": "tiny-clip", "projector": "mlp2x-gelu", "lm": lm}}).eval()
+
+
+def _modes(root: Path) -> dict[str, int]:
+    return {p.relative_to(root).as_posix(): p.lstat().st_mode & 0o7777 for p in [root, *sorted(root.rglob("*"))]}
+
+
+def _chmod_tree(root: Path, dir_mode: int, file_mode: int) -> None:
+    for path in sorted(root.rglob("*"), key=lambda p: -len(p.parts)):
+        path.chmod(dir_mode if path.is_dir() else file_mode)
+    root.chmod(dir_mode)
+
+
+@pytest.mark.parametrize(
+    ("dir_mode", "file_mode"), [(0o700, 0o600), (0o750, 0o640), (0o755, 0o644)], ids=["0700", "0750", "0755"]
+)
+def test_a_re_save_keeps_the_modes_of_the_directory_its_files_and_subdirectories(
+    lora_model, tmp_path, dir_mode, file_mode
+):
+    old = os.umask(0o022)  # a umask that would open everything up again
+    try:
+        target = save(lora_model, tmp_path / "ckpt")
+        assert {"tokenizer", "lm_adapter"} <= set(_names(target))
+        (target / "private").mkdir()  # the user's own subdirectory and file
+        (target / "private" / "notes.txt").write_text("mine")
+        _chmod_tree(target, dir_mode, file_mode)
+        (target / "private").chmod(0o700)  # tighter than the rest, the user's choice
+        (target / "projector.safetensors").chmod(0o400)
+        before = _modes(target)
+        save(lora_model, target)
+        assert _modes(target) == before
+        assert (target / "private" / "notes.txt").read_text() == "mine"
+    finally:
+        os.umask(old)
+    load(target)
+
+
+def test_what_a_re_save_adds_is_no_more_open_than_the_directory_it_goes_into(model, lora_model, tmp_path):
+    old = os.umask(0o022)
+    try:
+        target = save(model, tmp_path / "ckpt")  # no LoRA: no lm_adapter/ yet
+        _chmod_tree(target, 0o700, 0o600)
+        save(lora_model, target)
+    finally:
+        os.umask(old)
+    adapter = target / "lm_adapter"
+    assert adapter.stat().st_mode & 0o777 == 0o700
+    assert [p.stat().st_mode & 0o777 for p in adapter.iterdir()] == [0o600] * len(list(adapter.iterdir()))
+    assert {mode for mode in _modes(target).values()} == {0o700, 0o600}
+
+
 # -- concurrency -------------------------------------------------------------------------------------
 def test_two_concurrent_first_saves_queue_and_leave_one_complete_checkpoint(model, tmp_path):
     target = tmp_path / "ckpt"

@@ -27,6 +27,7 @@ def _run(capsys, *argv: str):
             "--temperature = 0.0",
         ),
         (["build", "tiny-clip-mlp-qwen2", "--save", "/proc"], "--save '/proc' is a mount point"),
+        (["build", "tiny-clip-mlp-qwen2", "--save", ""], "--save '' is empty"),
         (["build", "tiny-clip-mlp-qwen2", "--save", "/no/such/parent/ckpt"], "parent directory '/no/such/parent'"),
         (["convert", "--to-hf-llava", "tiny-clip-mlp-qwen2", "/tmp/x", "--dtype", "fp8"], "--dtype = 'fp8' is not"),
         (["build", "--vision", "tiny-clip"], "needs all three"),
@@ -43,6 +44,16 @@ def test_user_errors_are_one_line_exit_2(capsys, argv, expected):
     code, out, err = _run(capsys, *argv, "--json")
     assert code == 2
     assert expected in json.loads(out)["error"]
+
+
+@pytest.mark.parametrize("where", ["make_parser", "_quiet_libraries"])
+def test_ctrl_c_anywhere_in_the_cli_exits_130_with_one_line(capsys, monkeypatch, where):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(f"zoo.cli.{where}", interrupted)
+    code, out, err = _run(capsys, "list", "projector")
+    assert code == 130 and out == "" and err.strip().splitlines() == ["zoo: interrupted"]
 
 
 def test_stream_and_json_do_not_mix(capsys):

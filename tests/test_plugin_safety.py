@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +40,31 @@ def test_exit_and_interrupt_in_plugin_code_are_reported_with_the_plugin_name(fre
     (failure,) = registry.host.failures
     assert failure.name.endswith(file) and expected in failure.error
     assert registry.get("projector", "linear")  # the rest keeps working
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_ctrl_c_during_a_hung_plugin_import_exits_130_with_one_line(tmp_path, as_json):
+    ready = tmp_path / "ready"
+    env = {**os.environ, "ZOO_TEST_READY": str(ready)}
+    env.pop("ZOO_STRICT_PLUGINS", None)
+    argv = ["--plugin", str(PLUGIN_FILES / "hang_at_import.py"), "list", "projector", *(["--json"] if as_json else [])]
+    process = subprocess.Popen([sys.executable, "-m", "zoo", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env=env)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not ready.exists():  # the built-ins load first, then the hanging plugin
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+    assert process.returncode == 130
+    if as_json:
+        assert json.loads(out) == {"error": "interrupted"} and err == ""
+    else:
+        assert err.strip().splitlines() == ["zoo: interrupted"] and out == ""
 
 
 def test_exit_in_plugin_code_is_fatal_in_strict_mode(fresh_registry, monkeypatch):

@@ -11,7 +11,7 @@ import torch
 
 import zoo
 from zoo.cli import main
-from zoo.errors import ConfigError
+from zoo.errors import ConfigError, OutputDirError
 from zoo.train import train
 from zoo.train_config import load_train_config, parse_train_settings
 
@@ -104,7 +104,9 @@ def test_a_run_writes_zoo_checkpoints_a_jsonl_log_and_a_loss_plot(run):
     _, result = run
     out = result.output_dir
     assert result.global_step == 4
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint-2", "checkpoint-4", "final", "log.jsonl", "loss.png"]
+    claim = [".zoo-output.json", ".zoo-output.lock"]  # the marker and the lock file of the run's claim (zoo.claim)
+    assert sorted(p.name for p in out.iterdir()) == [*claim, "checkpoint-2", "checkpoint-4", "final", "log.jsonl",
+                                                     "loss.png"]  # fmt: skip
     for name in ("checkpoint-2", "checkpoint-4"):
         files = {p.name for p in (out / name).iterdir()}
         assert {"manifest.json", "projector.safetensors", "lm_adapter", "optimizer.pt", "scheduler.pt",
@@ -169,8 +171,15 @@ def test_resume_from_a_mid_run_checkpoint_reproduces_the_uninterrupted_losses(ru
     interrupted = tmp_path / "run"
     shutil.copytree(result.output_dir / "checkpoint-2", interrupted / "checkpoint-2")
     (interrupted / "log.jsonl").write_text("".join(f"{json.dumps(r)}\n" for r in logged if r["step"] <= 3))
+    # without the run's marker (a run of a zoo from before markers), only --resume (or --overwrite) adopts it
+    with pytest.raises(
+        OutputDirError, match=r"holds files zoo did not write there \(checkpoint-2, log.jsonl; .*--resume"
+    ):
+        train(spec, output_dir=interrupted)
+    shutil.copy(result.output_dir / ".zoo-output.json", interrupted)
     with pytest.raises(ConfigError, match="holds checkpoints of an earlier run; pass --resume"):
         train(spec, output_dir=interrupted)
+    (interrupted / ".zoo-output.json").unlink()
     resumed = train(spec, output_dir=interrupted, resume=True)
     assert resumed.global_step == 4
     relogged = [json.loads(line) for line in (interrupted / "log.jsonl").read_text().splitlines()]

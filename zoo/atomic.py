@@ -11,28 +11,34 @@ if a crash hits between its two renames). Around that:
   zoo's is refused unless ``overwrite`` (then its files are kept too, and the ones replaced are named
   in a warning). A symlinked target is written through (the link stays a link);
 - **one writer at a time**: an advisory ``fcntl.flock`` on the sibling lock file ``.NAME.lock`` queues
-  concurrent saves to one directory (the later one waits, with a warning, then replaces the earlier);
-  this also closes the first-save race;
+  concurrent saves to one directory (the later one waits, with a warning naming the writer's pid, host
+  and start time, which the holder writes into the lock file: :class:`Holder`), then replaces the
+  earlier; this also closes the first-save race;
 - **stale temporaries** (``.NAME.tmp-*`` of a killed save) are recognised by their own ``flock``, which
   a live writer holds, not by PID, so a save from another PID namespace is never mistaken for dead;
-- files and directories honour the process umask.
+- **modes**: a new directory and its files honour the process umask; a re-save keeps the modes of the
+  directory, files and subdirectories it replaces (a 0700 checkpoint stays 0700), and what it adds is
+  no more open than the directory it goes into.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import datetime
 import errno
 import fcntl
 import json
 import os
 import shutil
+import socket
 import stat
 import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from zoo.errors import CheckpointError
@@ -40,8 +46,10 @@ from zoo.errors import CheckpointError
 __all__ = [
     "LOCK_TIMEOUT_S",
     "MARKER",
+    "Holder",
     "OwnedFiles",
     "atomic_directory",
+    "check_target",
     "mark_output",
     "marked_files",
     "recover_interrupted_swap",
@@ -105,17 +113,30 @@ def atomic_directory(
         holder = _hold(tmp)
         try:
             yield tmp
-            _apply_umask(tmp)
+            previous = target if owned is not None else None  # the directory this save replaces
+            _apply_modes(tmp, previous, directories=False)
             _fsync_tree(tmp)
             if owned is not None:
                 _carry_user_files(target, tmp, owned, what, overwrite)
-                _fsync_dir(tmp)
+            _apply_modes(tmp, previous, directories=True)  # after the carry, which may write into them
+            _fsync_dir(tmp)
             _swap_into_place(tmp, target, what)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         finally:
             os.close(holder)
+
+
+def check_target(
+    target: str | os.PathLike, *, owned_files: OwnedFiles, what: str = "output", overwrite: bool = False
+) -> None:
+    """Refuse early what :func:`atomic_directory` would refuse at the end (a foreign or non-directory target).
+
+    For commands that read or build for a long time before they save (``zoo convert``); the save checks
+    again under its lock.
+    """
+    _ownership(_through_symlink(Path(target).absolute()), owned_files, what, overwrite)
 
 
 # -- ownership -------------------------------------------------------------------------------------
@@ -210,6 +231,79 @@ def _clashes(source: Path, tmp: Path, rel: str) -> bool:
 
 
 # -- locking ---------------------------------------------------------------------------------------
+_HOLDER_BYTES = 4096  # a lock file's record is read up to this size (it is another process's data)
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lock: the holder writes this record into the lock file; whoever finds the lock busy reads it.
+
+    The lock itself is the ``flock``: the record only names the holder. ``ended`` is set when the holder
+    lets go, so a record without it under a free lock was left by a process that died holding it.
+    """
+
+    pid: int
+    host: str
+    started: str  # local time, ISO 8601 with the UTC offset
+    command: str = ""
+    ended: str | None = None
+
+    @classmethod
+    def now(cls, command: str | None = None) -> Holder:
+        """This process, starting now; ``command`` defaults to the command line (shortened)."""
+        if command is None:
+            command = " ".join([_program(), *sys.argv[1:]])
+        return cls(os.getpid(), socket.gethostname(), _now(), _shorten(command, 160))
+
+    def describe(self) -> str:
+        """``pid N on host H, started T (COMMAND)``, every part bounded."""
+        command = f" ({_shorten(self.command, 80)})" if self.command else ""
+        return f"pid {self.pid} on host {_shorten(self.host, 64)}, started {_shorten(self.started, 40)}{command}"
+
+    def ending(self) -> Holder:
+        """The same record, marked as let go now."""
+        return Holder(self.pid, self.host, self.started, self.command, _now())
+
+    def write(self, fd: int) -> None:
+        """Replace the record in the lock file open at ``fd`` (the holder does this under its lock)."""
+        data = (json.dumps(asdict(self)) + "\n").encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+
+    @classmethod
+    def read(cls, fd: int) -> Holder | None:
+        """The record in the lock file open at ``fd``; ``None`` when it is empty, partial or not a record."""
+        try:
+            data = json.loads(os.pread(fd, _HOLDER_BYTES, 0).decode("utf-8"))
+        except (OSError, ValueError, RecursionError):
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("pid"), int) or isinstance(data.get("pid"), bool):
+            return None
+        host, started, command, ended = (data.get(k) for k in ("host", "started", "command", "ended"))
+        if not (isinstance(host, str) and isinstance(started, str) and isinstance(command, str)):
+            return None
+        if ended is not None and not isinstance(ended, str):
+            return None
+        return cls(data["pid"], host, started, command, ended)
+
+
+def _program() -> str:
+    """How this process was started: ``zoo``, ``python -m zoo`` (``torchrun -m zoo``), or the script's name."""
+    if not sys.argv or not sys.argv[0]:
+        return "python"
+    path = Path(sys.argv[0])
+    return f"python -m {path.parent.name}" if path.name == "__main__.py" else path.name
+
+
+def _now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 @contextlib.contextmanager
 def save_lock(target: Path, what: str = "output", timeout: float | None = None) -> Iterator[None]:
     """Hold the advisory lock of ``target`` (``.NAME.lock`` beside it); wait for another holder, with a warning.
@@ -227,22 +321,28 @@ def save_lock(target: Path, what: str = "output", timeout: float | None = None) 
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = Holder.read(fd)
             os.close(fd)
+            who = f"{holder.describe()}; " if holder is not None else ""
             if not warned:
                 warnings.warn(
-                    f"zoo: another process is writing {str(target)!r}; waiting for it to finish", stacklevel=4
+                    f"zoo: another process is writing {str(target)!r} ({who}it holds {str(lock)!r}); "
+                    "waiting for it to finish",
+                    stacklevel=4,
                 )
                 warned = True
             if time.monotonic() > deadline:
                 raise CheckpointError(
                     f"another process has been writing {str(target)!r} for more than {LOCK_TIMEOUT_S:.0f} s "
-                    f"(it holds {str(lock)!r}); try again when it is done"
+                    f"({who}it holds {str(lock)!r}); try again when it is done"
                 ) from None
             time.sleep(0.01)
             continue
         if _same_file(fd, lock):
             break
         os.close(fd)  # the holder removed this lock file while we waited: take the current one
+    with contextlib.suppress(OSError):
+        Holder.now().write(fd)  # names this writer to a waiting one (the flock is the lock)
     try:
         yield
     finally:
@@ -400,15 +500,52 @@ def _umask() -> int:
     return current
 
 
-def _apply_umask(root: Path) -> None:
-    """Give the temporary directory (created 0700) and what zoo wrote the modes the umask asks for."""
+def _apply_modes(root: Path, previous: Path | None, *, directories: bool) -> None:
+    """Give the files (or the directories) of the temporary directory ``root`` their modes.
+
+    A path that ``previous`` (the directory being replaced) also has, as the same kind of entry, keeps its
+    mode there; a new one gets what the umask asks for (the temporary directory is created 0700), with no
+    group / other permission that ``previous`` itself lacks. A file with other links (a carried user file)
+    is left alone: it is the user's inode.
+    """
     mask = _umask()
-    for path in [root, *root.rglob("*")]:
+    cap = 0o7777 if previous is None else (stat.S_IMODE(previous.stat().st_mode) & 0o777) | 0o700
+    for path in sorted([root, *root.rglob("*")], key=lambda p: -len(p.parts)):  # children before parents
         info = path.lstat()
-        if stat.S_ISDIR(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o700:
-            os.chmod(path, 0o777 & ~mask)
-        elif stat.S_ISREG(info.st_mode) and stat.S_IMODE(info.st_mode) == 0o600 and info.st_nlink == 1:
-            os.chmod(path, 0o666 & ~mask)
+        is_dir = stat.S_ISDIR(info.st_mode)
+        if is_dir != directories or not (is_dir or stat.S_ISREG(info.st_mode)):
+            continue
+        if not is_dir and info.st_nlink > 1:
+            continue
+        mode = stat.S_IMODE(info.st_mode)
+        old = _mode_in(previous, path.relative_to(root), is_dir) if previous is not None else None
+        if old is not None:
+            wanted = old
+        elif is_dir:
+            wanted = (0o777 & ~mask if mode == 0o700 else mode) & cap
+        else:
+            wanted = (0o666 & ~mask if mode == 0o600 else mode) & cap
+        if wanted != mode:
+            os.chmod(path, wanted)
+
+
+def _mode_in(previous: Path, rel: Path, is_dir: bool) -> int | None:
+    """The mode of ``previous / rel`` if it is the same kind of entry (no symlink on the way), else None."""
+    path = previous
+    try:
+        info = previous.stat()
+        for part in rel.parts:
+            path = path / part
+            info = path.lstat()
+            if stat.S_ISLNK(info.st_mode):
+                return None
+    except OSError:
+        return None
+    if is_dir and stat.S_ISDIR(info.st_mode):
+        return stat.S_IMODE(info.st_mode)
+    if not is_dir and stat.S_ISREG(info.st_mode):
+        return stat.S_IMODE(info.st_mode) & 0o777
+    return None
 
 
 def _fsync_tree(root: Path) -> None:

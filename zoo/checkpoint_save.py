@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from zoo.atomic import atomic_directory
+from zoo.atomic import atomic_directory, check_target
 from zoo.errors import CheckpointError
 from zoo.manifest import ADAPTER_DIR, FORMAT, FORMAT_VERSION, MANIFEST, MAX_MANIFEST_BYTES, SLOTS, TOKENIZER_DIR
 from zoo.prompt import system_prompt_record
@@ -38,7 +38,9 @@ if TYPE_CHECKING:
     from zoo.interfaces import LanguageModel
     from zoo.multimodal import MultiModal
 
-__all__ = ["checkpoint_files", "file_records", "save"]
+__all__ = ["check_save_target", "checkpoint_files", "file_records", "save"]
+
+CHECKPOINT_WHAT = "zoo checkpoint"  # how messages about the directory name it
 
 PATH_OPTIONS = ("checkpoint", "tokenizer")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
@@ -90,7 +92,7 @@ def save(
     generation = uuid.uuid4().hex
     components: dict[str, Any] = {}
     inside = _bases_inside(model, checked, self_contained)
-    with atomic_directory(target, owned_files=checkpoint_files, what="zoo checkpoint", overwrite=overwrite) as tmp:
+    with atomic_directory(target, owned_files=checkpoint_files, what=CHECKPOINT_WHAT, overwrite=overwrite) as tmp:
         for kind in SLOTS:
             if kind in inside:
                 components[kind] = _save_contained(model, kind, checked, tmp, generation, inside[kind])
@@ -119,6 +121,11 @@ def save(
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return target
+
+
+def check_save_target(directory: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Refuse, before a model is loaded or built, a directory :func:`save` would refuse (see ``overwrite``)."""
+    check_target(directory, owned_files=checkpoint_files, what=CHECKPOINT_WHAT, overwrite=overwrite)
 
 
 def checkpoint_files(path: Path) -> set[str] | None:

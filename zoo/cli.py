@@ -210,6 +210,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     from zoo.builder import build
     from zoo.checkpoint import save
 
+    if args.save is not None and not args.save.strip():
+        raise ZooError(f"--save {args.save!r} is empty; give the directory to save the checkpoint to")
     _registry(args)
     if args.save and args.meta:
         raise ZooError("--save needs real weights; drop --meta to save the model")
@@ -350,8 +352,23 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``zoo`` console script."""
+    """Entry point of the ``zoo`` console script.
+
+    Exit status: 0 done, 2 a user error (one line on stderr), 130 interrupted (Ctrl-C, wherever it lands:
+    one line, ``zoo: interrupted``), or what the command returns (``zoo bench``: 1 when a combination failed).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        if "--json" in argv:
+            print(json.dumps({"error": "interrupted"}))
+        else:
+            print("zoo: interrupted", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str]) -> int:
     _Parser.json_errors = "--json" in argv
     parser = make_parser()
     try:
@@ -360,6 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 2
     if not args.debug:
         _quiet_libraries()
+    interrupted = False
     try:
         if getattr(args, "plugin", None):  # load them first, so that every command reports them as --plugin
             _registry(args)
@@ -371,10 +389,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         _print_error(_describe(error), as_json=args.json)
         return 2
     except KeyboardInterrupt:
-        print("zoo: interrupted", file=sys.stderr)
-        return 130
+        interrupted = True  # main() prints the one line; plugin failures found so far stay unreported
+        raise
     finally:
-        _report_plugin_failures()
+        if not interrupted:
+            _report_plugin_failures()
 
 
 def _describe(error: BaseException) -> str:

@@ -68,9 +68,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Do the conversion and print what was written (``--json``: a JSON object)."""
+    for name, value in (("SOURCE", args.source), ("DESTINATION", args.destination)):
+        if not value.strip():  # Path("") is the working directory: never what was meant
+            raise ZooError(f"{name} {value!r} is empty; give a path")
     from zoo.checkpoint import MANIFEST, load, save
+    from zoo.checkpoint_save import check_save_target
     from zoo.config import torch_dtype
-    from zoo.hf_llava import from_hf_llava, save_hf_llava
+    from zoo.hf_llava import check_export_target, from_hf_llava, save_hf_llava
 
     dtype = torch_dtype(args.dtype, key="--dtype") if args.dtype else None  # refused before anything is read
     if args.self_contained and not args.from_vlm_learning:
@@ -79,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
             "self-contained, and an export always holds every weight)"
         )
     source, destination = Path(args.source), Path(args.destination)
+    # a destination the save would refuse (files zoo did not write there) is refused before the long read
+    (check_export_target if args.to_hf_llava else check_save_target)(destination, overwrite=args.overwrite)
     if args.from_hf_llava:
         model = from_hf_llava(source, dtype=args.dtype)
         save(model, destination, overwrite=args.overwrite)

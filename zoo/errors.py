@@ -13,6 +13,7 @@ __all__ = [
     "ConfigError",
     "ContractError",
     "DuplicateNameError",
+    "OutputDirError",
     "PluginError",
     "UnknownNameError",
     "ZooError",
@@ -47,6 +48,10 @@ class DuplicateNameError(PluginError):
 
 class CheckpointError(ZooError):
     """A checkpoint directory or weight file is missing, incomplete or of an unknown format."""
+
+
+class OutputDirError(ZooError):
+    """An output directory holds files zoo did not write, or another zoo run is writing it (:mod:`zoo.claim`)."""
 
 
 def close_matches(word: str, choices: Iterable[str], limit: int = 5) -> list[str]:

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from zoo.multimodal import MultiModal
 
 __all__ = [
+    "check_export_target",
     "from_hf_llava",
     "hf_llava_composition",
     "published_key",
@@ -575,6 +576,13 @@ def published_state_dict(hf: LlavaForConditionalGeneration) -> dict[str, torch.T
 
 
 _EXPORT_KIND = "transformers Llava directory"
+
+
+def check_export_target(directory: str | os.PathLike, *, overwrite: bool = False) -> None:
+    """Refuse, before a model is loaded or built, a directory :func:`save_hf_llava` would refuse."""
+    from zoo.atomic import check_target, marked_files
+
+    check_target(directory, owned_files=marked_files(_EXPORT_KIND), what=_EXPORT_KIND, overwrite=overwrite)
 
 
 def _llava_processor(model: MultiModal, config: Any) -> Any | None:

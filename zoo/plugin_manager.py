@@ -11,7 +11,8 @@ that fails to import is recorded with its name, distribution and error, and the 
 A plugin named twice (an entry point that a config or ``--plugin`` names again) is loaded once. An
 unknown (misspelled) hook fails the plugin with a did-you-mean; a module without any
 ``@zoo.hookimpl`` loads with a warning. ``SystemExit`` and ``KeyboardInterrupt`` raised by plugin code
-at import are recorded like any other failure, with the plugin's name. A plugin reference is a file
+at import are recorded like any other failure, with the plugin's name; a Ctrl-C of the user (a SIGINT
+that arrives while plugin code runs, e.g. a hung import) interrupts, as anywhere else. A plugin reference is a file
 when it ends in ``.py`` or holds a path separator, and a module name otherwise (a file in the working
 directory never shadows a module name).
 """
@@ -24,11 +25,14 @@ import importlib.metadata
 import importlib.util
 import inspect
 import os
+import signal
 import sys
+import threading
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pluggy
 
@@ -38,6 +42,7 @@ from zoo.errors import PluginError, close_matches
 __all__ = [
     "BUILTIN_PLUGINS",
     "ENTRY_POINT_GROUP",
+    "InterruptWatch",
     "PluginFailure",
     "PluginHost",
     "PluginInfo",
@@ -47,6 +52,41 @@ __all__ = [
 
 # what plugin code may raise that must not end the host process (``GeneratorExit`` is left alone)
 PLUGIN_ESCAPES: tuple[type[BaseException], ...] = (Exception, SystemExit, KeyboardInterrupt)
+
+
+class InterruptWatch:
+    """Tells the user's Ctrl-C from a ``KeyboardInterrupt`` that plugin code raises itself.
+
+    While active (a ``with`` block in the main thread), a SIGINT is noted before the usual handler
+    raises ``KeyboardInterrupt``; :meth:`by_user` then says whether a caught one came from a signal.
+    Where SIGINT is ignored or has no Python handler, nothing changes.
+    """
+
+    def __init__(self) -> None:
+        self.seen = False
+        self._previous: Any = None
+
+    def __enter__(self) -> InterruptWatch:
+        if threading.current_thread() is threading.main_thread():
+            current = signal.getsignal(signal.SIGINT)
+            if callable(current):
+                self._previous = current
+                signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.seen = True
+        self._previous(signum, frame)
+
+    def by_user(self, error: BaseException) -> bool:
+        """Whether ``error`` is an interrupt a SIGINT caused while the watch was on."""
+        return isinstance(error, KeyboardInterrupt) and self.seen
+
 
 ENTRY_POINT_GROUP = "zoo"
 BUILTIN_PLUGINS: tuple[str, ...] = (
@@ -133,14 +173,17 @@ class PluginHost:
             version = entry_point.dist.version if entry_point.dist else ""
             if self._is_skipped(entry_point.name) or self.pm.get_plugin(entry_point.name) is not None:
                 continue
-            try:
-                plugin = entry_point.load()
-                if self.pm.is_registered(plugin):
-                    continue  # the same module under a second name: loaded once
-                self._register(plugin, entry_point.name)
-            except PLUGIN_ESCAPES as error:  # a broken plugin must not take the host down
-                self._fail(entry_point.name, "entrypoint", dist, error)
-                continue
+            with InterruptWatch() as watch:
+                try:
+                    plugin = entry_point.load()
+                    if self.pm.is_registered(plugin):
+                        continue  # the same module under a second name: loaded once
+                    self._register(plugin, entry_point.name)
+                except PLUGIN_ESCAPES as error:  # a broken plugin must not take the host down
+                    if watch.by_user(error):
+                        raise
+                    self._fail(entry_point.name, "entrypoint", dist, error)
+                    continue
             self.loaded.append(PluginInfo(entry_point.name, "entrypoint", dist, version))
             added.append(plugin)
         return added
@@ -151,14 +194,17 @@ class PluginHost:
             return None
         if any(failure.name == name for failure in self.failures):
             return None  # failed once in this process: tried and reported once
-        try:
-            module = _import_module_or_file(name)
-            if self.pm.is_registered(module):
-                return None  # named twice (entry point + --plugin, or two spellings of one file): loaded once
-            self._register(module, name)
-        except PLUGIN_ESCAPES as error:  # recorded, re-raised only in strict mode
-            self._fail(name, origin, _distribution_of(name), error)
-            return None
+        with InterruptWatch() as watch:
+            try:
+                module = _import_module_or_file(name)
+                if self.pm.is_registered(module):
+                    return None  # named twice (entry point + --plugin, or two spellings of one file): loaded once
+                self._register(module, name)
+            except PLUGIN_ESCAPES as error:  # recorded, re-raised only in strict mode
+                if watch.by_user(error):
+                    raise
+                self._fail(name, origin, _distribution_of(name), error)
+                return None
         self.loaded.append(PluginInfo(name, origin, "" if origin == "builtin" else _distribution_of(name)))
         return module
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from zoo.errors import ConfigError, DuplicateNameError, PluginError, UnknownNameError, suggest
 from zoo.limits import brief
-from zoo.plugin_manager import BUILTIN_PLUGINS, PLUGIN_ESCAPES, PluginHost
+from zoo.plugin_manager import BUILTIN_PLUGINS, PLUGIN_ESCAPES, InterruptWatch, PluginHost
 from zoo.specs import (
     KINDS,
     MAX_NAME_LENGTH,
@@ -270,19 +270,22 @@ def _collect_each(registry: Registry, plugins: Iterable[object]) -> None:
     host = registry.host
     for plugin in plugins:
         name = host.pm.get_name(plugin) or repr(plugin)
-        try:
-            registry.collect(plugin)
-        except NameClashError as error:
-            if host.strict:
-                raise
-            first = error.plugins[0]
-            if first != name and first not in BUILTIN_PLUGINS:  # zoo's own names stay; a third party's go
-                registry.forget_plugin(first)
-                host.disable(first, error)
-            host.disable(name, error)
-        except PLUGIN_ESCAPES as error:  # a hook that raises, even SystemExit, is reported, not fatal
-            registry.forget_plugin(name)
-            host.disable(name, error)
+        with InterruptWatch() as watch:
+            try:
+                registry.collect(plugin)
+            except NameClashError as error:
+                if host.strict:
+                    raise
+                first = error.plugins[0]
+                if first != name and first not in BUILTIN_PLUGINS:  # zoo's own names stay; a third party's go
+                    registry.forget_plugin(first)
+                    host.disable(first, error)
+                host.disable(name, error)
+            except PLUGIN_ESCAPES as error:  # a hook that raises, even SystemExit, is reported, not fatal
+                if watch.by_user(error):  # the user's Ctrl-C during a hook that hangs
+                    raise
+                registry.forget_plugin(name)
+                host.disable(name, error)
 
 
 def loaded_registry() -> Registry | None:

@@ -26,10 +26,16 @@ from dataclasses import astuple, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from zoo.claim import claim_directory
 from zoo.errors import ZooError
 from zoo.scoring import majority_baseline
 
-__all__ = ["COLOURS", "MAX_IMAGE_SIZE", "POSITIONS", "QUESTIONS", "SHAPES", "Scene", "draw", "scenes", "write_shapes"]
+__all__ = [
+    "COLOURS", "MAX_IMAGE_SIZE", "OUTPUT_KIND", "POSITIONS", "QUESTIONS", "SHAPES", "Scene", "draw", "scenes",
+    "write_shapes",
+]  # fmt: skip
+
+OUTPUT_KIND = "zoo shapes data"  # the marker kind of a claimed OUT_DIR (zoo.claim)
 
 COLOURS = {"red": (220, 40, 40), "green": (30, 160, 60), "blue": (40, 80, 230), "yellow": (240, 200, 20)}
 SHAPES = ("circle", "square", "triangle")
@@ -133,7 +139,9 @@ def write_shapes(
     """Write ``train.json``, ``eval.json``, ``meta.json`` and ``images/*.png`` under ``out_dir``.
 
     Returns the summary also written to ``meta.json`` (counts, classes, ``chance``).
-    Deterministic for a ``seed``; the eval split never repeats a training scene.
+    Deterministic for a ``seed``; the eval split never repeats a training scene. ``out_dir`` is claimed
+    first (:mod:`zoo.claim`): a folder holding files zoo did not write is refused unless ``overwrite``,
+    which also replaces shapes data written there before.
     """
     if train < 0 or eval < 0:
         raise ZooError(f"--train = {train}, --eval = {eval}: counts must be >= 0")
@@ -144,7 +152,13 @@ def write_shapes(
     max_scenes = len(COLOURS) * len(SHAPES) * len(POSITIONS) * (RADIUS[1] - RADIUS[0] + 1) * (2 * JITTER + 1) ** 2
     if train + eval > max_scenes // 4:  # a quarter: each question fixes one factor, and draws must stay quick
         raise ZooError(f"--train + --eval = {train + eval} is more than this task holds; use at most {max_scenes // 4}")
-    out = Path(out_dir)
+    if str(out_dir) == "":
+        raise ZooError("OUT_DIR '' is empty; give the folder to write the shapes data into")
+    with claim_directory(out_dir, kind=OUTPUT_KIND, key="OUT_DIR", overwrite=overwrite):
+        return _write(Path(out_dir), train, eval, seed, image_size, overwrite)
+
+
+def _write(out: Path, train: int, eval: int, seed: int, image_size: int, overwrite: bool) -> dict[str, Any]:
     written = [out / n for n in ("train.json", "eval.json", "meta.json") if (out / n).exists()]
     if written and not overwrite:
         raise ZooError(f"{out} already holds {written[0].name}; pass --overwrite to replace the shapes data there")

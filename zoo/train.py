@@ -9,11 +9,18 @@ environment and the ``train:`` section. What a run leaves in ``output_dir``::
     log.jsonl         one line per log: loss, lr per component, grad_norm, samples/s, tokens/s, and with
                       data.eval the eval loss at the end (and every train.eval_steps when set)
     loss.png          the loss curve
+    .zoo-output.json  the marker that makes the directory zoo train's (zoo.claim)
+    .zoo-output.lock  the lock a running run holds, naming it (pid, host, start time, command)
+
+A run claims ``output_dir`` before it builds anything: a directory holding other files is refused unless
+``overwrite`` (``--overwrite``) or ``resume`` finds a run there; a directory another run is writing is
+refused, naming that run; the lock of a run that died is taken over, with a note naming it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from zoo.errors import ConfigError
+from zoo.train_checkpoints import checkpoint_dirs, resume_point, written_by_a_run
 from zoo.train_config import TrainConfig, load_train_config
 
 if TYPE_CHECKING:
@@ -28,7 +36,9 @@ if TYPE_CHECKING:
 
     from zoo.multimodal import MultiModal
 
-__all__ = ["TrainResult", "train", "training_arguments"]
+__all__ = ["OUTPUT_KIND", "TrainResult", "train", "training_arguments"]
+
+OUTPUT_KIND = "zoo train output"  # the marker kind of a claimed train.output_dir (zoo.claim)
 
 _EVAL_AT_END_ONLY = 2**31 - 1  # Trainer's eval_steps when train.eval_steps is not set (see training_arguments)
 
@@ -57,8 +67,13 @@ def train(
     output_dir: str | Path | None = None,
     max_steps: int | None = None,
     resume: bool | str | Path = False,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Build the composition, read the data and train it with ``ZooTrainer``.
+
+    The run claims ``output_dir`` first (:func:`zoo.claim.claim_directory`): a directory holding files
+    zoo train did not write is refused unless ``overwrite`` (or ``resume`` finds a run there), and a
+    directory another run is writing is refused, naming that run.
 
     Args:
         config: a training YAML path, its mapping, or a parsed ``TrainConfig``.
@@ -66,21 +81,22 @@ def train(
         max_steps: overrides ``train.max_steps`` (and ``train.epochs``).
         resume: ``True`` continues from the latest ``checkpoint-N`` of ``output_dir``; a path continues
             from that checkpoint. The loss curve is the one of an uninterrupted run.
+        overwrite: write into an ``output_dir`` holding files zoo train did not write (they are kept,
+            except a ``log.jsonl`` or ``loss.png``, which the run writes).
 
     Example:
         >>> result = zoo.train.train("examples/shapes/train.yaml", max_steps=20)
         >>> zoo.load(result.final_checkpoint)
     """
-    import transformers
-
-    from zoo.builder import build
-    from zoo.data import DataCollator, LlavaDataset
-    from zoo.trainer import LOG_FILE, JsonlLogger, ZooTrainer
+    from zoo.claim import claim_directory
 
     parsed = config if isinstance(config, TrainConfig) else load_train_config(config)
     settings = parsed.train
+    key = "train.output_dir"
     if output_dir is not None:
-        settings = dataclasses.replace(settings, output_dir=str(output_dir))
+        if not str(output_dir).strip():
+            raise ConfigError(f"--output-dir {str(output_dir)!r} is empty; give the directory of the run")
+        settings, key = dataclasses.replace(settings, output_dir=str(output_dir)), "--output-dir"
     if max_steps is not None:
         if max_steps <= 0:
             raise ConfigError(f"--max-steps = {max_steps} is not valid; it must be positive")
@@ -88,13 +104,33 @@ def train(
     if not settings.output_dir:
         raise ConfigError(f"{parsed.source}: train.output_dir is not set (or pass --output-dir)")
     out = Path(settings.output_dir).absolute()
-    if not resume and any(out.glob("checkpoint-*")):
-        raise ConfigError(
-            f"train.output_dir = {str(out)!r} holds checkpoints of an earlier run; pass --resume to continue it "
-            "or choose another --output-dir"
-        )
     parsed = dataclasses.replace(parsed, train=settings)
+    if not _is_launch_main_process():  # the main process holds the claim for every process of the run
+        return _train(parsed, out, resume)
+    adopt = (lambda path: any(checkpoint_dirs(path))) if resume else None  # a run from before the marker
+    hint = "or --resume to continue the run there"
+    with claim_directory(out, kind=OUTPUT_KIND, key=key, overwrite=overwrite, adopt=adopt, hint=hint) as claim:
+        if not resume and written_by_a_run(out):
+            raise ConfigError(
+                f"{key} = {str(out)!r} holds checkpoints of an earlier run; pass --resume to continue it "
+                "or choose another --output-dir"
+            )
+        if resume:  # an incomplete checkpoint is refused here, before anything is built
+            resume = resume_point(out, None if resume is True or resume == "latest" else resume)
+        if claim.stale is not None:  # once the run goes ahead: an error stays one line
+            print(f"zoo: {key} = {str(out)!r} was left by a run that did not finish ({claim.stale.describe()}); "
+                  "taking it over", file=sys.stderr, flush=True)  # fmt: skip
+        return _train(parsed, out, resume)
 
+
+def _train(parsed: TrainConfig, out: Path, resume: bool | str | Path) -> TrainResult:
+    import transformers
+
+    from zoo.builder import build
+    from zoo.data import DataCollator, LlavaDataset
+    from zoo.trainer import LOG_FILE, JsonlLogger, ZooTrainer
+
+    settings = parsed.train
     transformers.set_seed(settings.seed)  # the random init of tiny / new components is part of the run
     model = build(parsed.model)
     data = parsed.data
@@ -131,6 +167,14 @@ def train(
         metrics=dict(output.metrics),
         is_main_process=trainer.is_world_process_zero(),
     )
+
+
+def _is_launch_main_process() -> bool:
+    """Whether this is process 0 of a launch (``torchrun`` / ``accelerate launch`` set ``RANK``), or alone."""
+    try:
+        return int(os.environ.get("RANK", "0")) == 0
+    except ValueError:
+        return True
 
 
 def training_arguments(config: TrainConfig, model: MultiModal, *, has_eval: bool) -> TrainingArguments:

@@ -26,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="continue from the latest checkpoint-N of the output directory, or from CHECKPOINT",
     )
     parser.add_argument("--output-dir", help="overrides train.output_dir")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="train into an output directory holding files zoo train did not write (they are kept, but a "
+        "log.jsonl or loss.png there is replaced)",
+    )
     parser.add_argument("--max-steps", type=int, help="overrides train.max_steps (and train.epochs)")
 
 
@@ -33,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     """Train, then print where the checkpoints, the log and the loss curve are."""
     from zoo.train import train
 
-    result = train(args.config, output_dir=args.output_dir, max_steps=args.max_steps, resume=args.resume)
+    result = train(args.config, output_dir=args.output_dir, max_steps=args.max_steps, resume=args.resume,
+                   overwrite=args.overwrite)  # fmt: skip
     if not result.is_main_process:
         return 0
     if args.json:

@@ -12,6 +12,10 @@ accumulation, RNG and optimizer state on resume are transformers' and accelerate
   RNG and ``trainer_state.json`` beside it. Under FSDP / DeepSpeed the full state dict Trainer gathers
   is put into a replica built on ``meta`` and saved from there.
 - resume: the zoo weights are loaded into the model before accelerate wraps it; Trainer restores the rest.
+  An incomplete checkpoint (a run killed while saving it) is refused, naming the last complete one
+  (:mod:`zoo.train_checkpoints`).
+- ``save_total_limit``: old checkpoints are rotated by zoo, which removes only complete zoo training
+  checkpoints (Trainer's rotation would remove any ``checkpoint-*`` folder).
 - ``group_by_modality_length``: LLaVA's sampler (image and text-only samples in separate mega-batches,
   each sorted by length).
 """
@@ -29,10 +33,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch.utils.data import Sampler
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from zoo.checkpoint import MANIFEST, load_weights, save
+from zoo.checkpoint import load_weights, save
 from zoo.errors import CheckpointError, ConfigError
+from zoo.train_checkpoints import resume_point, rotate
 from zoo.training import param_groups
 
 if TYPE_CHECKING:
@@ -56,6 +61,7 @@ class ZooTrainer(Trainer):
     def __init__(self, *args: Any, group_by_modality_length: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.group_by_modality_length = group_by_modality_length
+        self._zoo_save_total_limit: int | None = None  # args.save_total_limit while train() runs (zoo rotates)
 
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
         """AdamW (or ``args.optim``) over per-component groups with their own learning rates."""
@@ -92,24 +98,32 @@ class ZooTrainer(Trainer):
     def train(  # type: ignore[override]  # same parameters, passed through
         self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any
     ) -> Any:
-        """Trainer's ``train``; a resumed run first loads the checkpoint's zoo weights into the model."""
-        if resume_from_checkpoint is True or resume_from_checkpoint == "latest":
-            out = str(self.args.output_dir)
-            resume_from_checkpoint = get_last_checkpoint(out) if Path(out).is_dir() else None
-            if resume_from_checkpoint is None:
-                raise CheckpointError(f"--resume: no checkpoint-N directory in {self.args.output_dir!r} to resume from")
+        """Trainer's ``train``; a resumed run first loads the checkpoint's zoo weights into the model.
+
+        ``True`` resumes from the latest ``checkpoint-N``; an incomplete one (a run killed while saving it)
+        is refused, naming why and the last complete one.
+        """
         if resume_from_checkpoint:
-            path = Path(str(resume_from_checkpoint))
-            if not (path / MANIFEST).is_file():
-                raise CheckpointError(f"--resume {str(path)!r}: not a zoo training checkpoint (no {MANIFEST})")
-            if not (path / "trainer_state.json").is_file():
-                raise CheckpointError(
-                    f"--resume {str(path)!r}: a zoo checkpoint without trainer_state.json (not written by zoo "
-                    "train); to fine-tune from it, name it in model: ... instead"
-                )
+            latest = resume_from_checkpoint is True or resume_from_checkpoint == "latest"
+            path = resume_point(str(self.args.output_dir), None if latest else str(resume_from_checkpoint))
             load_weights(self.accelerator.unwrap_model(self.model), path)
             resume_from_checkpoint = str(path)
-        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        limit, self.args.save_total_limit = self.args.save_total_limit, None  # zoo rotates (_save_checkpoint)
+        self._zoo_save_total_limit = limit
+        try:
+            return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        finally:
+            self.args.save_total_limit = limit
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        """Trainer's checkpoint, then ``save_total_limit`` applied to zoo's complete training checkpoints only
+        (Trainer's own rotation removes any ``checkpoint-*`` folder, a user's included)."""
+        super()._save_checkpoint(model, trial)
+        limit = self._zoo_save_total_limit
+        if self.args.should_save and limit:
+            run_dir = self._get_output_dir(trial=trial)
+            just_saved = os.path.join(run_dir, f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            rotate(run_dir, limit, keep=(just_saved, self.state.best_model_checkpoint))
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model: Any = None) -> None:
         """No-op: :meth:`train` loaded the zoo weights before the model was wrapped."""
@@ -214,7 +228,8 @@ class JsonlLogger(TrainerCallback):
     """Appends every training log to ``OUTPUT/log.jsonl``: loss, lr per group, grad norm, samples/s, tokens/s.
 
     Throughput is measured between two logs (``samples_per_second`` counts every process's samples).
-    On resume, lines past the resumed step are dropped first, so the file reads as one run.
+    A new run starts the file afresh; on resume, lines past the resumed step are dropped first, so the
+    file reads as one run.
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
@@ -225,7 +240,9 @@ class JsonlLogger(TrainerCallback):
         if not state.is_world_process_zero:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
+        if state.global_step == 0:  # a new run starts a new log
+            self.path.write_text("")
+        elif self.path.exists():
             kept = [line for line in self.path.read_text().splitlines() if _step(line) <= state.global_step]
             self.path.write_text("".join(f"{line}\n" for line in kept))
         self._last = (time.perf_counter(), state.global_step, state.num_input_tokens_seen)

@@ -3,7 +3,9 @@
 Without an argument it runs ``benches.default`` of ``registry.yaml`` (27 tiny compositions). With
 ``--shard I/N`` it runs the I-th of N slices of the grid (for a SLURM job array or a loop over
 machines); ``zoo bench merge`` combines the shards' ``--out`` directories into one report. Exit status:
-0 when every valid combination was measured, 1 when one failed at run time.
+0 when every valid combination was measured, 1 when one failed at run time. The run claims ``--out``
+before it starts (:mod:`zoo.claim`): a directory holding files zoo bench did not write is refused unless
+``--overwrite``, and one another run is writing is refused, naming that run.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from typing import Any
 
 from zoo.errors import ConfigError
 
-__all__ = ["HELP", "add_arguments", "run"]
+__all__ = ["HELP", "OUTPUT_KIND", "add_arguments", "run"]
+
+OUTPUT_KIND = "zoo bench output"  # the marker kind of a claimed --out directory (zoo.claim)
 
 HELP = "benchmark a grid of compositions side by side (and against transformers' Llava); 'merge' joins shards"
 
@@ -31,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "or 'merge DIR...' to combine the --out directories of shards",
     )
     parser.add_argument("--out", metavar="DIR", help="output directory (default: bench-out/, merge: bench-merged/)")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="write into an --out directory holding files zoo bench did not write"
+    )
     parser.add_argument("--shard", metavar="I/N", help="run only the I-th of N slices of the grid (1 <= I <= N)")
     parser.add_argument("--meta", action="store_true", help="sizes and FLOPs only, on the meta device (no weights)")
     parser.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
@@ -52,15 +59,19 @@ OVERRIDES = ("min_run_time", "rounds", "noise_threshold", "threads", "max_new_to
 
 def run(args: argparse.Namespace) -> int:
     """Run the bench (or merge shards), write the outputs to ``--out`` and print the table (or ``--json``)."""
-    from zoo.bench.report import format_table, write_outputs
+    from zoo.claim import claim_directory
 
-    if args.target and args.target[0] == "merge":
-        result = _merge(args)
-        out = args.out or "bench-merged"
-    else:
-        result = _bench(args)
-        out = args.out or "bench-out"
-    paths = write_outputs(result, out)
+    merging = bool(args.target) and args.target[0] == "merge"
+    for option, value in (("--out", args.out), ("--train-dir", args.train_dir)):
+        if value is not None and not value.strip():
+            raise ConfigError(f"{option} {value!r} is empty; give a directory (or leave the option out)")
+    out = args.out or ("bench-merged" if merging else "bench-out")
+    # the run owns --out from the start: another run's directory, or one holding other files, is refused at once
+    with claim_directory(out, kind=OUTPUT_KIND, key="--out", overwrite=args.overwrite):
+        from zoo.bench.report import format_table, write_outputs
+
+        result = _merge(args) if merging else _bench(args)
+        paths = write_outputs(result, out)
     if args.json:
         print(json.dumps(result.results, indent=2, default=str))
     else:

@@ -21,6 +21,7 @@ from zoo.bench.quality import rank
 from zoo.bench.runner import BenchRun
 
 __all__ = [
+    "explain_missing_timings",
     "format_table",
     "memory_unit",
     "plot",
@@ -70,43 +71,82 @@ def _bytes(value: float) -> str:
 
 
 def _num(value: Any, digits: int = 2) -> str:
-    if value is None:
+    if _missing(value):
         return "-"
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _missing(value: Any) -> bool:
+    """No number to show: absent, ``None`` or NaN (a row may lack any measurement; it shows as "-")."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _scaled(value: Any, factor: float) -> float | None:
+    return None if _missing(value) else value * factor
+
+
+def _text(value: Any) -> str:
+    return "-" if _missing(value) else str(value)
+
+
 def _columns(meta: bool) -> list[tuple[str, Any]]:
+    """The table's columns: every one reads its field with ``.get`` (a row without it shows "-")."""
     if meta:
         return [
-            ("combination", lambda r: r["id"]),
-            ("vision", lambda r: _si(r["params_vision"])),
-            ("projector", lambda r: _si(r["params_projector"])),
-            ("lm", lambda r: _si(r["params_lm"])),
-            ("params", lambda r: _si(r["params_total"])),
-            ("trainable", lambda r: _si(r["trainable_total"])),
-            ("img tok", lambda r: str(r["image_tokens"])),
-            ("FLOP/sample", lambda r: _si(r["flops_per_sample"])),
-            ("weights MB", lambda r: _num(r["weights_mb"], 1)),
-            ("build s", lambda r: _num(r["build_s"], 3)),
+            ("combination", lambda r: _text(r.get("id"))),
+            ("vision", lambda r: _si(r.get("params_vision"))),
+            ("projector", lambda r: _si(r.get("params_projector"))),
+            ("lm", lambda r: _si(r.get("params_lm"))),
+            ("params", lambda r: _si(r.get("params_total"))),
+            ("trainable", lambda r: _si(r.get("trainable_total"))),
+            ("img tok", lambda r: _text(r.get("image_tokens"))),
+            ("FLOP/sample", lambda r: _si(r.get("flops_per_sample"))),
+            ("weights MB", lambda r: _num(r.get("weights_mb"), 1)),
+            ("build s", lambda r: _num(r.get("build_s"), 3)),
         ]
     return [
-        ("combination", lambda r: r["id"]),
-        ("params", lambda r: _si(r["params_total"])),
-        ("img tok", lambda r: str(r["image_tokens"])),
-        ("FLOP/sample", lambda r: _si(r["flops_per_sample"])),
-        ("build s", lambda r: _num(r["build_s"], 3)),
-        ("encode ms", lambda r: _num(r["vision_encode_ms_median"])),
-        ("forward ms", lambda r: _num(r["forward_ms_median"])),
-        ("prefill ms", lambda r: _num(r["prefill_ms_median"])),
-        ("decode ms/tok", lambda r: _num(r["decode_per_token_ms_median"])),
-        ("tok/s", lambda r: _num(r["tokens_per_s"], 1)),
-        ("mem", lambda r: _bytes(r["peak_mem_mb"] * MIB)),
-        ("% peak", lambda r: _num(100 * r["peak_fraction"], 1)),
+        ("combination", lambda r: _text(r.get("id"))),
+        ("params", lambda r: _si(r.get("params_total"))),
+        ("img tok", lambda r: _text(r.get("image_tokens"))),
+        ("FLOP/sample", lambda r: _si(r.get("flops_per_sample"))),
+        ("build s", lambda r: _num(r.get("build_s"), 3)),
+        ("encode ms", lambda r: _num(r.get("vision_encode_ms_median"))),
+        ("forward ms", lambda r: _num(r.get("forward_ms_median"))),
+        ("prefill ms", lambda r: _num(r.get("prefill_ms_median"))),
+        ("decode ms/tok", lambda r: _num(r.get("decode_per_token_ms_median"))),
+        ("tok/s", lambda r: _num(r.get("tokens_per_s"), 1)),
+        ("mem", lambda r: "-" if _missing(r.get("peak_mem_mb")) else _bytes(r["peak_mem_mb"] * MIB)),
+        ("% peak", lambda r: _num(_scaled(r.get("peak_fraction"), 100), 1)),
         ("fwd ratio", lambda r: _num(r.get("forward_latency_ratio"), 3)),
         ("gen ratio", lambda r: _num(r.get("generate_throughput_ratio"), 3)),
-        ("spread", lambda r: f"{100 * r['spread_max']:.0f}%"),
+        ("spread", lambda r: "-" if _missing(r.get("spread_max")) else f"{100 * r['spread_max']:.0f}%"),
         ("", lambda r: "NOISY" if r.get("noisy") else ""),
     ]
+
+
+TIMED_FIELDS = {  # a measured row's timing fields, by the call that makes them
+    "vision_encode_ms_median": "vision_encode",
+    "forward_ms_median": "forward",
+    "prefill_ms_median": "prefill",
+    "decode_per_token_ms_median": "decode_per_token",
+    "tokens_per_s": "generate",
+}
+
+
+def explain_missing_timings(results: Sequence[dict[str, Any]]) -> None:
+    """Give every measured row that lacks a timing its reason in ``timings_left_out`` (the table shows "-").
+
+    The runner records why it left a call out (a KV cache that cannot be rolled back); a timing missing
+    without a recorded reason (a merged shard of another version, a call that produced nothing) is named too.
+    """
+    for row in results:
+        if row.get("status") != "ok":
+            continue
+        stated = str(row.get("timings_left_out") or "")
+        calls = dict.fromkeys(call for key, call in TIMED_FIELDS.items() if _missing(row.get(key)))
+        unexplained = [f"{call}: not measured (no reason recorded)" for call in calls if f"{call}:" not in stated]
+        if unexplained:
+            row["timings_left_out"] = "; ".join([stated, *unexplained] if stated else unexplained)
 
 
 QUALITY_COLUMNS: list[tuple[str, Any]] = [
@@ -140,7 +180,7 @@ def format_table(run: BenchRun) -> str:
     lines += ["  ".join(a(c, w) for a, c, w in zip(align, row, widths)) for row in rows]
     for row in run.results:
         if row["status"] != "ok":
-            lines.append(f"{row['status']}: {row['id']}: {row['reason']}")
+            lines.append(f"{row['status']}: {row['id']}: {row.get('reason', '-')}")
     ok = len(run.ok)
     lines.append(
         f"{ok} measured, {sum(r['status'] == 'skipped' for r in run.results)} skipped, "
@@ -229,10 +269,21 @@ def _bar_chart(ax, labels: list[str], series: dict[str, list[float]], errors: di
     _bar_axes(ax, labels)
 
 
+def _value(row: dict[str, Any], key: str) -> float:
+    """A number to plot: the field, or NaN where the row lacks it (matplotlib draws no bar for NaN)."""
+    value = row.get(key)
+    return math.nan if value is None or _missing(value) else float(value)
+
+
 def _whiskers(rows: list[dict[str, Any]], prefix: str) -> list[list[float]]:
-    """Error-bar lengths from the median down to the first and up to the third quartile of ``prefix``."""
-    return [[max(0.0, r[f"{prefix}_ms_median"] - r[f"{prefix}_ms_q1"]) for r in rows],
-            [max(0.0, r[f"{prefix}_ms_q3"] - r[f"{prefix}_ms_median"]) for r in rows]]  # fmt: skip
+    """Error-bar lengths from the median down to the first and up to the third quartile of ``prefix`` (0 when
+    a row lacks them)."""
+
+    def gap(row: dict[str, Any], low: str, high: str) -> float:
+        width = _value(row, f"{prefix}_ms_{high}") - _value(row, f"{prefix}_ms_{low}")
+        return 0.0 if math.isnan(width) else max(0.0, width)
+
+    return [[gap(r, "q1", "median") for r in rows], [gap(r, "median", "q3") for r in rows]]
 
 
 def _figure(rows: int, cols: int = 1):
@@ -274,22 +325,27 @@ def plot(run: BenchRun, out: str | Path) -> list[Path]:
         return written
 
     plt, fig, axes = _figure(len(rows))
-    series = {c: [r[f"{c}_ms_median"] for r in rows] for c in LATENCY_CALLS}
+    series = {c: [_value(r, f"{c}_ms_median") for r in rows] for c in LATENCY_CALLS}
     errors = {c: _whiskers(rows, c) for c in LATENCY_CALLS}
     _bar_chart(axes[0][0], labels, series, errors)
-    if rows and min(min(v) for v in series.values()) > 0:
+    measured = [v for values in series.values() for v in values if not math.isnan(v)]
+    if measured and min(measured) > 0:
         axes[0][0].set_xscale("log")
     axes[0][0].set_xlabel("milliseconds (median; whiskers: first to third quartile)")
     save(fig, plt, "latency.png", "latency per combination")
 
     plt, fig, axes = _figure(len(rows))
-    memory = {"peak (run)": [r["peak_mem_mb"] for r in rows], "weights": [r["weights_mb"] for r in rows]}
+    memory = {
+        "peak (run)": [_value(r, "peak_mem_mb") for r in rows],
+        "weights": [_value(r, "weights_mb") for r in rows],
+    }
     if any("ref_peak_mem_mb" in r for r in rows):
-        memory["transformers peak (run)"] = [r.get("ref_peak_mem_mb", 0.0) for r in rows]
-    unit, size = memory_unit(max((v for values in memory.values() for v in values), default=0.0) * MIB)
+        memory["transformers peak (run)"] = [_value(r, "ref_peak_mem_mb") for r in rows]
+    largest = max((v for values in memory.values() for v in values if not math.isnan(v)), default=0.0)
+    unit, size = memory_unit(largest * MIB)
     memory = {name: [v * MIB / size for v in values] for name, values in memory.items()}
     _bar_chart(axes[0][0], labels, memory)
-    axes[0][0].set_xlabel(f"{unit} ({rows[0]['mem_method'] if rows else 'peak memory'})")
+    axes[0][0].set_xlabel(f"{unit} ({rows[0].get('mem_method', 'peak memory') if rows else 'peak memory'})")
     save(fig, plt, "memory.png", "memory per combination")
 
     with_ref = [r for r in rows if r.get("forward_latency_ratio") is not None]
@@ -297,20 +353,14 @@ def plot(run: BenchRun, out: str | Path) -> list[Path]:
     if with_ref:
         ref_labels = [r["id"] for r in with_ref]
         sides = {"zoo": "", "transformers": "ref_"}
-        forward = {side: [r[f"{p}forward_ms_median"] for r in with_ref] for side, p in sides.items()}
+        forward = {side: [_value(r, f"{p}forward_ms_median") for r in with_ref] for side, p in sides.items()}
         _bar_chart(
             axes[0][0], ref_labels, forward, {side: _whiskers(with_ref, f"{p}forward") for side, p in sides.items()}
         )
         axes[0][0].set_xlabel("forward ms (median; whiskers: first to third quartile)")
-        throughput = {side: [r[f"{p}tokens_per_s"] for r in with_ref] for side, p in sides.items()}
+        throughput = {side: [_value(r, f"{p}tokens_per_s") for r in with_ref] for side, p in sides.items()}
         # tokens/s is batch x N / generate time: its quartiles come from generate's, the other way round
-        errors = {
-            side: [[max(0.0, r[f"{p}tokens_per_s"] * (1 - r[f"{p}generate_ms_median"] / r[f"{p}generate_ms_q3"]))
-                    for r in with_ref],
-                   [max(0.0, r[f"{p}tokens_per_s"] * (r[f"{p}generate_ms_median"] / r[f"{p}generate_ms_q1"] - 1))
-                    for r in with_ref]]
-            for side, p in sides.items()
-        }  # fmt: skip
+        errors = {side: _throughput_whiskers(with_ref, p) for side, p in sides.items()}
         _bar_chart(axes[0][1], ref_labels, throughput, errors)
         axes[0][1].set_xlabel("generated tokens / s (median; whiskers: quartiles)")
     else:
@@ -321,6 +371,18 @@ def plot(run: BenchRun, out: str | Path) -> list[Path]:
     if _has_quality(run):
         written += plot_quality(run, out)
     return written
+
+
+def _throughput_whiskers(rows: list[dict[str, Any]], prefix: str) -> list[list[float]]:
+    """Quartile whiskers of tokens/s from those of generate's time (0 where a row lacks them)."""
+
+    def bar(row: dict[str, Any], quartile: str) -> float:
+        rate, median = _value(row, f"{prefix}tokens_per_s"), _value(row, f"{prefix}generate_ms_median")
+        bound = _value(row, f"{prefix}generate_ms_{quartile}")
+        width = rate * (1 - median / bound) if quartile == "q3" else rate * (median / bound - 1)
+        return 0.0 if math.isnan(width) or math.isinf(width) else max(0.0, width)
+
+    return [[bar(r, "q3") for r in rows], [bar(r, "q1") for r in rows]]
 
 
 def plot_quality(run: BenchRun, out: str | Path) -> list[Path]:
@@ -429,7 +491,10 @@ def _noise_section(run: BenchRun) -> list[str]:
         "a larger `min_run_time`."
     )
     lines.append("")
-    lines += [f"- `{r['id']}`: {r['noisy_timings']} (largest spread {100 * r['spread_max']:.0f}%)" for r in run.noisy]
+    lines += [
+        f"- `{r['id']}`: {r.get('noisy_timings', '-')} (largest spread {_num(_scaled(r.get('spread_max'), 100), 0)}%)"
+        for r in run.noisy
+    ]
     return lines
 
 
@@ -493,7 +558,7 @@ def write_report(run: BenchRun, path: str | Path, plots: Sequence[Path] = ()) ->
         parts += ["", "## zoo / transformers (same weights, interleaved rounds)", ""]
         names = ("forward_latency_ratio", "prefill_latency_ratio", "decode_latency_ratio", "generate_throughput_ratio")
         ratio_rows = [
-            [r["id"], *(f"{_num(r.get(n), 3)} ±{100 * r.get(f'{n}_spread', 0):.0f}%" for n in names),
+            [r["id"], *(f"{_num(r.get(n), 3)} ±{_num(_scaled(r.get(f'{n}_spread'), 100), 0)}%" for n in names),
              "NOISY" if r.get("noisy") else ""]
             for r in with_ref
         ]  # fmt: skip
@@ -506,7 +571,7 @@ def write_report(run: BenchRun, path: str | Path, plots: Sequence[Path] = ()) ->
     others = [r for r in run.results if r["status"] != "ok"]
     if others:
         parts += ["", "## Skipped and failed", ""]
-        parts += [f"- **{r['status']}** `{r['id']}`: {r['reason']}" for r in others]
+        parts += [f"- **{r['status']}** `{r['id']}`: {r.get('reason', '-')}" for r in others]
     if plots:
         parts += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     parts += ["", "## Definitions", "", *DEFINITIONS]
@@ -547,6 +612,7 @@ def write_outputs(run: BenchRun, out: str | Path) -> dict[str, Path]:
     """Write every output into ``out`` (created if needed); return the paths by kind."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    explain_missing_timings(run.results)
     plots = plot(run, out)
     return {
         "json": write_json(run, out / "results.json"),
