@@ -16,6 +16,9 @@ if a crash hits between its two renames). Around that:
 - **stale temporaries** (``.NAME.tmp-*`` of a killed save) are recognised by their own ``flock``, which
   a live writer holds, not by PID, so a save from another PID namespace is never mistaken for dead;
 - files and directories honour the process umask.
+
+:func:`atomic_file` does the same for one text file (``zoo generate --output``): a temporary sibling,
+fsync, ``os.replace``.
 """
 
 from __future__ import annotations
@@ -34,14 +37,16 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
-from zoo.errors import CheckpointError
+from zoo.errors import CheckpointError, ZooError
 
 __all__ = [
     "LOCK_TIMEOUT_S",
     "MARKER",
     "OwnedFiles",
     "atomic_directory",
+    "atomic_file",
     "mark_output",
     "marked_files",
     "recover_interrupted_swap",
@@ -116,6 +121,51 @@ def atomic_directory(
             raise
         finally:
             os.close(holder)
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike, *, what: str = "output file") -> Iterator[IO[str]]:
+    """Write a text file atomically: yield a handle on a temporary sibling, then fsync it and rename it over
+    ``target``, so that a reader (or a crash) sees the old file or the whole new one, never a part.
+
+    Args:
+        target: the file to (re)write; a symlink to a file is written through (the link stays a link).
+        what: how to name it in messages (``--output``).
+
+    If the body raises, the temporary file is removed and ``target`` is untouched. The new file gets the
+    mode the umask gives (an existing file's mode is kept).
+
+    Example:
+        >>> with atomic_file("answers.jsonl", what="--output") as handle:
+        ...     handle.write('{"text": "a cat"}\\n')
+    """
+    target = _through_symlink(Path(target).absolute())
+    if target.is_dir():
+        raise ZooError(f"{what} {str(target)!r} is a directory; name a file")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    except OSError as error:
+        raise ZooError(
+            f"cannot write {what} {str(target)!r}: its directory is not writable ({error.strerror or error})"
+        ) from error
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            mode = stat.S_IMODE(target.stat().st_mode)
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 # -- ownership -------------------------------------------------------------------------------------
