@@ -32,7 +32,7 @@ def _run(capsys, *argv: str):
         (["convert", "--to-hf-llava", "tiny-clip-mlp-qwen2", "/tmp/x", "--dtype", "fp8"], "--dtype = 'fp8' is not"),
         (["build", "--vision", "tiny-clip"], "needs all three"),
         (["list", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
-        (["generate", "tiny-clip-mlp-qwen2"], "the following arguments are required: --prompt"),
+        (["generate", "tiny-clip-mlp-qwen2"], "one of the arguments --prompt --batch-file is required"),
         (["validate", "tiny-clip-mlp-qwen2", "--dtype", "float64"], "--dtype = 'float64' is not a dtype"),
     ],
 )

@@ -1,9 +1,9 @@
 """The Must-show of issue 8: zoo data shapes + zoo train + zoo eval learn a task that needs the image.
 
 Trains ``examples/shapes/train.yaml`` (its model and train sections, on the data written here: 6000
-training questions, 5000 steps of 16, about 10 minutes on 2 CPU cores) and asserts held-out exact match
->= 90% with images, >= 70% on each question type (shape is the hardest; chance is 25-33% per type), and
-<= chance + 10 points with blank images. With 300 held-out questions and chance near 28%, 90% cannot come
+training questions, 5000 steps of 16, about 10 minutes on an otherwise idle 2-core AMD EPYC VM with no
+GPU, longer on a busy one) and asserts held-out exact match >= 90% with images, >= 70% on each question
+type (shape is the hardest; chance is 25-33% per type), and <= chance + 10 points with blank images. With 300 held-out questions and chance near 28%, 90% cannot come
 from luck. Measured with this config and training seeds 1 and 2: 95.0% and 94.7% (colour 100%, position
 100%, shape 85% and 84%), 28-29% with blank images. At 3000 steps seed 0 gave 98.3% with one torch thread
 but 91.0% (shape 73%) with two: float summation order moves the result, hence the longer budget.

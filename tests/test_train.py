@@ -221,3 +221,62 @@ def test_nothing_to_train_is_a_config_error(tmp_path):
     frozen = {**MODEL, "projector": {"name": "mlp2x-gelu", "train": "frozen"}, "lm": {"name": "tiny-qwen2"}}
     with pytest.raises(ConfigError, match="nothing to train: every component is frozen"):
         train({**config(tmp_path), "model": frozen})
+
+
+# -- progress where the user looks ----------------------------------------------------------------
+STEP_LINE = r"step (\d+)/6 \((\d+)%\) · [\d.]+ samples/s · loss [\d.]+ · eta (\d+)s"
+
+
+def test_progress_lines_reach_a_redirected_stderr_and_the_jsonl_log(tmp_path):
+    """stderr captured (a pipe, not a terminal): one line per logging step with step/total, rate, loss and ETA."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    import yaml
+
+    spec = config(tmp_path, max_steps=6, logging_steps=2, save_steps=100)
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run([sys.executable, "-m", "zoo", "train", str(path)], capture_output=True, text=True, env=env,
+                          timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [re.fullmatch(STEP_LINE, line) for line in done.stderr.splitlines()]
+    steps = [(int(m[1]), int(m[2]), int(m[3])) for m in lines if m]
+    assert [(s, pct) for s, pct, _ in steps] == [(2, 33), (4, 66), (6, 100)], done.stderr[-2000:]
+    assert steps[-1][2] == 0  # nothing left at the last step
+    assert re.search(r"^step 6/6 \(100%\) · [\d.]+ samples/s · mean loss [\d.]+ · done in \d+s$", done.stderr, re.M)
+    assert "\r" not in done.stderr  # no tqdm bar drawn into the log
+    assert "{'loss'" not in done.stdout and done.stdout.startswith("trained 6 steps")  # stdout keeps the result
+    logs = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    steps_logged = [r for r in logs if "loss" in r]
+    assert [r["step"] for r in steps_logged] == [2, 4, 6]
+    assert all(r["max_steps"] == 6 and r["eta_seconds"] >= 0 for r in steps_logged)
+    assert steps_logged[-1]["eta_seconds"] == 0
+
+
+def test_progress_eta_counts_only_the_steps_of_this_run(tmp_path, monkeypatch, capsys):
+    """A resumed run's pace comes from its own steps: from step 100 to 140 in 40 s, 160 steps left = 160 s."""
+    from types import SimpleNamespace
+
+    import zoo.trainer as trainer_module
+    from zoo.trainer import JsonlLogger
+
+    clock = iter([1000.0, 1040.0])
+    monkeypatch.setattr(trainer_module, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    logger = JsonlLogger(tmp_path / "log.jsonl")
+    state = SimpleNamespace(is_world_process_zero=True, global_step=100, num_input_tokens_seen=0, max_steps=300,
+                            epoch=0.5)  # fmt: skip
+    args = SimpleNamespace(train_batch_size=4, gradient_accumulation_steps=2, world_size=1)
+    logger.on_train_begin(args, state, None)
+    state.global_step, state.num_input_tokens_seen = 140, 8000
+    logger.on_log(args, state, None, logs={"loss": 1.2345})
+    (record,) = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert record["eta_seconds"] == 160.0 and record["max_steps"] == 300
+    assert record["samples_per_second"] == pytest.approx(40 * 4 * 2 / 40)
+    assert capsys.readouterr().err.strip() == "step 140/300 (46%) · 8 samples/s · loss 1.234 · eta 2m40s"

@@ -19,6 +19,9 @@ if a crash hits between its two renames). Around that:
 - **modes**: a new directory and its files honour the process umask; a re-save keeps the modes of the
   directory, files and subdirectories it replaces (a 0700 checkpoint stays 0700), and what it adds is
   no more open than the directory it goes into.
+
+:func:`atomic_file` does the same for one text file (``zoo generate --output``): a temporary sibling,
+fsync, ``os.replace``.
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import IO
 
-from zoo.errors import CheckpointError
+from zoo.errors import CheckpointError, ZooError
 
 __all__ = [
     "LOCK_TIMEOUT_S",
@@ -49,6 +53,7 @@ __all__ = [
     "Holder",
     "OwnedFiles",
     "atomic_directory",
+    "atomic_file",
     "check_target",
     "mark_output",
     "marked_files",
@@ -137,6 +142,51 @@ def check_target(
     again under its lock.
     """
     _ownership(_through_symlink(Path(target).absolute()), owned_files, what, overwrite)
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike, *, what: str = "output file") -> Iterator[IO[str]]:
+    """Write a text file atomically: yield a handle on a temporary sibling, then fsync it and rename it over
+    ``target``, so that a reader (or a crash) sees the old file or the whole new one, never a part.
+
+    Args:
+        target: the file to (re)write; a symlink to a file is written through (the link stays a link).
+        what: how to name it in messages (``--output``).
+
+    If the body raises, the temporary file is removed and ``target`` is untouched. The new file gets the
+    mode the umask gives (an existing file's mode is kept).
+
+    Example:
+        >>> with atomic_file("answers.jsonl", what="--output") as handle:
+        ...     handle.write('{"text": "a cat"}\\n')
+    """
+    target = _through_symlink(Path(target).absolute())
+    if target.is_dir():
+        raise ZooError(f"{what} {str(target)!r} is a directory; name a file")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+    except OSError as error:
+        raise ZooError(
+            f"cannot write {what} {str(target)!r}: its directory is not writable ({error.strerror or error})"
+        ) from error
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            mode = stat.S_IMODE(target.stat().st_mode)
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 # -- ownership -------------------------------------------------------------------------------------

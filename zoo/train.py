@@ -6,7 +6,7 @@ environment and the ``train:`` section. What a run leaves in ``output_dir``::
 
     checkpoint-100/   a zoo checkpoint (zoo.load, zoo generate, zoo eval, zoo convert) + Trainer's resume state
     final/            the model at the end (a zoo checkpoint)
-    log.jsonl         one line per log: loss, lr per component, grad_norm, samples/s, tokens/s, and with
+    log.jsonl         one line per log: loss, lr per component, grad_norm, samples/s, tokens/s, ETA, and with
                       data.eval the eval loss at the end (and every train.eval_steps when set)
     loss.png          the loss curve
     .zoo-output.json  the marker that makes the directory zoo train's (zoo.claim)
@@ -151,6 +151,8 @@ def _train(parsed: TrainConfig, out: Path, resume: bool | str | Path) -> TrainRe
         callbacks=[JsonlLogger(out / LOG_FILE)],
         group_by_modality_length=data.group_by_modality_length,
     )
+    if args.disable_tqdm:  # JsonlLogger's progress lines (stderr) and log.jsonl say what Trainer would print
+        trainer.remove_callback(transformers.PrinterCallback)
     if args.should_log:
         _print_parameters(model, train_set, eval_set)
     output = trainer.train(resume_from_checkpoint=str(resume) if isinstance(resume, str | Path) else resume or None)
@@ -180,6 +182,8 @@ def _is_launch_main_process() -> bool:
 def training_arguments(config: TrainConfig, model: MultiModal, *, has_eval: bool) -> TrainingArguments:
     """The ``TrainingArguments`` a training file means (one place maps zoo keys to Trainer's)."""
     from transformers import TrainingArguments
+
+    from zoo.progress import is_terminal
 
     s = config.train
     fsdp_config = None
@@ -224,6 +228,8 @@ def training_arguments(config: TrainConfig, model: MultiModal, *, has_eval: bool
         fsdp=cast(Any, True) if s.fsdp else None,  # True turns FSDP on (a str is the deprecated option list)
         fsdp_config=fsdp_config,
         deepspeed=s.deepspeed,
+        # a redirected stderr gets JsonlLogger's progress lines, not a bar drawn with carriage returns
+        disable_tqdm=None if is_terminal(sys.stderr) else True,
     )
 
 

@@ -34,6 +34,7 @@ from zoo.bench.measure import (
 )
 from zoo.bench.timing import Timing, time_interleaved
 from zoo.errors import ZooError
+from zoo.progress import LineProgress, is_terminal
 
 if TYPE_CHECKING:
     from transformers import LlavaForConditionalGeneration
@@ -90,6 +91,9 @@ class BenchRun:
 
 
 def _tqdm(iterable: Any, progress: bool, **kwargs: Any) -> Any:
+    """A tqdm bar on a terminal; elsewhere (a log file, a pipe) one line per finished unit with i/N and ETA."""
+    if not is_terminal(sys.stderr):
+        return LineProgress(iterable, disable=not progress, file=sys.stderr, **kwargs)
     from tqdm.auto import tqdm
 
     return tqdm(iterable, file=sys.stderr, disable=not progress, dynamic_ncols=True, **kwargs)
@@ -295,7 +299,8 @@ def run_bench(
         device: where to run (default: CUDA if available, else CPU).
         meta: sizes and FLOPs only, on the ``meta`` device (full-size grids without allocating).
         reference: time transformers' Llava too (default: the spec's ``reference``).
-        progress: show tqdm progress bars on stderr.
+        progress: show progress on stderr: tqdm bars on a terminal, else one line per finished
+            combination with i/N, the rate and the ETA.
         shard: ``(I, N)``: run only the ``I``-th of ``N`` slices of the grid (``zoo.bench.grid.shard_of``);
             ``zoo bench merge`` combines the shards' outputs into one report.
         train_dir: where a grid with ``data:`` / ``train:`` sections trains each combination (its
@@ -327,8 +332,10 @@ def _quality(run: BenchRun, cases: list[Case], work: Path, progress: bool) -> No
     spec = run.spec
     if spec.quality is None:
         return
-    for case in _tqdm(cases, progress, desc="zoo bench: train + eval", unit="combo"):
+    bar = _tqdm(cases, progress, desc="zoo bench: train + eval", unit="combo")
+    for case in bar:
         label = case.combination.label
+        bar.set_postfix_str(label, refresh=False)
         with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its logs; stdout is for --json results
             fields, curve = train_and_evaluate(
                 case, spec.quality, work_dir=work, plugins=spec.plugins, max_new_tokens=spec.max_new_tokens
@@ -346,7 +353,9 @@ def _run(run: BenchRun, device: torch.device, use_reference: bool, progress: boo
     cases, skipped = plan_grid(spec, run.shard)
     model: MultiModal | None
     if meta:
-        for case in _tqdm(cases, progress, desc="zoo bench --meta", unit="combo"):
+        bar = _tqdm(cases, progress, desc="zoo bench --meta", unit="combo")
+        for case in bar:
+            bar.set_postfix_str(case.combination.label, refresh=False)
             built = time.perf_counter()
             model = build(case.plan, meta=True)
             row = {**_base_row(case, None, spec), **_contract_row(case), **_component_rows(model, meta=True)}
@@ -357,10 +366,11 @@ def _run(run: BenchRun, device: torch.device, use_reference: bool, progress: boo
         dtypes = sorted({case.config.dtype for case in cases})
         run.matmul_peak_flops = {d: matmul_peak(device, getattr(torch, d), budget_s=spec.min_run_time) for d in dtypes}
         cache = ComponentCache(device)
-        bar = _tqdm(None, progress, total=len(cases) * len(spec.batch_sizes), desc="zoo bench", unit="run")
+        bar = _tqdm(None, progress, total=len(cases), desc="zoo bench", unit="combo")
         for case, model, info in build_models(cases, cache):
             bar.set_postfix_str(case.combination.label, refresh=False)
-            results.extend(_measure_case(case, model, info, spec, device, use_reference, run, bar))
+            results.extend(_measure_case(case, model, info, spec, device, use_reference, run))
+            bar.update(1)  # one per finished combination (all its batch sizes)
             del model  # free it before the next case's components are built
         bar.close()
         run.component_builds = dict(cache.builds)
@@ -368,9 +378,8 @@ def _run(run: BenchRun, device: torch.device, use_reference: bool, progress: boo
     return cases
 
 
-def _measure_case(case, model, info, spec, device, use_reference, run, bar) -> list[dict[str, Any]]:
+def _measure_case(case, model, info, spec, device, use_reference, run) -> list[dict[str, Any]]:
     if model is None:
-        bar.update(len(spec.batch_sizes))
         row = {**_base_row(case, None, spec), "status": "failed", "reason": info["error"]}
         return [{**row, "error_type": info["error_type"]}]
     common = {**_contract_row(case), **_component_rows(model, meta=False)}
@@ -392,9 +401,7 @@ def _measure_case(case, model, info, spec, device, use_reference, run, bar) -> l
             row["matmul_peak_flops_per_s"] = round(peak, 1)
             row["peak_fraction"] = round(achieved / peak, 4)
             rows.append(row)
-            bar.update(1)
     except Exception as error:  # noqa: BLE001 - one failing combination is reported, the grid goes on
-        bar.update(len(spec.batch_sizes) - len(rows))
         failed = {**_base_row(case, None, spec), **common, "status": "failed"}
         rows.append({**failed, "reason": f"{type(error).__name__}: {error}", "error_type": type(error).__name__})
     return rows
