@@ -86,7 +86,8 @@ def save(model: MultiModal, directory: str | os.PathLike, *, overwrite: bool = F
             "contract": _jsonable(model.contract.to_dict()),
             "components": components,
             "tokenizer": tokenizer,
-            "prompt": system_prompt_record(model.system_prompt),  # how prompts were rendered in training
+            # how prompts were rendered in training: the system prompt and the end token of assistant turns
+            "prompt": system_prompt_record(model.system_prompt, getattr(model, "end_token", None)),
             "files": file_records(tmp),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from zoo.errors import CheckpointError
-from zoo.prompt import MAX_SYSTEM_PROMPT_CHARS
+from zoo.prompt import MAX_END_TOKEN_CHARS, MAX_SYSTEM_PROMPT_CHARS
 from zoo.safe_paths import member_name
 
 __all__ = [
@@ -155,6 +155,9 @@ def validate_manifest(manifest: Any, where: str) -> dict[str, Any]:
     text = check.text(prompt, "system_prompt", "prompt.system_prompt", optional=system != "text")
     if text is not None and len(text) > MAX_SYSTEM_PROMPT_CHARS:
         raise check.fail("prompt.system_prompt", text, f"at most {MAX_SYSTEM_PROMPT_CHARS:,} characters")
+    end_token = check.text(prompt, "end_token", "prompt.end_token", optional=True)
+    if end_token is not None and not (end_token.strip() and len(end_token) <= MAX_END_TOKEN_CHARS):
+        raise check.fail("prompt.end_token", end_token, f"a token of at most {MAX_END_TOKEN_CHARS} characters")
     tokenizer = check.mapping(manifest, "tokenizer", "tokenizer", optional=True) or {}
     if check.get(tokenizer, "saved", "tokenizer.saved", bool, "true or false", optional=True):
         needed.append(("tokenizer.dir", check.member(tokenizer, "dir", "tokenizer.dir") + "/"))

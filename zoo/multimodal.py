@@ -66,6 +66,8 @@ class MultiModal(nn.Module):
         self.anyres = anyres
         # how prompts are rendered (zoo.prompt): set by zoo train from data.system_prompt, saved in the checkpoint
         self.system_prompt: SystemPrompt = TEMPLATE_DEFAULT
+        # the token that ends assistant turns (data.end_token; None: the template's marker); generation stops at it
+        self.end_token: str | None = None
         self.image_token = composition.image_token
         # without a tokenizer (a weights-only import) the composition's image_token_id is the only source
         self.image_token_id: int | None = composition.image_token_id
@@ -291,8 +293,13 @@ class MultiModal(nn.Module):
         # the model's generation_config (chat checkpoints list their stop tokens there) wins over the
         # tokenizer, which only fills what the config leaves unset
         tokenizer, defaults = self.lm._tokenizer, self.lm.model.generation_config
+        explicit_eos = "eos_token_id" in generate_kwargs
         if tokenizer is not None and defaults.eos_token_id is None:
             generate_kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
+        if self.end_token is not None and tokenizer is not None and not explicit_eos:
+            # a model trained to end its answers with data.end_token stops there too (an explicit eos wins)
+            stops = generate_kwargs.get("eos_token_id", defaults.eos_token_id)
+            generate_kwargs["eos_token_id"] = _with_stop(stops, tokenizer.convert_tokens_to_ids(self.end_token))
         if tokenizer is not None and defaults.pad_token_id is None:
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
             generate_kwargs.setdefault("pad_token_id", pad)
@@ -309,7 +316,7 @@ class MultiModal(nn.Module):
         attention_mask: torch.Tensor,
         *,
         max_new_tokens: int = 20,
-        eos_token_id: int | None = None,
+        eos_token_id: int | list[int] | None = None,
         pad_token_id: int | None = None,
         do_sample: bool = False,
         **unused: Any,
@@ -329,7 +336,7 @@ class MultiModal(nn.Module):
             embeds = torch.cat([embeds, self.lm.embed(next_ids[:, None])], dim=1)  # [B, T + 1, H]
             attention_mask = torch.cat([attention_mask, torch.ones_like(next_ids[:, None])], dim=1)
             if eos_token_id is not None:
-                finished |= next_ids == eos_token_id
+                finished |= torch.isin(next_ids, torch.tensor(eos_token_id, device=next_ids.device).reshape(-1))
                 if bool(finished.all()):
                     break
         return sequences
@@ -377,3 +384,9 @@ def _param_dtype(module: nn.Module, fallback: torch.dtype) -> torch.dtype:
     for param in module.parameters():
         return param.dtype
     return fallback
+
+
+def _with_stop(stops: int | list[int] | None, token_id: int) -> list[int]:
+    """The stop ids ``stops`` (one, a list or none) with ``token_id`` added if it is not among them."""
+    ids = [] if stops is None else [int(stops)] if isinstance(stops, int) else [int(i) for i in stops]
+    return ids if token_id in ids else [*ids, token_id]
