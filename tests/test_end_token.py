@@ -146,3 +146,14 @@ def test_a_manifest_with_a_bad_end_token_is_refused(tiny_model, tmp_path):
     path.write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match=r"prompt\.end_token"):
         zoo.load(tmp_path / "ckpt")
+
+
+def test_a_llava_export_stops_at_the_end_token(tiny_model):
+    from zoo.hf_llava import to_hf_llava
+
+    tok = tiny_model.lm.tokenizer
+    end_id, im_end = tok.convert_tokens_to_ids(END), tok.convert_tokens_to_ids("<|im_end|>")
+    plain = to_hf_llava(tiny_model).generation_config.eos_token_id
+    assert end_id not in ([plain] if isinstance(plain, int) else list(plain or []))
+    tiny_model.end_token = END
+    assert set(to_hf_llava(tiny_model).generation_config.eos_token_id) == {im_end, end_id}

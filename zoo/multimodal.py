@@ -22,7 +22,7 @@ from zoo.config import SLOT_KEYS, ModelConfig
 from zoo.contract import Contract
 from zoo.errors import ConfigError, ZooError
 from zoo.interfaces import LanguageModel, Projector, VisionTower
-from zoo.prompt import TEMPLATE_DEFAULT, SystemPrompt
+from zoo.prompt import TEMPLATE_DEFAULT, SystemPrompt, with_stop_id
 
 if TYPE_CHECKING:
     from zoo.anyres import AnyResLayout
@@ -299,7 +299,7 @@ class MultiModal(nn.Module):
         if self.end_token is not None and tokenizer is not None and not explicit_eos:
             # a model trained to end its answers with data.end_token stops there too (an explicit eos wins)
             stops = generate_kwargs.get("eos_token_id", defaults.eos_token_id)
-            generate_kwargs["eos_token_id"] = _with_stop(stops, tokenizer.convert_tokens_to_ids(self.end_token))
+            generate_kwargs["eos_token_id"] = with_stop_id(stops, tokenizer.convert_tokens_to_ids(self.end_token))
         if tokenizer is not None and defaults.pad_token_id is None:
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
             generate_kwargs.setdefault("pad_token_id", pad)
@@ -384,9 +384,3 @@ def _param_dtype(module: nn.Module, fallback: torch.dtype) -> torch.dtype:
     for param in module.parameters():
         return param.dtype
     return fallback
-
-
-def _with_stop(stops: int | list[int] | None, token_id: int) -> list[int]:
-    """The stop ids ``stops`` (one, a list or none) with ``token_id`` added if it is not among them."""
-    ids = [] if stops is None else [int(stops)] if isinstance(stops, int) else [int(i) for i in stops]
-    return ids if token_id in ids else [*ids, token_id]

@@ -49,6 +49,7 @@ __all__ = [
     "require_chat_template",
     "system_prompt_from_record",
     "system_prompt_record",
+    "with_stop_id",
 ]
 
 
@@ -128,6 +129,12 @@ def check_end_token(tokenizer: Any, end_token: str | None, *, key: str = "data.e
             f"{suggest(end_token, specials or vocabulary)}"
         )
     return int(token_id)
+
+
+def with_stop_id(stops: int | Sequence[int] | None, token_id: int) -> list[int]:
+    """Generation stop ids ``stops`` (one, several or none) with ``token_id`` (the end token's) added once."""
+    ids = [] if stops is None else [int(stops)] if isinstance(stops, int) else [int(i) for i in stops]
+    return ids if token_id in ids else [*ids, token_id]
 
 
 def end_token_from_record(record: Mapping[str, Any] | None) -> str | None:
