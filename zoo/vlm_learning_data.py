@@ -1,7 +1,8 @@
 """The VLM-learning reference's training data as zoo's LLaVA JSON (``zoo data from-vlm-learning``).
 
-The reference (``MMultiModal``; its ``dataprocess/process_image.py``, ``dataset/image_caption_dataset.py``)
-trains on two JSON files that ``process_image.py`` writes:
+The reference (``MMultiModal``; its ``dataprocess/process_image.py``, ``dataset/image_caption_dataset.py``;
+read from WatchTower-Liu/VLM-learning's code as first copied into xinyanghuang7/Basic-Visual-Language-Model,
+commit 98b8d7a) trains on two JSON files that ``process_image.py`` writes:
 
 ``image_map_b.json``, one entry per image::
 
