@@ -4,8 +4,10 @@ The whole conversation is rendered once and tokenized once (so training sees exa
 template gives at inference). A token is supervised when it overlaps an assistant turn's span in
 the rendered text: the turn's content plus the end-of-turn marker the template writes after it
 (``<|im_end|>`` for ChatML), so the model learns to stop; whitespace the template writes after
-that marker is not supervised. Each span is found by rendering the conversation up to the turn
-with the generation prompt (where the turn starts) and up to and including it (where it ends).
+that marker is not supervised. With an ``end_token`` (``data.end_token``, e.g. ``<|endoftext|>``) the
+turn is its content followed by that token instead, and the content plus the token are supervised.
+The spans come from :func:`zoo.prompt.render_conversation`, which renders the conversation up to each
+turn with the generation prompt (where the turn starts) and up to and including it (where it ends).
 Each image placeholder token is then expanded to ``tokens_per_image`` ids, never supervised (or, for
 any-resolution models, to each image's own count, given as ``image_tokens``).
 """
@@ -18,7 +20,14 @@ from typing import Any
 
 from zoo.errors import ZooError
 from zoo.multimodal import IGNORE_INDEX
-from zoo.prompt import TEMPLATE_DEFAULT, SystemPrompt, render_messages, require_chat_template
+from zoo.prompt import (
+    TEMPLATE_DEFAULT,
+    SystemPrompt,
+    check_end_token,
+    render_conversation,
+    render_messages,
+    require_chat_template,
+)
 from zoo.records import DATA_IMAGE_TOKEN
 
 __all__ = ["ChatEncoder", "Encoded"]
@@ -41,6 +50,8 @@ class ChatEncoder:
         image_token: the model's placeholder string (``DATA_IMAGE_TOKEN`` in data is rewritten to it).
         tokens_per_image: positions one image occupies.
         system_prompt: the model's system prompt (``zoo.prompt``; ``MultiModal.system_prompt``).
+        end_token: the token that ends every assistant turn in place of the template's end-of-turn marker
+            (``MultiModal.end_token``; ``None``: the template's). A ``ConfigError`` if it is not one token.
     """
 
     def __init__(
@@ -50,6 +61,7 @@ class ChatEncoder:
         image_token: str,
         tokens_per_image: int,
         system_prompt: SystemPrompt = TEMPLATE_DEFAULT,
+        end_token: str | None = None,
     ) -> None:
         require_chat_template(tokenizer)
         if not getattr(tokenizer, "is_fast", False):
@@ -59,14 +71,18 @@ class ChatEncoder:
         self.image_token_id = int(tokenizer.convert_tokens_to_ids(image_token))
         self.tokens_per_image = tokens_per_image
         self.system_prompt = system_prompt
+        check_end_token(tokenizer, end_token)
+        self.end_token = end_token
 
     def render(self, messages: Sequence[Mapping[str, str]], *, add_generation_prompt: bool = False) -> str:
         """The template's text for ``messages`` (data placeholders rewritten to the model's image token)."""
-        if self.image_token != DATA_IMAGE_TOKEN:
-            messages = [{**m, "content": m["content"].replace(DATA_IMAGE_TOKEN, self.image_token)} for m in messages]
-        return render_messages(
-            self.tokenizer, messages, system_prompt=self.system_prompt, add_generation_prompt=add_generation_prompt
-        )
+        return render_messages(self.tokenizer, self._with_image_token(messages), system_prompt=self.system_prompt,
+                               add_generation_prompt=add_generation_prompt, end_token=self.end_token)  # fmt: skip
+
+    def _with_image_token(self, messages: Sequence[Mapping[str, str]]) -> Sequence[Mapping[str, str]]:
+        if self.image_token == DATA_IMAGE_TOKEN:
+            return messages
+        return [{**m, "content": m["content"].replace(DATA_IMAGE_TOKEN, self.image_token)} for m in messages]
 
     def encode(
         self,
@@ -90,9 +106,9 @@ class ChatEncoder:
         """
         if supervise not in ("assistant", "last"):
             raise ZooError(f"supervise = {supervise!r} is not valid; valid choices: 'assistant', 'last'")
-        text = self.render(messages)
-        turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-        spans = [self._span(messages, i, text) for i in (turns[-1:] if supervise == "last" else turns)]
+        rendered = render_conversation(self.tokenizer, self._with_image_token(messages),
+                                       system_prompt=self.system_prompt, end_token=self.end_token)  # fmt: skip
+        text, spans = rendered.text, rendered.assistant_spans[-1:] if supervise == "last" else rendered.assistant_spans
         encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         labels = [
             token if any(start < span_end and end > span_start for span_start, span_end in spans) else IGNORE_INDEX
@@ -107,20 +123,6 @@ class ChatEncoder:
         text = self.render(messages, add_generation_prompt=True)
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         return self._expand(ids, [IGNORE_INDEX] * len(ids), None, image_tokens)
-
-    def _span(self, messages: Sequence[Mapping[str, str]], turn: int, text: str) -> tuple[int, int]:
-        before = self.render(messages[:turn], add_generation_prompt=True)
-        through = text if turn == len(messages) - 1 else self.render(messages[: turn + 1])
-        if not (through.startswith(before) and text.startswith(through)):
-            raise ZooError(
-                "the tokenizer's chat template does not render a conversation as the concatenation of its turns "
-                "(rendering a prefix of the messages is not a prefix of the full text), so the assistant turns "
-                "cannot be located for labels; use a template that renders turns incrementally"
-            )
-        end = len(through)
-        while end > len(before) and through[end - 1].isspace():
-            end -= 1
-        return len(before), end
 
     def _expand(
         self, ids: Sequence[int], labels: Sequence[int], max_length: int | None, image_tokens: Sequence[int] | None

@@ -84,7 +84,7 @@ from zoo.checkpoint_save import (
 )
 from zoo.errors import CheckpointError, PluginError, UnknownNameError, ZooError
 from zoo.manifest import ADAPTER_DIR, FORMAT, FORMAT_VERSION, MANIFEST, SLOTS, TOKENIZER_DIR
-from zoo.prompt import system_prompt_from_record
+from zoo.prompt import end_token_from_record, system_prompt_from_record
 from zoo.snapshot import Snapshot
 from zoo.state_dict import canonical_name, canonical_state, is_lora_key, load_state_into
 
@@ -233,6 +233,7 @@ def load(
         # what zoo.load returns, zoo.save accepts, and the manifest it writes names no temporary path
         model.composition = composition
         model.system_prompt = system_prompt_from_record(manifest.get("prompt"))
+        model.end_token = end_token_from_record(manifest.get("prompt"))
         model.component_configs = {kind: _without_tokenizer_path(c) for kind, c in model.component_configs.items()}
     model.eval()
     if device is not None:

@@ -115,7 +115,8 @@ def save(
             "contract": _jsonable(model.contract.to_dict()),
             "components": components,
             "tokenizer": tokenizer,
-            "prompt": system_prompt_record(model.system_prompt),  # how prompts were rendered in training
+            # how prompts were rendered in training: the system prompt and the end token of assistant turns
+            "prompt": system_prompt_record(model.system_prompt, getattr(model, "end_token", None)),
             **_generation_record(model),
             "files": file_records(tmp),
         }

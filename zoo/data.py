@@ -35,7 +35,7 @@ from zoo.config import _check_keys, config_from_dict
 from zoo.errors import ConfigError, ZooError
 from zoo.images import open_image
 from zoo.multimodal import IGNORE_INDEX
-from zoo.prompt import TEMPLATE_DEFAULT, parse_system_prompt
+from zoo.prompt import TEMPLATE_DEFAULT, parse_end_token, parse_system_prompt
 from zoo.records import ON_ERROR, Conversation, DataError, RecordList, check_records, read_json_records, read_records
 
 if TYPE_CHECKING:
@@ -71,6 +71,9 @@ class DataConfig:
         num_workers: dataloader worker processes (images are opened in them).
         system_prompt: the system turn of every sample (a string; ``None``: none; absent: the tokenizer
             template's default). Recorded in the checkpoint, so eval / generate / chat render the same way.
+        end_token: the token that ends every assistant turn and is supervised with its content, in place of
+            the template's end-of-turn marker (``<|endoftext|>``: the VLM-learning reference; ``None``: the
+            template's, ``<|im_end|>`` for ChatML). Recorded in the checkpoint; generation stops at it.
     """
 
     train: str
@@ -81,6 +84,7 @@ class DataConfig:
     group_by_modality_length: bool = False
     num_workers: int = 0
     system_prompt: Any = TEMPLATE_DEFAULT  # str | None | TEMPLATE_DEFAULT (zoo.prompt)
+    end_token: str | None = None
 
     choices: ClassVar[dict[str, tuple[str, ...]]] = {"on_error": ON_ERROR}
 
@@ -105,6 +109,7 @@ def parse_data_config(data: Any, *, source: str = "<config>", base_dir: Path | N
     if config.num_workers < 0:
         raise ConfigError(f"{source}: data.num_workers = {config.num_workers!r} is not valid; it must be >= 0")
     parse_system_prompt(config.system_prompt, key="data.system_prompt", source=source)
+    parse_end_token(config.end_token, key="data.end_token", source=source)
     for key in ("train", "eval", "image_folder"):
         value = getattr(config, key)
         if value is not None and not value.strip():
@@ -170,7 +175,8 @@ class LlavaDataset(Dataset):
         self.conversations = self._with_existing_images(conversations, on_error)
         self.encoder = ChatEncoder(model.lm.tokenizer, image_token=model.image_token,
                                    tokens_per_image=model.contract.image_tokens,
-                                   system_prompt=model.system_prompt)  # fmt: skip
+                                   system_prompt=model.system_prompt,
+                                   end_token=getattr(model, "end_token", None))  # fmt: skip
         self.preprocessor = model.vision.preprocessor
         self.anyres = model.anyres  # any-resolution tiling: per-image counts and tiles (zoo.anyres)
         _check_room_for_an_image(max_length, model.anyres, model.contract.image_tokens)

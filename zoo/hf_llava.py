@@ -53,6 +53,7 @@ from torch import nn
 from zoo.errors import CheckpointError, ZooError
 from zoo.generation_config import apply_generation_settings, read_generation_config
 from zoo.limits import brief
+from zoo.prompt import with_stop_id
 
 if TYPE_CHECKING:
     from transformers import LlavaForConditionalGeneration, PreTrainedModel
@@ -512,6 +513,13 @@ def to_hf_llava(model: MultiModal) -> LlavaForConditionalGeneration:
     generation = getattr(causal_lm, "generation_config", None)
     if generation is not None:
         hf.generation_config = copy.deepcopy(generation)
+        tokenizer = model.lm._tokenizer
+        if getattr(model, "end_token", None) is not None and tokenizer is not None:  # trained to end answers there
+            stops = hf.generation_config.eos_token_id
+            end_id = tokenizer.convert_tokens_to_ids(model.end_token)
+            hf.generation_config.eos_token_id = with_stop_id(
+                stops if stops is not None else tokenizer.eos_token_id, end_id
+            )
     return hf.train(model.training)
 
 

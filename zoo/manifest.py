@@ -17,7 +17,7 @@ from typing import Any
 
 from zoo.errors import CheckpointError
 from zoo.generation_config import check_generation_settings
-from zoo.prompt import MAX_SYSTEM_PROMPT_CHARS
+from zoo.prompt import MAX_END_TOKEN_CHARS, MAX_SYSTEM_PROMPT_CHARS
 from zoo.safe_paths import member_name
 
 __all__ = [
@@ -159,6 +159,9 @@ def validate_manifest(manifest: Any, where: str) -> dict[str, Any]:
     generation_config = check.mapping(manifest, "generation_config", "generation_config", optional=True)
     if generation_config is not None:
         check_generation_settings(generation_config, f"{where}: manifest field generation_config", keep_none=True)
+    end_token = check.text(prompt, "end_token", "prompt.end_token", optional=True)
+    if end_token is not None and not (end_token.strip() and len(end_token) <= MAX_END_TOKEN_CHARS):
+        raise check.fail("prompt.end_token", end_token, f"a token of at most {MAX_END_TOKEN_CHARS} characters")
     tokenizer = check.mapping(manifest, "tokenizer", "tokenizer", optional=True) or {}
     if check.get(tokenizer, "saved", "tokenizer.saved", bool, "true or false", optional=True):
         needed.append(("tokenizer.dir", check.member(tokenizer, "dir", "tokenizer.dir") + "/"))

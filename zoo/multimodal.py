@@ -22,7 +22,7 @@ from zoo.config import SLOT_KEYS, ModelConfig
 from zoo.contract import Contract
 from zoo.errors import ConfigError, ZooError
 from zoo.interfaces import LanguageModel, Projector, VisionTower
-from zoo.prompt import TEMPLATE_DEFAULT, SystemPrompt
+from zoo.prompt import TEMPLATE_DEFAULT, SystemPrompt, with_stop_id
 
 if TYPE_CHECKING:
     from zoo.anyres import AnyResLayout
@@ -69,6 +69,8 @@ class MultiModal(nn.Module):
         # slots loaded from a self-contained checkpoint -> the base checkpoint they were built from (zoo.load
         # sets it); zoo.save keeps such a slot self-contained, since its checkpoint path is a temporary copy
         self.contained_bases: dict[str, str] = {}
+        # the token that ends assistant turns (data.end_token; None: the template's marker); generation stops at it
+        self.end_token: str | None = None
         self.image_token = composition.image_token
         # without a tokenizer (a weights-only import) the composition's image_token_id is the only source
         self.image_token_id: int | None = composition.image_token_id
@@ -296,8 +298,13 @@ class MultiModal(nn.Module):
         # the model's generation_config (chat checkpoints list their stop tokens there) wins over the
         # tokenizer, which only fills what the config leaves unset
         tokenizer, defaults = self.lm._tokenizer, self.lm.model.generation_config
+        explicit_eos = "eos_token_id" in generate_kwargs
         if tokenizer is not None and defaults.eos_token_id is None:
             generate_kwargs.setdefault("eos_token_id", tokenizer.eos_token_id)
+        if self.end_token is not None and tokenizer is not None and not explicit_eos:
+            # a model trained to end its answers with data.end_token stops there too (an explicit eos wins)
+            stops = generate_kwargs.get("eos_token_id", defaults.eos_token_id)
+            generate_kwargs["eos_token_id"] = with_stop_id(stops, tokenizer.convert_tokens_to_ids(self.end_token))
         if tokenizer is not None and defaults.pad_token_id is None:
             pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
             generate_kwargs.setdefault("pad_token_id", pad)
@@ -314,7 +321,7 @@ class MultiModal(nn.Module):
         attention_mask: torch.Tensor,
         *,
         max_new_tokens: int = 20,
-        eos_token_id: int | None = None,
+        eos_token_id: int | list[int] | None = None,
         pad_token_id: int | None = None,
         do_sample: bool = False,
         **unused: Any,
@@ -334,7 +341,7 @@ class MultiModal(nn.Module):
             embeds = torch.cat([embeds, self.lm.embed(next_ids[:, None])], dim=1)  # [B, T + 1, H]
             attention_mask = torch.cat([attention_mask, torch.ones_like(next_ids[:, None])], dim=1)
             if eos_token_id is not None:
-                finished |= next_ids == eos_token_id
+                finished |= torch.isin(next_ids, torch.tensor(eos_token_id, device=next_ids.device).reshape(-1))
                 if bool(finished.all()):
                     break
         return sequences

@@ -35,6 +35,7 @@ class MultiModalProcessor:
         padding_side: ``left`` (for generation) or ``right``.
         anyres: the model's any-resolution tiling (``tokens_per_image`` is then per tile).
         system_prompt: the system prompt :meth:`apply_chat_template` renders with (the model's).
+        end_token: the token that ends assistant turns of a chat history (the model's ``data.end_token``).
 
     Example:
         >>> processor = model.processor()
@@ -51,6 +52,7 @@ class MultiModalProcessor:
         padding_side: str = "left",
         anyres: AnyResLayout | None = None,
         system_prompt: SystemPrompt = TEMPLATE_DEFAULT,
+        end_token: str | None = None,
     ) -> None:
         if padding_side not in ("left", "right"):
             raise ZooError(f"padding_side = {padding_side!r} is not valid; valid choices: 'left', 'right'")
@@ -62,6 +64,7 @@ class MultiModalProcessor:
         self.padding_side = padding_side
         self.anyres = anyres
         self.system_prompt = system_prompt
+        self.end_token = end_token
 
     @classmethod
     def from_model(cls, model: Any, **kwargs: Any) -> MultiModalProcessor:
@@ -72,7 +75,11 @@ class MultiModalProcessor:
             image_token=model.image_token,
             tokens_per_image=model.contract.image_tokens,
             anyres=model.anyres,
-            **{"system_prompt": getattr(model, "system_prompt", TEMPLATE_DEFAULT), **kwargs},
+            **{
+                "system_prompt": getattr(model, "system_prompt", TEMPLATE_DEFAULT),
+                "end_token": getattr(model, "end_token", None),
+                **kwargs,
+            },
         )
         if processor.image_token_id != model.image_token_id:  # a tokenizer attached after a weights-only import
             raise ZooError(
@@ -86,7 +93,8 @@ class MultiModalProcessor:
         self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True, **kwargs: Any
     ) -> str:
         """Render chat messages as the model was trained on them: the tokenizer's template with the model's
-        system prompt (``data.system_prompt``, recorded in the checkpoint). Placeholders stay in the text.
+        system prompt (``data.system_prompt``) and end token (``data.end_token``: assistant turns of the history
+        end with it), both recorded in the checkpoint. Placeholders stay in the text.
 
         A system message in ``messages`` wins; ``system_prompt=`` overrides the model's setting for this call
         (a string, or ``None`` for no system turn).
@@ -99,9 +107,8 @@ class MultiModalProcessor:
         if unknown:
             raise ZooError(f"apply_chat_template got unexpected arguments {unknown}; valid: system_prompt")
         system_prompt = parse_system_prompt(kwargs.get("system_prompt", self.system_prompt), key="system_prompt")
-        return render_messages(
-            self.tokenizer, messages, system_prompt=system_prompt, add_generation_prompt=add_generation_prompt
-        )
+        return render_messages(self.tokenizer, messages, system_prompt=system_prompt,
+                               add_generation_prompt=add_generation_prompt, end_token=self.end_token)  # fmt: skip
 
     def __call__(
         self,

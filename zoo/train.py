@@ -135,6 +135,7 @@ def _train(parsed: TrainConfig, out: Path, resume: bool | str | Path) -> TrainRe
     model = build(parsed.model)
     data = parsed.data
     model.system_prompt = data.system_prompt  # every sample, and every checkpoint of the run, renders with it
+    model.end_token = data.end_token  # ends (and is supervised after) every answer; generation stops at it
     train_set = LlavaDataset(data.train, model, image_folder=data.image_folder_for(data.train),
                              max_length=data.max_length, on_error=data.on_error)  # fmt: skip
     eval_set = None
