@@ -19,6 +19,7 @@ from typing import Any
 from zoo.errors import ZooError
 from zoo.multimodal import IGNORE_INDEX
 from zoo.records import DATA_IMAGE_TOKEN
+from zoo.template_render import render_chat_template
 
 __all__ = ["ChatEncoder", "Encoded"]
 
@@ -58,9 +59,7 @@ class ChatEncoder:
         """The template's text for ``messages`` (data placeholders rewritten to the model's image token)."""
         if self.image_token != DATA_IMAGE_TOKEN:
             messages = [{**m, "content": m["content"].replace(DATA_IMAGE_TOKEN, self.image_token)} for m in messages]
-        return self.tokenizer.apply_chat_template(
-            list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
-        )
+        return render_chat_template(self.tokenizer, list(messages), add_generation_prompt=add_generation_prompt)
 
     def encode(
         self,

@@ -41,7 +41,7 @@ EXTRA_COMMANDS["demo"] = "zoo.demo_command"
 def _registry(args: argparse.Namespace):
     from zoo.registry import get_registry
 
-    registry = get_registry(tuple(args.plugin or ()), strict=args.strict_plugins or None)
+    registry = get_registry(tuple(args.plugin or ()), strict=args.strict_plugins or None, origin="cli")
     _report_plugin_failures()
     return registry
 
@@ -259,7 +259,10 @@ def _common_options(suppress: bool) -> _Parser:
         "--plugin", action="append", metavar="MODULE_OR_FILE", help="extra plugin to load (repeatable)", **default
     )
     common.add_argument("--strict-plugins", action="store_true", help="a plugin that fails to load is fatal", **default)
-    common.add_argument("--debug", action="store_true", help="show tracebacks", **default)
+    common.add_argument("--debug", action="store_true", help="show tracebacks (and what --verbose shows)", **default)
+    common.add_argument(
+        "--verbose", action="store_true", help="show the model libraries' warnings, logs and progress bars", **default
+    )
     common.add_argument("--json", action="store_true", help="machine-readable output", **default)
     return common
 
@@ -275,8 +278,13 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+_MAX_ERROR_CHARS = 2000  # a message quoting a huge value is cut: one short line, whatever the input
+
+
 def _print_error(message: str, *, as_json: bool) -> None:
     line = " ".join(message.split())
+    if len(line) > _MAX_ERROR_CHARS:
+        line = line[: _MAX_ERROR_CHARS - 30] + f"... ({len(line):,} characters)"
     if as_json:
         print(json.dumps({"error": line}))
     else:
@@ -324,15 +332,25 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_libraries() -> None:
-    """Hide the model libraries' deprecation chatter and info logs; ``--debug`` shows them."""
+    """Hide the model libraries' warnings, logs and progress bars; ``--verbose`` and ``--debug`` show them.
+
+    Users and scripts read stderr: it carries zoo's own lines (its warnings, progress it was asked for, one
+    line per error), not transformers' "Loading weights" bars or torch's "No CUDA runtime is found".
+    """
     import logging
     import warnings
 
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    for name in ("transformers", "peft", "timm", "open_clip"):
+    warnings.filterwarnings("ignore")  # third-party warnings, whatever their category
+    warnings.filterwarnings("default", module=r"zoo(\.|$)")  # zoo's own (a save that waits on a lock...)
+    # torch resets its own "torch" logger when imported; a child's level set beforehand stays
+    libraries = ("transformers", "peft", "timm", "open_clip", "accelerate", "huggingface_hub")
+    for name in (*libraries, "torch", "torch.utils.cpp_extension"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by transformers when it is imported
+    transformers_logging = sys.modules.get("transformers.utils.logging")
+    if transformers_logging is not None:  # already imported (zoo.cli.main called from Python)
+        transformers_logging.disable_progress_bar()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -344,7 +362,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version, or a bad argument (already printed on one line)
         return exit_.code if isinstance(exit_.code, int) else 2
-    if not args.debug:
+    if not (args.debug or args.verbose):
         _quiet_libraries()
     try:
         return int(args.func(args) or 0)
@@ -363,7 +381,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _describe(error: BaseException) -> str:
     if isinstance(error, OSError) and not isinstance(error, ZooError):
-        where = f" {error.filename!r}" if error.filename else ""
+        from zoo.limits import brief
+
+        where = f" {brief(error.filename)}" if error.filename else ""
         return f"cannot access{where}: {error.strerror or error}"
     return str(error)
 

@@ -119,7 +119,9 @@ def stream_reply(
     processor = processor or model.processor()
     images = [open_image(path, what="the uploaded image") for path in chat.images]
     if getattr(processor.tokenizer, "chat_template", None):
-        prompt = processor.tokenizer.apply_chat_template(chat.messages, tokenize=False, add_generation_prompt=True)
+        from zoo.template_render import render_chat_template
+
+        prompt = render_chat_template(processor.tokenizer, chat.messages, add_generation_prompt=True)
     else:  # a base LM without a template: plain role-prefixed turns
         prompt = "".join(f"{m['role'].capitalize()}: {m['content']}\n" for m in chat.messages) + "Assistant:"
     batch = {k: v.to(model.device) for k, v in processor(prompt, images=images).items()}

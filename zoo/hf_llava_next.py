@@ -9,7 +9,6 @@ vector is held by the projector (:class:`zoo.anyres_projector.AnyResProjector`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -76,7 +75,9 @@ def next_composition(config: Any, file: Path, select: str) -> dict[str, Any]:
 
 def _raw(file: Path) -> dict[str, Any]:
     """``file``'s top-level fields as written (before transformers fills its defaults)."""
-    data = json.loads(file.read_text(encoding="utf-8"))
+    from zoo.foreign import read_json_file
+
+    data = read_json_file(file, what="Llava config")
     return data if isinstance(data, dict) else {}
 
 

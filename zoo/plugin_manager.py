@@ -141,8 +141,14 @@ class PluginHost:
         return added
 
     def load(self, name: str, *, origin: str) -> ModuleType | None:
-        """Load one plugin by module name or ``.py`` path; ``None`` if blocked, known or failed."""
+        """Load one plugin by module name or ``.py`` path; ``None`` if blocked, known or failed.
+
+        A plugin that failed once is not tried again (``--plugin`` and a config may name the same one):
+        it is reported once.
+        """
         if name in self.blocked or self.pm.get_plugin(name) is not None:
+            return None
+        if any(failure.name == name for failure in self.failures):
             return None
         try:
             module = _import_module_or_file(name)
@@ -260,6 +266,11 @@ def _distribution_of(name: str) -> str:
 def _import_module_or_file(name: str) -> ModuleType:
     if is_plugin_file(name):
         path = Path(name).expanduser()
+        if path.is_dir():
+            raise PluginError(
+                f"plugin {name!r} is a directory; name a .py file, or a package importable from PYTHONPATH by its "
+                "module name"
+            )
         if not path.is_file():
             raise FileNotFoundError(f"plugin file {name!r} does not exist")
         module_name = "zoo_local_plugin_" + "".join(c if c.isalnum() else "_" for c in str(path.resolve()))

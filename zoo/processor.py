@@ -80,7 +80,9 @@ class MultiModalProcessor:
 
     def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
         """Render chat messages with the tokenizer's template (placeholders stay in the text)."""
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+        from zoo.template_render import render_chat_template  # bounded: a checkpoint's template is data
+
+        return render_chat_template(self.tokenizer, messages, add_generation_prompt=add_generation_prompt)
 
     def __call__(
         self,

@@ -238,8 +238,10 @@ def _read_registry_yaml() -> dict[str, Any]:
 _STATE: dict[str, Any] = {}
 
 
-def get_registry(plugins: Sequence[str] = (), *, strict: bool | None = None) -> Registry:
+def get_registry(plugins: Sequence[str] = (), *, strict: bool | None = None, origin: str = "config") -> Registry:
     """The process-wide registry, loading plugins on first use and ``plugins`` on demand.
+
+    ``origin`` says where ``plugins`` were named (``config``: a config's ``plugins:``; ``cli``: ``--plugin``).
 
     Example:
         >>> reg = get_registry()
@@ -253,7 +255,7 @@ def get_registry(plugins: Sequence[str] = (), *, strict: bool | None = None) -> 
         registry = Registry(host)
         _collect_each(registry, host.pm.get_plugins())
         _STATE["registry"] = registry
-    new = [p for p in (registry.host.load(name, origin="config") for name in plugins) if p is not None]
+    new = [p for p in (registry.host.load(name, origin=origin) for name in plugins) if p is not None]
     if new:
         _collect_each(registry, new)
     return registry

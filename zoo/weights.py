@@ -18,6 +18,7 @@ __all__ = [
     "building_on_meta",
     "hub_offline",
     "load_state_dict_file",
+    "parse_device",
     "require_path",
     "torch_dtype_of",
 ]
@@ -75,6 +76,38 @@ def load_state_dict_file(path: str | os.PathLike, key: str = "checkpoint") -> di
         f"{key} = {str(path)!r}: unknown weight format {file.suffix!r}; expected .safetensors "
         f"or a legacy {', '.join(LEGACY_SUFFIXES)} file"
     )
+
+
+def parse_device(value: str | torch.device | None, key: str = "device") -> torch.device:
+    """``value`` as a ``torch.device`` that exists on this machine (``None``: cuda if available, else cpu).
+
+    Raises:
+        ConfigError: naming ``key`` for a string torch cannot parse, or a GPU this machine does not have.
+
+    Example:
+        >>> parse_device("cpu")
+        device(type='cpu')
+    """
+    from zoo.errors import ConfigError
+    from zoo.limits import brief
+
+    if value is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(
+            f"{key} = {brief(value)} is not a device; expected cpu, cuda, cuda:N or mps (torch device names)"
+        ) from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index is not None and device.index >= count):
+            raise ConfigError(f"{key} = {brief(value)}: this machine has {count} CUDA device(s); use cpu")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"{key} = {brief(value)}: MPS is not available on this machine; use cpu")
+    elif device.type == "meta":
+        raise ConfigError(f"{key} = 'meta' holds no values; use --meta where a command offers it")
+    return device
 
 
 def torch_dtype_of(name: str | None, default: torch.dtype = torch.float32) -> torch.dtype:
