@@ -7,6 +7,7 @@ User errors (``ZooError``, a bad argument, a file-system error) print one line a
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import os
@@ -347,9 +348,10 @@ def _quiet_libraries() -> None:
     for name in (*libraries, "torch", "torch.utils.cpp_extension"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by transformers when it is imported
     transformers_logging = sys.modules.get("transformers.utils.logging")
-    if transformers_logging is not None:  # already imported (zoo.cli.main called from Python)
+    if transformers_logging is None:  # transformers reads it when imported (later: the CLI imports it lazily)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    else:  # already imported (zoo.cli.main called from Python)
         transformers_logging.disable_progress_bar()
 
 
@@ -375,8 +377,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("zoo: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # a Rust library's I/O error (a full disk while safetensors writes) is an OSError
+        failure = _os_error_in(error)
+        if failure is None or args.debug:
+            raise
+        _report_plugin_failures()
+        _print_error(_describe(failure), as_json=args.json)
+        return 2
     finally:
         _report_plugin_failures()
+
+
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The file-system error behind ``error`` (``... (os error 28)`` in a library's message), if any."""
+    if "os error" not in str(error):
+        return None
+    from zoo.weights import os_error_of  # imports torch: only on this path
+
+    return os_error_of(error)
 
 
 def _describe(error: BaseException) -> str:
@@ -384,7 +402,8 @@ def _describe(error: BaseException) -> str:
         from zoo.limits import brief
 
         where = f" {brief(error.filename)}" if error.filename else ""
-        return f"cannot access{where}: {error.strerror or error}"
+        writing = error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS)
+        return f"{'cannot write' if writing else 'cannot access'}{where}: {error.strerror or error}"
     return str(error)
 
 

@@ -32,7 +32,15 @@ from zoo.errors import CheckpointError, ZooError
 from zoo.limits import brief
 from zoo.safe_paths import fd_path, member_name, open_member, open_root
 
-__all__ = ["MAX_DEPTH", "MAX_FILES", "MAX_JSON_BYTES", "check_confined_file", "confined_directory", "read_json_file"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_FILES",
+    "MAX_JSON_BYTES",
+    "check_confined_file",
+    "confined_directory",
+    "read_json_file",
+    "unstage_name",
+]
 
 MAX_FILES = 4096
 MAX_DEPTH = 4
@@ -83,6 +91,23 @@ def confined_directory(path: str | os.PathLike, *, what: str) -> Iterator[Path]:
             os.close(fd)
         os.close(root)
         shutil.rmtree(staging, ignore_errors=True)  # links only: rmtree never follows them
+
+
+def unstage_name(loaded: Any, staged: Path, source: str | os.PathLike) -> Any:
+    """``loaded`` (a model, config or tokenizer read from ``staged``) renamed to the directory it came from.
+
+    transformers records where an object was loaded from (``config._name_or_path``, a tokenizer's
+    ``name_or_path``) and peft writes it into ``adapter_config.json``: it must be the user's directory,
+    not the staging, which is gone once the ``with`` block ends.
+    """
+    for holder in (loaded, getattr(loaded, "config", None)):
+        name = getattr(holder, "name_or_path", None)
+        if isinstance(name, str) and name.startswith(str(staged)):
+            holder.name_or_path = str(source) + name[len(str(staged)) :]
+    init_kwargs = getattr(loaded, "init_kwargs", None)
+    if isinstance(init_kwargs, dict) and str(init_kwargs.get("name_or_path", "")).startswith(str(staged)):
+        init_kwargs["name_or_path"] = str(source)
+    return loaded
 
 
 def read_json_file(path: str | os.PathLike, *, what: str = "JSON file", limit: int = MAX_JSON_BYTES) -> Any:

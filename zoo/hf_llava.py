@@ -145,8 +145,14 @@ def _import(source: Path, path: Path, dtype: str | None) -> MultiModal:
             ignore_mismatched_sizes=True,  # reported below with the key names, not raised
         )
         hf, info = cast("tuple[LlavaForConditionalGeneration, dict[str, Any]]", loaded)
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: transformers cannot load it as {hf_class.__name__}: {error}") from error
+    except ZooError:
+        raise
+    except Exception as error:  # a truncated safetensors file, a refused pickle: anything, from a stranger's files
+        from zoo.weights import describe_load_error
+
+        raise CheckpointError(
+            f"{path}: transformers cannot load it as {hf_class.__name__}: {describe_load_error(error)}"
+        ) from error
     problems = loading_problems(info)
     if problems:  # transformers would only log them and leave those weights random
         raise CheckpointError(f"{path}: {problems}")
@@ -265,7 +271,7 @@ def _read_llava_config(path: Path) -> Any:
     if not isinstance(raw, dict):
         raise CheckpointError(f"{file}: cannot read it: not a JSON object")
     model_type = raw.get("model_type")
-    config_class: Any = {"llava": LlavaConfig, "llava_next": LlavaNextConfig}.get(model_type)
+    config_class: Any = {"llava": LlavaConfig, "llava_next": LlavaNextConfig}.get(str(model_type))
     if config_class is None:
         raise CheckpointError(
             f"{file}: model_type is {model_type!r}, not 'llava' or 'llava_next'; zoo imports "
@@ -465,8 +471,12 @@ def _image_token(path: Path, index: int, where: str) -> str:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: cannot load its tokenizer: {error}") from error
+    except ZooError:
+        raise
+    except Exception as error:  # a malformed tokenizer.json makes the tokenizers library raise anything
+        from zoo.weights import describe_load_error
+
+        raise CheckpointError(f"{path}: cannot load its tokenizer: {describe_load_error(error)}") from error
     token = tokenizer.convert_ids_to_tokens(index) if 0 <= index < len(tokenizer) else None
     if not token:
         raise ZooError(

@@ -52,6 +52,12 @@ def next_composition(config: Any, file: Path, select: str) -> dict[str, Any]:
                 f"applies, and its {list(bad)} is not a whole number of vision_config.image_size = {side} px tiles; "
                 f"write the checkpoint's own image_grid_pinpoints (multiples of {side}) into config.json"
             )
+    from zoo.limits import MAX_PINPOINTS
+
+    if isinstance(pinpoints, list | tuple) and len(pinpoints) > MAX_PINPOINTS:
+        raise CheckpointError(
+            f"{file}: image_grid_pinpoints lists {len(pinpoints):,} resolutions; at most {MAX_PINPOINTS} are accepted"
+        )
     if not isinstance(pinpoints, list | tuple) or not pinpoints:
         raise CheckpointError(
             f"{file}: image_grid_pinpoints = {brief(pinpoints)}: expected a non-empty list of [height, width] pairs "

@@ -17,8 +17,8 @@ from typing import Any
 
 from torch import nn
 
-from zoo.errors import CheckpointError, ConfigError
-from zoo.foreign import confined_directory, read_json_file
+from zoo.errors import CheckpointError, ConfigError, ZooError
+from zoo.foreign import confined_directory, read_json_file, unstage_name
 from zoo.hf import (
     Family,
     check_arch_fields,
@@ -30,7 +30,7 @@ from zoo.hf import (
 from zoo.interfaces import LanguageModel
 from zoo.limits import check_arch_sizes
 from zoo.specs import LanguageModelConfig
-from zoo.weights import building_on_meta, torch_dtype_of
+from zoo.weights import building_on_meta, describe_load_error, torch_dtype_of
 
 __all__ = ["build_language_model", "infer_lora_targets"]
 
@@ -69,8 +69,6 @@ def _build(
     tokenizer: Path | None,
 ) -> LanguageModel:
     import transformers
-    from huggingface_hub.errors import StrictDataclassError
-    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"dtype": torch_dtype_of(config.dtype)}
@@ -100,8 +98,10 @@ def _build(
                 problems = loading_problems(info)
                 if problems:  # transformers only logs them and initialises those weights at random
                     raise CheckpointError(f"{where}: {problems}")
-        except (OSError, ValueError, StrictDataclassError, SafetensorError) as error:
-            raise CheckpointError(f"{where}: transformers cannot load it: {type(error).__name__}: {error}") from error
+        except (ZooError, MemoryError):
+            raise
+        except Exception as error:  # SafetensorError, a refused pickle, a malformed config: a stranger's files
+            raise CheckpointError(f"{where}: transformers cannot load it: {describe_load_error(error)}") from error
     elif requires_checkpoint or config_cls is None:
         raise ConfigError(
             f"{KEY}.checkpoint is required for {name!r}: set it to a local directory in transformers layout "
@@ -109,6 +109,8 @@ def _build(
         )
     else:
         model = AutoModelForCausalLM.from_config(make_hf_config(config_cls, config.arch, f"{KEY}.arch"), **kwargs)
+    if checkpoint is not None and config.checkpoint is not None:  # peft records it: the user's path, not the staging
+        unstage_name(model, checkpoint, Path(config.checkpoint).expanduser())
     layer_class = _decoder_layer_class(model, family.decoder_layer)
     targets = config.lora_targets or family.lora_targets or infer_lora_targets(model, layer_class)
     return LanguageModel(
@@ -161,20 +163,26 @@ def _load_tokenizer(
     ``tiny_tokenizer: false``), else ``None``; ``checkpoint`` and ``tokenizer`` are confined stagings."""
     from transformers import AutoTokenizer
 
+    original: str | None = None  # the user's directory behind a staging
     if tokenizer is not None:
-        source, key = tokenizer, f"{KEY}.tokenizer"
+        source, key, original = tokenizer, f"{KEY}.tokenizer", config.tokenizer
     elif checkpoint is not None and any((checkpoint / f).is_file() for f in _TOKENIZER_FILES):
-        source, key = checkpoint, f"{KEY}.checkpoint"
+        source, key, original = checkpoint, f"{KEY}.checkpoint", config.checkpoint
     elif name.startswith("tiny-") and config.tiny_tokenizer:
         source, key = tiny_tokenizer_path(), "the shipped tiny tokenizer"
     else:
         return None
     try:
-        return AutoTokenizer.from_pretrained(
+        loaded = AutoTokenizer.from_pretrained(
             str(source), local_files_only=True, trust_remote_code=config.trust_remote_code
         )
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{key} = {str(source)!r}: cannot load a tokenizer from it: {error}") from error
+    except ZooError:
+        raise
+    except Exception as error:  # a malformed tokenizer.json makes the tokenizers library raise anything
+        raise CheckpointError(
+            f"{key} = {str(source)!r}: cannot load a tokenizer from it: {describe_load_error(error)}"
+        ) from error
+    return loaded if original is None else unstage_name(loaded, source, Path(original).expanduser())
 
 
 def _decoder_layer_class(model: nn.Module, wanted: str | None) -> type[nn.Module] | None:

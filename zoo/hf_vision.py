@@ -20,6 +20,7 @@ listing components stays instant.
 from __future__ import annotations
 
 import abc
+import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -32,7 +33,7 @@ from zoo.hf import loading_problems, make_hf_config
 from zoo.interfaces import ImagePreprocessor, VisionTower
 from zoo.limits import check_arch_sizes
 from zoo.specs import VisionTowerConfig
-from zoo.weights import building_on_meta, load_state_dict_file, require_path, torch_dtype_of
+from zoo.weights import building_on_meta, describe_load_error, load_state_dict_file, require_path, torch_dtype_of
 
 __all__ = ["CHECKPOINT_KEY", "HFVisionTower", "build_tower"]
 
@@ -168,10 +169,10 @@ def _load_model(
         return _random_model(tower_cls, arch, dtype)
     path = require_path(checkpoint, CHECKPOINT_KEY)
     if path.is_dir():
-        from zoo.foreign import confined_directory
+        from zoo.foreign import confined_directory, unstage_name
 
         with confined_directory(path, what=f"{CHECKPOINT_KEY} = {checkpoint!r}") as staged:
-            return _load_directory(tower_cls, staged, checkpoint, dtype)
+            return unstage_name(_load_directory(tower_cls, staged, checkpoint, dtype), staged, path)
     model = _random_model(tower_cls, arch, dtype)  # the file holds weights only: `arch` gives the shapes
     if not building_on_meta():
         _load_state_file(model, path, checkpoint)
@@ -202,7 +203,7 @@ def _load_directory(tower_cls: type[HFVisionTower], path: Path, checkpoint: str,
     from huggingface_hub.errors import StrictDataclassError
     from safetensors import SafetensorError
 
-    unreadable = (OSError, ValueError, StrictDataclassError, SafetensorError)
+    unreadable = (OSError, ValueError, StrictDataclassError, SafetensorError, pickle.UnpicklingError, EOFError)
     if building_on_meta():  # the contract must reflect the checkpoint: read config.json, no weights
         try:
             hf_config = config_cls.from_pretrained(path, local_files_only=True)
@@ -220,7 +221,7 @@ def _load_directory(tower_cls: type[HFVisionTower], path: Path, checkpoint: str,
         )
     except unreadable as error:  # a corrupt weight file raises SafetensorError, a plain Exception
         raise CheckpointError(
-            f"{where}: cannot load it with {model_cls.__name__}: {type(error).__name__}: {error}"
+            f"{where}: cannot load it with {model_cls.__name__}: {describe_load_error(error)}"
         ) from error
     finally:
         hf_logging.set_verbosity(verbosity)

@@ -217,7 +217,7 @@ def _check_heads(fields: dict[str, Any], key: str) -> None:
 
     width = number("hidden_size") or number("embed_dim") or number("width")
     width_key = next(k for k in ("hidden_size", "embed_dim", "width", "") if not k or number(k))
-    heads_key = next((k for k in ("num_attention_heads", "num_heads", "n_head") if number(k)), None)
+    heads_key = next((k for k in ("num_attention_heads", "num_heads", "n_head") if number(k)), "")
     heads = number(heads_key)
     if width and heads and fields.get("head_dim") is None and "qk_nope_head_dim" not in fields and width % heads:
         raise ConfigError(

@@ -7,6 +7,7 @@ Weights are read from safetensors; a legacy ``.bin`` / ``.pt`` / ``.pth`` file i
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -16,8 +17,10 @@ from zoo.errors import CheckpointError
 
 __all__ = [
     "building_on_meta",
+    "describe_load_error",
     "hub_offline",
     "load_state_dict_file",
+    "os_error_of",
     "parse_device",
     "require_path",
     "torch_dtype_of",
@@ -25,6 +28,49 @@ __all__ = [
 
 SAFE_SUFFIXES = (".safetensors",)
 LEGACY_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def os_error_of(error: BaseException, path: str | os.PathLike | None = None) -> OSError | None:
+    """The ``OSError`` a Rust library (safetensors, tokenizers) reported inside its own exception type.
+
+    ``SafetensorError: Error while serializing: I/O error: No space left on device (os error 28)`` is a
+    full disk, not a bug: as an ``OSError`` it is reported like any other file-system error (one line).
+
+    Example:
+        >>> os_error_of(RuntimeError("I/O error: File too large (os error 27)")).strerror
+        'File too large'
+    """
+    if isinstance(error, OSError):
+        return error
+    found = _OS_ERROR.search(str(error))
+    if found is None:
+        return None
+    number = int(found.group(1))
+    return OSError(number, os.strerror(number), None if path is None else str(path))
+
+
+def describe_load_error(error: BaseException) -> str:
+    """One short line for an exception a library raised while reading weights or a config of others.
+
+    A pickle that ``weights_only=True`` refused says so in zoo's words (torch's message suggests loading
+    it unsafely); anything else is ``Type: message`` with the message cut to 300 characters.
+
+    Example:
+        >>> describe_load_error(ValueError("bad header"))
+        'ValueError: bad header'
+    """
+    text = " ".join(str(error).split())
+    if type(error).__name__ == "UnpicklingError":
+        found = re.search(r"unsupported GLOBAL [\w.]+|Unsupported global: [^ ]+|[\w.]+ was not an allowed global", text)
+        what = f" ({found.group(0)})" if found else ""
+        return (
+            f"it holds pickled objects other than tensors{what}; zoo reads .bin / .pt files only with "
+            "torch.load(weights_only=True) and never unpickles code: convert it to safetensors where you trust it"
+        )
+    return f"{type(error).__name__}: {text if len(text) <= 300 else text[:297] + '...'}"
 
 
 def building_on_meta() -> bool:
@@ -59,13 +105,15 @@ def load_state_dict_file(path: str | os.PathLike, key: str = "checkpoint") -> di
             return load_file(str(file))
         except Exception as error:  # SafetensorError (a plain Exception), OSError...
             raise CheckpointError(
-                f"{key} = {str(path)!r}: cannot read it as safetensors: {type(error).__name__}: {error}"
+                f"{key} = {str(path)!r}: cannot read it as safetensors: {describe_load_error(error)}"
             ) from error
     if file.suffix in LEGACY_SUFFIXES:
         try:
             data = torch.load(str(file), map_location="cpu", weights_only=True)
         except Exception as error:
-            raise CheckpointError(f"{key} = {str(path)!r}: cannot read it as plain tensors ({error})") from error
+            raise CheckpointError(
+                f"{key} = {str(path)!r}: cannot read it as plain tensors: {describe_load_error(error)}"
+            ) from error
         for wrapper in ("state_dict", "model"):
             if isinstance(data, Mapping) and wrapper in data and isinstance(data[wrapper], Mapping):
                 data = data[wrapper]
