@@ -68,11 +68,13 @@ def confined_directory(path: str | os.PathLike, *, what: str) -> Iterator[Path]:
     """
     source = Path(path).expanduser()
     try:
-        root = open_root(source)
+        root = os.open(source, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise CheckpointError(f"{what}: no such directory") from None
-    except CheckpointError:
+    except NotADirectoryError:
         raise CheckpointError(f"{what}: not a directory") from None
+    except OSError as error:
+        raise CheckpointError(f"{what}: cannot open it: {error.strerror or error}") from None
     fds: list[int] = []
     names: dict[str, str] = {}
     staging = Path(tempfile.mkdtemp(prefix="zoo-read-"))
