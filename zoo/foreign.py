@@ -104,7 +104,7 @@ def unstage_name(loaded: Any, staged: Path, source: str | os.PathLike) -> Any:
     """
     for holder in (loaded, getattr(loaded, "config", None)):
         name = getattr(holder, "name_or_path", None)
-        if isinstance(name, str) and name.startswith(str(staged)):
+        if holder is not None and isinstance(name, str) and name.startswith(str(staged)):
             holder.name_or_path = str(source) + name[len(str(staged)) :]
     init_kwargs = getattr(loaded, "init_kwargs", None)
     if isinstance(init_kwargs, dict) and str(init_kwargs.get("name_or_path", "")).startswith(str(staged)):
