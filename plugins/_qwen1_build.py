@@ -13,16 +13,18 @@ Private module: imports torch and transformers.
 
 from __future__ import annotations
 
-import json
+import contextlib
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from zoo.errors import CheckpointError, ConfigError
+from zoo.foreign import confined_directory, read_json_file
 from zoo.generation_config import apply_generation_settings, read_generation_config
 from zoo.hf import LLAMA_LORA_TARGETS, check_arch_fields, checkpoint_directory, make_hf_config, tiny_tokenizer_path
 from zoo.interfaces import LanguageModel
+from zoo.limits import check_arch_sizes
 from zoo.specs import LanguageModelConfig
 from zoo.weights import building_on_meta, torch_dtype_of
 
@@ -36,7 +38,24 @@ KEY = "model.lm"
 
 
 def build_qwen1(config: LanguageModelConfig, *, name: str) -> LanguageModel:
-    """Build preset ``name`` (see the module docstring)."""
+    """Build preset ``name`` (see the module docstring); its directories are read confined (``zoo.foreign``)."""
+    with contextlib.ExitStack() as stack:
+        directory = tokenizer = None
+        if config.checkpoint is not None:
+            found = checkpoint_directory(
+                config.checkpoint, f"{KEY}.checkpoint", example="Qwen/Qwen-7B", layout="a Qwen-1"
+            )
+            what = f"{KEY}.checkpoint = {config.checkpoint!r}"
+            directory = stack.enter_context(confined_directory(found, what=what))
+        if config.tokenizer is not None:
+            source = Path(config.tokenizer).expanduser()
+            if not source.is_dir():
+                raise CheckpointError(f"{KEY}.tokenizer = {config.tokenizer!r}: no such directory")
+            tokenizer = stack.enter_context(confined_directory(source, what=f"{KEY}.tokenizer = {config.tokenizer!r}"))
+        return _build(config, name, directory, tokenizer)
+
+
+def _build(config: LanguageModelConfig, name: str, directory: Path | None, tokenizer_dir: Path | None) -> LanguageModel:
     from transformers import AutoModelForCausalLM, Qwen2Config
 
     family = config.arch.get("model_type", QWEN1_MODEL_TYPE)
@@ -48,14 +67,10 @@ def build_qwen1(config: LanguageModelConfig, *, name: str) -> LanguageModel:
     kwargs: dict[str, Any] = {"dtype": dtype}
     if config.attn_implementation:
         kwargs["attn_implementation"] = config.attn_implementation
-    directory = None
     arch = dict(preset)
-    if config.checkpoint is not None:
-        directory = checkpoint_directory(
-            config.checkpoint, f"{KEY}.checkpoint", example="Qwen/Qwen-7B", layout="a Qwen-1"
-        )
+    if directory is not None:
         arch = _checkpoint_arch(directory, preset, name)
-    tokenizer = _load_tokenizer(config, directory, name)
+    tokenizer = _load_tokenizer(config, directory, tokenizer_dir, name)
     if directory is not None and tokenizer is not None:
         arch["bos_token_id"] = arch["eos_token_id"] = arch["pad_token_id"] = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
     hf_config = make_hf_config(Qwen2Config, arch, f"{KEY}.arch")
@@ -90,12 +105,10 @@ def build_qwen1(config: LanguageModelConfig, *, name: str) -> LanguageModel:
 
 def read_qwen1_config(directory: Path) -> dict[str, Any]:
     """The parsed ``config.json`` of a Qwen-1 checkpoint directory."""
-    try:
-        data = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{KEY}.checkpoint = {str(directory)!r}: cannot read config.json: {error}") from error
+    data = read_json_file(directory / "config.json", what=f"{KEY}.checkpoint config")
     if not isinstance(data, dict):
         raise CheckpointError(f"{KEY}.checkpoint = {str(directory)!r}: config.json is not a JSON object")
+    check_arch_sizes(data, str(directory / "config.json"))
     return data
 
 
@@ -157,14 +170,15 @@ def _load_weights(
     return model
 
 
-def _load_tokenizer(config: LanguageModelConfig, directory: Path | None, name: str) -> Any | None:
-    """``model.lm.tokenizer``, else the checkpoint's ``qwen.tiktoken``, else the tiny one for ``tiny-*``."""
+def _load_tokenizer(
+    config: LanguageModelConfig, directory: Path | None, tokenizer_dir: Path | None, name: str
+) -> Any | None:
+    """``model.lm.tokenizer``, else the checkpoint's ``qwen.tiktoken``, else the tiny one for ``tiny-*``
+    (``directory`` and ``tokenizer_dir``: confined stagings)."""
     from transformers import AutoTokenizer
 
-    if config.tokenizer is not None:
-        source = Path(config.tokenizer).expanduser()
-        if not source.is_dir():
-            raise CheckpointError(f"{KEY}.tokenizer = {config.tokenizer!r}: no such directory")
+    if tokenizer_dir is not None:
+        source = tokenizer_dir
         if (source / TIKTOKEN_FILE).is_file():
             return load_qwen1_tokenizer(source)
         where = f"{KEY}.tokenizer = {config.tokenizer!r}"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -75,9 +74,23 @@ def read_tiktoken_ranks(path: Path) -> dict[bytes, int]:
     return ranks
 
 
-@functools.lru_cache(maxsize=4)
-def _converted_json(path: str, size: int, mtime_ns: int) -> str:
-    """The converted ``tokenizers.Tokenizer`` as JSON (cache key: path, size and mtime of the file)."""
+_CONVERTED: dict[tuple[int, int, int, int], str] = {}
+
+
+def _cached_json(file: Path) -> str:
+    """:func:`_converted_json` of ``file``, cached by the file's identity (device, inode, size, mtime), not its
+    path: a checkpoint is read through a new confined staging on every build (``zoo.foreign``)."""
+    info = file.stat()
+    key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+    if key not in _CONVERTED:
+        while len(_CONVERTED) >= 4:
+            _CONVERTED.pop(next(iter(_CONVERTED)))
+        _CONVERTED[key] = _converted_json(str(file))
+    return _CONVERTED[key]
+
+
+def _converted_json(path: str) -> str:
+    """The converted ``tokenizers.Tokenizer`` of the tiktoken file ``path``, as JSON."""
     from tokenizers import normalizers
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
@@ -110,8 +123,7 @@ def load_qwen1_tokenizer(directory: Path) -> Any:
     file = directory / TIKTOKEN_FILE
     if not file.is_file():
         raise CheckpointError(f"{str(directory)!r} has no {TIKTOKEN_FILE} (the Qwen-1 vocabulary)")
-    stat = file.stat()
-    backend = Tokenizer.from_str(_converted_json(str(file.resolve()), stat.st_size, stat.st_mtime_ns))
+    backend = Tokenizer.from_str(_cached_json(file))
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         eos_token=ENDOFTEXT,

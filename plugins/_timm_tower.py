@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from zoo.errors import CheckpointError, ConfigError, UnknownNameError, suggest
+from zoo.foreign import check_confined_file
 from zoo.interfaces import ImagePreprocessor, VisionTower
 from zoo.specs import VisionTowerConfig
 from zoo.weights import building_on_meta, hub_offline, load_state_dict_file, require_path, torch_dtype_of
@@ -92,12 +93,13 @@ def square_patch_size(model: nn.Module, name: str) -> int:
 
 
 def find_weight_file(path: str, key: str, names: Sequence[str]) -> Path:
-    """``path`` itself if it is a file, else the first of ``names`` inside the directory ``path``."""
+    """``path`` itself if it is a file, else the first of ``names`` inside the directory ``path`` (a symlink
+    there that leads out of the directory is refused, see ``zoo.foreign``)."""
     found = require_path(path, key)
     if found.is_file():
         return found
     for name in names:
-        if (found / name).is_file():
+        if check_confined_file(found, name, what=f"{key} = {path!r}"):
             return found / name
     raise CheckpointError(f"{key} = {path!r}: the directory holds none of {', '.join(names)}")
 

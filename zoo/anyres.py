@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
 from zoo.errors import ConfigError, ContractError, ZooError, suggest
-from zoo.limits import brief
+from zoo.limits import MAX_PINPOINTS, InputLimitError, brief
 
 if TYPE_CHECKING:
     import torch
@@ -104,6 +104,10 @@ def parse_anyres(value: Any, *, key: str = "model.vision.anyres", source: str = 
         raise ConfigError(
             f"{source}: {key}.grid_pinpoints = {brief(raw)}: expected a non-empty list of [height, width] pairs "
             "in pixels, such as [[336, 672], [672, 336], [672, 672]]"
+        )
+    if len(raw) > MAX_PINPOINTS:
+        raise InputLimitError(
+            f"{source}: {key}.grid_pinpoints lists {len(raw):,} resolutions; at most {MAX_PINPOINTS} are accepted"
         )
     pinpoints = []
     for i, point in enumerate(raw):

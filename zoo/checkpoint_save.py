@@ -322,7 +322,15 @@ def _save_tokenizer(model: MultiModal, tmp: Path) -> dict[str, Any]:
 def _write_safetensors(tensors: Mapping[str, torch.Tensor], path: Path, generation: str) -> None:
     from safetensors.torch import save_file
 
-    save_file(dict(tensors), str(path), metadata={"format": "pt", "writer": FORMAT, GENERATION_KEY: generation})
+    try:
+        save_file(dict(tensors), str(path), metadata={"format": "pt", "writer": FORMAT, GENERATION_KEY: generation})
+    except Exception as error:  # SafetensorError wraps a full disk or a file-size limit: an OSError to callers
+        from zoo.weights import os_error_of
+
+        failure = os_error_of(error, path)
+        if failure is None:
+            raise
+        raise failure from error
 
 
 def _package_of(plugin: str) -> str | None:

@@ -7,6 +7,7 @@ User errors (``ZooError``, a bad argument, a file-system error) print one line a
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import os
@@ -275,7 +276,10 @@ def _common_options(suppress: bool) -> _Parser:
         "--plugin", action="append", metavar="MODULE_OR_FILE", help="extra plugin to load (repeatable)", **default
     )
     common.add_argument("--strict-plugins", action="store_true", help="a plugin that fails to load is fatal", **default)
-    common.add_argument("--debug", action="store_true", help="show tracebacks", **default)
+    common.add_argument("--debug", action="store_true", help="show tracebacks (and what --verbose shows)", **default)
+    common.add_argument(
+        "--verbose", action="store_true", help="show the model libraries' warnings, logs and progress bars", **default
+    )
     common.add_argument("--json", action="store_true", help="machine-readable output", **default)
     return common
 
@@ -291,8 +295,13 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+_MAX_ERROR_CHARS = 2000  # a message quoting a huge value is cut: one short line, whatever the input
+
+
 def _print_error(message: str, *, as_json: bool) -> None:
     line = " ".join(message.split())
+    if len(line) > _MAX_ERROR_CHARS:
+        line = line[: _MAX_ERROR_CHARS - 30] + f"... ({len(line):,} characters)"
     if as_json:
         print(json.dumps({"error": line}))
     else:
@@ -340,15 +349,26 @@ def make_parser() -> argparse.ArgumentParser:
 
 
 def _quiet_libraries() -> None:
-    """Hide the model libraries' deprecation chatter and info logs; ``--debug`` shows them."""
+    """Hide the model libraries' warnings, logs and progress bars; ``--verbose`` and ``--debug`` show them.
+
+    Users and scripts read stderr: it carries zoo's own lines (its warnings, progress it was asked for, one
+    line per error), not transformers' "Loading weights" bars or torch's "No CUDA runtime is found".
+    """
     import logging
     import warnings
 
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    warnings.filterwarnings("ignore", category=DeprecationWarning)
-    for name in ("transformers", "peft", "timm", "open_clip"):
+    warnings.filterwarnings("ignore")  # third-party warnings, whatever their category
+    warnings.filterwarnings("default", module=r"zoo(\.|$)")  # zoo's own (a save that waits on a lock...)
+    # torch resets its own "torch" logger when imported; a child's level set beforehand stays
+    libraries = ("transformers", "peft", "timm", "open_clip", "accelerate", "huggingface_hub")
+    for name in (*libraries, "torch", "torch.utils.cpp_extension"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    transformers_logging = sys.modules.get("transformers.utils.logging")
+    if transformers_logging is None:  # transformers reads it when imported (later: the CLI imports it lazily)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    else:  # already imported (zoo.cli.main called from Python)
+        transformers_logging.disable_progress_bar()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -375,7 +395,7 @@ def _main(argv: list[str]) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version, or a bad argument (already printed on one line)
         return exit_.code if isinstance(exit_.code, int) else 2
-    if not args.debug:
+    if not (args.debug or args.verbose):
         _quiet_libraries()
     interrupted = False
     try:
@@ -391,15 +411,34 @@ def _main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         interrupted = True  # main() prints the one line; plugin failures found so far stay unreported
         raise
+    except Exception as error:  # a Rust library's I/O error (a full disk while safetensors writes) is an OSError
+        failure = _os_error_in(error)
+        if failure is None or args.debug:
+            raise
+        _report_plugin_failures()
+        _print_error(_describe(failure), as_json=args.json)
+        return 2
     finally:
         if not interrupted:
             _report_plugin_failures()
 
 
+def _os_error_in(error: BaseException) -> OSError | None:
+    """The file-system error behind ``error`` (``... (os error 28)`` in a library's message), if any."""
+    if "os error" not in str(error):
+        return None
+    from zoo.weights import os_error_of  # imports torch: only on this path
+
+    return os_error_of(error)
+
+
 def _describe(error: BaseException) -> str:
     if isinstance(error, OSError) and not isinstance(error, ZooError):
-        where = f" {error.filename!r}" if error.filename else ""
-        return f"cannot access{where}: {error.strerror or error}"
+        from zoo.limits import brief
+
+        where = f" {brief(error.filename)}" if error.filename else ""
+        writing = error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS)
+        return f"{'cannot write' if writing else 'cannot access'}{where}: {error.strerror or error}"
     message = str(error)
     cause = error.__cause__
     if cause is not None and not isinstance(cause, ZooError | OSError) and "--debug" not in message:

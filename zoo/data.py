@@ -34,6 +34,7 @@ from zoo.chat import ChatEncoder
 from zoo.config import _check_keys, config_from_dict
 from zoo.errors import ConfigError, ZooError
 from zoo.images import open_image
+from zoo.limits import brief
 from zoo.multimodal import IGNORE_INDEX
 from zoo.prompt import TEMPLATE_DEFAULT, parse_end_token, parse_system_prompt
 from zoo.records import ON_ERROR, Conversation, DataError, RecordList, check_records, read_json_records, read_records
@@ -101,7 +102,7 @@ def parse_data_config(data: Any, *, source: str = "<config>", base_dir: Path | N
         '/runs/train.json'
     """
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: data = {data!r}: expected a mapping with at least 'train'")
+        raise ConfigError(f"{source}: data = {brief(data)}: expected a mapping with at least 'train'")
     _check_keys(data, [f for f in DataConfig.__dataclass_fields__ if f != "choices"], "data", source, ("train",))
     config = config_from_dict(DataConfig, data, "data", source)
     if config.max_length < 1:
@@ -113,7 +114,7 @@ def parse_data_config(data: Any, *, source: str = "<config>", base_dir: Path | N
     for key in ("train", "eval", "image_folder"):
         value = getattr(config, key)
         if value is not None and not value.strip():
-            raise ConfigError(f"{source}: data.{key} = {value!r}: expected a path")
+            raise ConfigError(f"{source}: data.{key} = {brief(value)}: expected a path")
     base = Path(base_dir) if base_dir is not None else None
 
     def resolve(value: str | None) -> str | None:
@@ -188,12 +189,12 @@ class LlavaDataset(Dataset):
     def _with_existing_images(self, conversations: RecordList, on_error: str) -> list[Conversation]:
         kept = []
         for conversation in conversations:
-            missing = [p for p in conversation.images if not self.image_path(p).is_file()]
+            missing = [p for p in conversation.images if not _is_file(self.image_path(p))]
             if not missing:
                 kept.append(conversation)
                 continue
             problem = (
-                f"{conversation.where}: image {str(self.image_path(missing[0]))!r} does not exist or is not a file"
+                f"{conversation.where}: image {brief(str(self.image_path(missing[0])))} does not exist or is not a file"
             )
             if on_error == "error":
                 raise DataError(problem)
@@ -369,3 +370,11 @@ def _pad_tiles(pixels: torch.Tensor, tiles: int) -> torch.Tensor:
     padded = pixels.new_zeros(pixels.shape[0], tiles, *pixels.shape[2:])  # [n, tiles, C, S, S]
     padded[:, : pixels.shape[1]] = pixels
     return padded
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False for a name the system refuses (too long, a NUL) instead of an OSError."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False

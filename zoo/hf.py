@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.errors import CheckpointError, ConfigError, suggest
+from zoo.limits import check_arch_sizes
 from zoo.specs import LanguageModelConfig, LanguageModelSpec
 
 if TYPE_CHECKING:  # resolved on first access (module ``__getattr__``); they import torch
@@ -118,14 +120,22 @@ def check_arch_fields(config_cls: type, arch: Mapping[str, Any], key: str) -> No
 
 
 def make_hf_config(config_cls: type, arch: Mapping[str, Any], key: str) -> Any:
-    """``config_cls(**arch)`` after :func:`check_arch_fields`; a value the library rejects is a ConfigError."""
+    """``config_cls(**arch)`` after :func:`check_arch_fields`; a value the library rejects is a ConfigError.
+
+    Sizes are bounded (:func:`zoo.limits.check_arch_sizes`) before the config is constructed (a million
+    layers takes transformers seconds to configure, minutes to build) and again on the result, whose
+    library defaults fill what ``arch`` leaves out; heads that do not divide the width are refused here.
+    """
     from huggingface_hub.errors import StrictDataclassError
 
     check_arch_fields(config_cls, arch, key)
+    check_arch_sizes(dict(arch), key)
     try:
-        return config_cls(**arch)
+        config = config_cls(**arch)
     except (StrictDataclassError, TypeError, ValueError) as error:
         raise ConfigError(f"{describe_rejection(error, arch, key)} (rejected by {config_cls.__name__})") from error
+    check_arch_sizes(config, key)
+    return config
 
 
 def describe_rejection(error: Exception, arch: Mapping[str, Any], key: str) -> str:
@@ -172,7 +182,7 @@ def checkpoint_directory(path: str, key: str, *, example: str = "<repo>", layout
             f"{key} = {path!r}: no such directory; zoo never downloads weights: fetch them yourself "
             f"(e.g. 'huggingface-cli download {example} --local-dir DIR') and set {key} to that directory"
         )
-    if not (directory / "config.json").is_file():
+    if not os.path.lexists(directory / "config.json"):  # not followed: the directory is read confined
         raise CheckpointError(f"{key} = {path!r}: no config.json there (expected {layout} directory)")
     return directory
 

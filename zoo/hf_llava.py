@@ -116,17 +116,28 @@ def from_hf_llava(directory: str | os.PathLike, device: str | torch.device | Non
         >>> model = zoo.from_hf_llava("llava-1.5-7b-hf/")
         >>> zoo.save(model, "zoo-llava/")
     """
+    from zoo.foreign import confined_directory
+
+    source = Path(directory)
+    with confined_directory(source, what=f"transformers Llava directory {str(source)!r}") as path:
+        model = _import(source, path, dtype)
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def _import(source: Path, path: Path, dtype: str | None) -> MultiModal:
+    """:func:`from_hf_llava` of the directory ``source``, read through its confined staging ``path``."""
     from zoo.builder import build, plan
     from zoo.config import parse_model_config, torch_dtype
     from zoo.hf import loading_problems
 
-    path = Path(directory)
     hf_config = _read_llava_config(path)
     vocab = getattr(hf_config.text_config, "vocab_size", None)
     generation = read_generation_config(path, vocab_size=vocab)  # its settings become the LM's defaults
     hf_class = _hf_class(hf_config.model_type)
-    data = hf_llava_composition(path, dtype=dtype, hf_config=hf_config)
-    checked = plan(parse_model_config(data, source=f"{path / 'config.json'}"))
+    data = _composition(source, path, dtype=dtype, hf_config=hf_config)
+    checked = plan(parse_model_config(data, source=f"{source / 'config.json'}"))
     _check_rebuilt_architecture(checked, hf_config, path)
     _check_image_processor(path, hf_config, checked.meta_modules["vision"], checked.config.vision.name)
     # components are built with parameters on meta and given the HF tensors: no random init, one copy
@@ -141,8 +152,14 @@ def from_hf_llava(directory: str | os.PathLike, device: str | torch.device | Non
             ignore_mismatched_sizes=True,  # reported below with the key names, not raised
         )
         hf, info = cast("tuple[LlavaForConditionalGeneration, dict[str, Any]]", loaded)
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: transformers cannot load it as {hf_class.__name__}: {error}") from error
+    except ZooError:
+        raise
+    except Exception as error:  # a truncated safetensors file, a refused pickle: anything, from a stranger's files
+        from zoo.weights import describe_load_error
+
+        raise CheckpointError(
+            f"{path}: transformers cannot load it as {hf_class.__name__}: {describe_load_error(error)}"
+        ) from error
     problems = loading_problems(info)
     if problems:  # transformers would only log them and leave those weights random
         raise CheckpointError(f"{path}: {problems}")
@@ -166,10 +183,7 @@ def from_hf_llava(directory: str | os.PathLike, device: str | torch.device | Non
     if generation and lm_generation is not None:  # zoo's checked read, not transformers' (which keeps anything)
         apply_generation_settings(lm_generation, generation)
     del hf
-    model.eval()
-    if device is not None:
-        model.to(device)
-    return model
+    return model.eval()
 
 
 def hf_llava_composition(
@@ -181,10 +195,18 @@ def hf_llava_composition(
         >>> hf_llava_composition("llava-1.5-7b-hf/")["model"]["vision"]["name"]
         'clip-vit-l-14-336'
     """
+    from zoo.foreign import confined_directory
+
+    source = Path(directory)
+    with confined_directory(source, what=f"transformers Llava directory {str(source)!r}") as path:
+        return _composition(source, path, dtype=dtype, hf_config=hf_config)
+
+
+def _composition(source: Path, path: Path, *, dtype: str | None, hf_config: Any | None) -> dict[str, Any]:
+    """:func:`hf_llava_composition` of ``source``, read through its confined staging ``path``."""
     from zoo.config import DTYPES
     from zoo.registry import get_registry
 
-    path = Path(directory)
     config = hf_config if hf_config is not None else _read_llava_config(path)
     vision_config, text_config = config.vision_config, config.text_config
     where = f"{path / 'config.json'}"
@@ -218,7 +240,7 @@ def hf_llava_composition(
     image_token = "<image>"
     model: dict[str, Any] = {}
     if _has_tokenizer(path):
-        lm["tokenizer"] = str(path.resolve())
+        lm["tokenizer"] = str(source.resolve())  # the LM reads it confined too (zoo.foreign)
         image_token = _image_token(path, int(config.image_token_index), where)
     else:  # weights only: no tokenizer but the checkpoint's own; the config names the image token's id
         lm["tiny_tokenizer"] = False
@@ -250,12 +272,13 @@ def _read_llava_config(path: Path) -> Any:
         raise CheckpointError(
             f"{path}: no config.json; expected a transformers LlavaForConditionalGeneration directory"
         )
-    try:
-        raw = json.loads(file.read_text(encoding="utf-8"))
-        model_type = raw.get("model_type")
-    except (OSError, ValueError, AttributeError) as error:
-        raise CheckpointError(f"{file}: cannot read it: {error}") from error
-    config_class: Any = {"llava": LlavaConfig, "llava_next": LlavaNextConfig}.get(model_type)
+    from zoo.foreign import read_json_file
+
+    raw = read_json_file(file, what="Llava config")
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{file}: cannot read it: not a JSON object")
+    model_type = raw.get("model_type")
+    config_class: Any = {"llava": LlavaConfig, "llava_next": LlavaNextConfig}.get(str(model_type))
     if config_class is None:
         raise CheckpointError(
             f"{file}: model_type is {model_type!r}, not 'llava' or 'llava_next'; zoo imports "
@@ -263,6 +286,7 @@ def _read_llava_config(path: Path) -> Any:
             "video layouts are not supported)"
         )
     _check_sub_config_types(raw, file)
+    _check_sizes(raw, file)
     try:
         return config_class.from_pretrained(path, local_files_only=True)
     except Exception as error:  # a hostile config.json makes transformers raise anything
@@ -272,6 +296,18 @@ def _read_llava_config(path: Path) -> Any:
             f"{_sub_type(raw, 'text_config')!r}, vision_config.model_type {_sub_type(raw, 'vision_config')!r}): "
             f"{text if len(text) <= 300 else text[:300] + '...'}"
         ) from error
+
+
+def _check_sizes(raw: Mapping[str, Any], file: Path) -> None:
+    """Sizes of the sub-configs and the any-res pinpoints, bounded before transformers builds a config of them."""
+    from zoo.limits import MAX_PINPOINTS, InputLimitError, check_arch_sizes
+
+    check_arch_sizes(dict(raw), str(file))
+    pinpoints = raw.get("image_grid_pinpoints")
+    if isinstance(pinpoints, list | tuple) and len(pinpoints) > MAX_PINPOINTS:
+        raise InputLimitError(
+            f"{file}: image_grid_pinpoints lists {len(pinpoints):,} resolutions; at most {MAX_PINPOINTS} are accepted"
+        )
 
 
 def _sub_type(raw: Mapping[str, Any], key: str) -> Any:
@@ -424,10 +460,9 @@ def _image_processor_settings(path: Path) -> list[tuple[Path, dict[str, Any]]]:
         file = path / name
         if not file.is_file():
             continue
-        try:
-            data = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as error:
-            raise CheckpointError(f"{file}: cannot read it: {error}") from error
+        from zoo.foreign import read_json_file
+
+        data = read_json_file(file, what="image processor config")
         settings = data.get("image_processor") if nested and isinstance(data, dict) else data
         if isinstance(settings, dict):
             found.append((file, settings))
@@ -443,8 +478,12 @@ def _image_token(path: Path, index: int, where: str) -> str:
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{path}: cannot load its tokenizer: {error}") from error
+    except ZooError:
+        raise
+    except Exception as error:  # a malformed tokenizer.json makes the tokenizers library raise anything
+        from zoo.weights import describe_load_error
+
+        raise CheckpointError(f"{path}: cannot load its tokenizer: {describe_load_error(error)}") from error
     token = tokenizer.convert_ids_to_tokens(index) if 0 <= index < len(tokenizer) else None
     if not token:
         raise ZooError(

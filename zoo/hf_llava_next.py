@@ -9,7 +9,6 @@ vector is held by the projector (:class:`zoo.anyres_projector.AnyResProjector`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -53,6 +52,12 @@ def next_composition(config: Any, file: Path, select: str) -> dict[str, Any]:
                 f"applies, and its {list(bad)} is not a whole number of vision_config.image_size = {side} px tiles; "
                 f"write the checkpoint's own image_grid_pinpoints (multiples of {side}) into config.json"
             )
+    from zoo.limits import MAX_PINPOINTS
+
+    if isinstance(pinpoints, list | tuple) and len(pinpoints) > MAX_PINPOINTS:
+        raise CheckpointError(
+            f"{file}: image_grid_pinpoints lists {len(pinpoints):,} resolutions; at most {MAX_PINPOINTS} are accepted"
+        )
     if not isinstance(pinpoints, list | tuple) or not pinpoints:
         raise CheckpointError(
             f"{file}: image_grid_pinpoints = {brief(pinpoints)}: expected a non-empty list of [height, width] pairs "
@@ -76,7 +81,9 @@ def next_composition(config: Any, file: Path, select: str) -> dict[str, Any]:
 
 def _raw(file: Path) -> dict[str, Any]:
     """``file``'s top-level fields as written (before transformers fills its defaults)."""
-    data = json.loads(file.read_text(encoding="utf-8"))
+    from zoo.foreign import read_json_file
+
+    data = read_json_file(file, what="Llava config")
     return data if isinstance(data, dict) else {}
 
 

@@ -13,13 +13,14 @@ Public (plugins build their LMs with it through :func:`zoo.hf.lm_spec`); it impo
 
 from __future__ import annotations
 
-import json
+import contextlib
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from zoo.errors import CheckpointError, ConfigError
+from zoo.errors import CheckpointError, ConfigError, ZooError
+from zoo.foreign import confined_directory, read_json_file, unstage_name
 from zoo.generation_config import apply_generation_settings, check_generation_settings, read_generation_config
 from zoo.hf import (
     Family,
@@ -30,8 +31,9 @@ from zoo.hf import (
     tiny_tokenizer_path,
 )
 from zoo.interfaces import LanguageModel
+from zoo.limits import check_arch_sizes
 from zoo.specs import LanguageModelConfig
-from zoo.weights import building_on_meta, torch_dtype_of
+from zoo.weights import building_on_meta, describe_load_error, torch_dtype_of
 
 __all__ = ["build_language_model", "infer_lora_targets"]
 
@@ -43,10 +45,33 @@ _STRUCTURE = ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_ke
 def build_language_model(
     config: LanguageModelConfig, *, name: str, family: Family, requires_checkpoint: bool = False
 ) -> LanguageModel:
-    """Build the LM of preset ``name`` from ``config`` (see the module docstring)."""
+    """Build the LM of preset ``name`` from ``config`` (see the module docstring).
+
+    The checkpoint and tokenizer directories are read confined (:mod:`zoo.foreign`): nothing outside them.
+    """
+    with contextlib.ExitStack() as stack:
+        checkpoint = tokenizer = None
+        if config.checkpoint is not None:
+            found = checkpoint_directory(config.checkpoint, f"{KEY}.checkpoint")
+            what = f"{KEY}.checkpoint = {config.checkpoint!r}"
+            checkpoint = stack.enter_context(confined_directory(found, what=what))
+        if config.tokenizer is not None:
+            source = Path(config.tokenizer).expanduser()
+            if not source.is_dir():
+                raise CheckpointError(f"{KEY}.tokenizer = {config.tokenizer!r}: no such directory")
+            tokenizer = stack.enter_context(confined_directory(source, what=f"{KEY}.tokenizer = {config.tokenizer!r}"))
+        return _build(config, name, family, requires_checkpoint, checkpoint, tokenizer)
+
+
+def _build(
+    config: LanguageModelConfig,
+    name: str,
+    family: Family,
+    requires_checkpoint: bool,
+    checkpoint: Path | None,
+    tokenizer: Path | None,
+) -> LanguageModel:
     import transformers
-    from huggingface_hub.errors import StrictDataclassError
-    from safetensors import SafetensorError
     from transformers import AutoConfig, AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"dtype": torch_dtype_of(config.dtype)}
@@ -56,13 +81,11 @@ def build_language_model(
     config_cls = getattr(transformers, family.config_class) if family.config_class else None
     if config_cls is not None:  # a misspelt key would otherwise be stored as an attribute and ignored
         check_arch_fields(config_cls, config.arch, f"{KEY}.arch")
-    checkpoint = None
     generation: dict[str, Any] = {}
-    if config.checkpoint is not None:
-        checkpoint = checkpoint_directory(config.checkpoint, f"{KEY}.checkpoint")
+    if checkpoint is not None:
         _check_checkpoint_config(checkpoint, config, name, family)
         where = f"{KEY}.checkpoint = {config.checkpoint!r}"
-        generation = read_generation_config(checkpoint, where=f"{KEY}.checkpoint = {str(checkpoint)!r}")
+        generation = read_generation_config(checkpoint, where=where)
         try:
             if building_on_meta():  # config.json only: never a weight file on meta
                 hf_config = AutoConfig.from_pretrained(checkpoint, local_files_only=True, trust_remote_code=trust)
@@ -80,8 +103,10 @@ def build_language_model(
                 problems = loading_problems(info)
                 if problems:  # transformers only logs them and initialises those weights at random
                     raise CheckpointError(f"{where}: {problems}")
-        except (OSError, ValueError, StrictDataclassError, SafetensorError) as error:
-            raise CheckpointError(f"{where}: transformers cannot load it: {type(error).__name__}: {error}") from error
+        except (ZooError, MemoryError):
+            raise
+        except Exception as error:  # SafetensorError, a refused pickle, a malformed config: a stranger's files
+            raise CheckpointError(f"{where}: transformers cannot load it: {describe_load_error(error)}") from error
     elif requires_checkpoint or config_cls is None:
         raise ConfigError(
             f"{KEY}.checkpoint is required for {name!r}: set it to a local directory in transformers layout "
@@ -90,12 +115,14 @@ def build_language_model(
     else:
         model = AutoModelForCausalLM.from_config(make_hf_config(config_cls, config.arch, f"{KEY}.arch"), **kwargs)
     if checkpoint is not None:
-        _use_generation_config(model, generation, f"{KEY}.checkpoint = {str(checkpoint)!r}")
+        _use_generation_config(model, generation, f"{KEY}.checkpoint = {config.checkpoint!r}")
+    if checkpoint is not None and config.checkpoint is not None:  # peft records it: the user's path, not the staging
+        unstage_name(model, checkpoint, Path(config.checkpoint).expanduser())
     layer_class = _decoder_layer_class(model, family.decoder_layer)
     targets = config.lora_targets or family.lora_targets or infer_lora_targets(model, layer_class)
     return LanguageModel(
         model,
-        _load_tokenizer(config, checkpoint, name),
+        _load_tokenizer(config, checkpoint, tokenizer, name),
         lora_targets=targets,
         decoder_layer_class=layer_class,
         embed_scale=_embed_scale(model),
@@ -119,10 +146,10 @@ def _check_checkpoint_config(directory: Path, config: LanguageModelConfig, name:
     """Refuse checkpoint code without opt-in, and a checkpoint of another family or size than the preset."""
     from transformers import CONFIG_MAPPING, __version__
 
-    try:
-        data = json.loads((directory / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{KEY}.checkpoint = {str(directory)!r}: cannot read config.json: {error}") from error
+    data = read_json_file(directory / "config.json", what=f"{KEY}.checkpoint config")
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{KEY}.checkpoint = {str(directory)!r}: config.json is not a JSON object")
+    check_arch_sizes(data, str(directory / "config.json"))  # before transformers builds anything of it
     model_type = data.get("model_type")
     if model_type not in CONFIG_MAPPING and not config.trust_remote_code:
         if "auto_map" in data:
@@ -148,27 +175,33 @@ def _check_checkpoint_config(directory: Path, config: LanguageModelConfig, name:
             )
 
 
-def _load_tokenizer(config: LanguageModelConfig, checkpoint: Path | None, name: str) -> Any | None:
+def _load_tokenizer(
+    config: LanguageModelConfig, checkpoint: Path | None, tokenizer: Path | None, name: str
+) -> Any | None:
     """``model.lm.tokenizer``, else the checkpoint's, else the shipped tiny one for ``tiny-*`` (unless
-    ``tiny_tokenizer: false``), else ``None``."""
+    ``tiny_tokenizer: false``), else ``None``; ``checkpoint`` and ``tokenizer`` are confined stagings."""
     from transformers import AutoTokenizer
 
-    if config.tokenizer is not None:
-        source, key = Path(config.tokenizer).expanduser(), f"{KEY}.tokenizer"
-        if not source.is_dir():
-            raise CheckpointError(f"{key} = {config.tokenizer!r}: no such directory")
+    original: str | None = None  # the user's directory behind a staging
+    if tokenizer is not None:
+        source, key, original = tokenizer, f"{KEY}.tokenizer", config.tokenizer
     elif checkpoint is not None and any((checkpoint / f).is_file() for f in _TOKENIZER_FILES):
-        source, key = checkpoint, f"{KEY}.checkpoint"
+        source, key, original = checkpoint, f"{KEY}.checkpoint", config.checkpoint
     elif name.startswith("tiny-") and config.tiny_tokenizer:
         source, key = tiny_tokenizer_path(), "the shipped tiny tokenizer"
     else:
         return None
     try:
-        return AutoTokenizer.from_pretrained(
+        loaded = AutoTokenizer.from_pretrained(
             str(source), local_files_only=True, trust_remote_code=config.trust_remote_code
         )
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{key} = {str(source)!r}: cannot load a tokenizer from it: {error}") from error
+    except ZooError:
+        raise
+    except Exception as error:  # a malformed tokenizer.json makes the tokenizers library raise anything
+        raise CheckpointError(
+            f"{key} = {str(source)!r}: cannot load a tokenizer from it: {describe_load_error(error)}"
+        ) from error
+    return loaded if original is None else unstage_name(loaded, source, Path(original).expanduser())
 
 
 def _decoder_layer_class(model: nn.Module, wanted: str | None) -> type[nn.Module] | None:

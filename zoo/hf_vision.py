@@ -20,7 +20,7 @@ listing components stays instant.
 from __future__ import annotations
 
 import abc
-import json
+import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,8 +31,9 @@ from torch import nn
 from zoo.errors import CheckpointError, ConfigError, suggest
 from zoo.hf import loading_problems, make_hf_config
 from zoo.interfaces import ImagePreprocessor, VisionTower
+from zoo.limits import check_arch_sizes
 from zoo.specs import VisionTowerConfig
-from zoo.weights import building_on_meta, load_state_dict_file, require_path, torch_dtype_of
+from zoo.weights import building_on_meta, describe_load_error, load_state_dict_file, require_path, torch_dtype_of
 
 __all__ = ["CHECKPOINT_KEY", "HFVisionTower", "build_tower"]
 
@@ -168,7 +169,10 @@ def _load_model(
         return _random_model(tower_cls, arch, dtype)
     path = require_path(checkpoint, CHECKPOINT_KEY)
     if path.is_dir():
-        return _load_directory(tower_cls, path, checkpoint, dtype)
+        from zoo.foreign import confined_directory, unstage_name
+
+        with confined_directory(path, what=f"{CHECKPOINT_KEY} = {checkpoint!r}") as staged:
+            return unstage_name(_load_directory(tower_cls, staged, checkpoint, dtype), staged, path)
     model = _random_model(tower_cls, arch, dtype)  # the file holds weights only: `arch` gives the shapes
     if not building_on_meta():
         _load_state_file(model, path, checkpoint)
@@ -183,10 +187,13 @@ def _load_directory(tower_cls: type[HFVisionTower], path: Path, checkpoint: str,
             f"{where}: no config.json in this directory; expected a transformers save_pretrained "
             f"directory of a {tower_cls.family} model, or a .safetensors weight file"
         )
-    try:
-        model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type", "")
-    except (OSError, ValueError, AttributeError) as error:
-        raise CheckpointError(f"{where}: cannot read {config_file}: {error}") from error
+    from zoo.foreign import read_json_file
+
+    data = read_json_file(config_file, what=f"{where}: config")
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{where}: cannot read {config_file}: not a JSON object")
+    model_type = data.get("model_type", "")
+    check_arch_sizes(data, str(config_file))  # before transformers builds anything of it
     if model_type not in tower_cls.model_types:
         raise CheckpointError(
             f"{where}: config.json has model_type {model_type!r}, which is not a {tower_cls.family} model; "
@@ -196,7 +203,7 @@ def _load_directory(tower_cls: type[HFVisionTower], path: Path, checkpoint: str,
     from huggingface_hub.errors import StrictDataclassError
     from safetensors import SafetensorError
 
-    unreadable = (OSError, ValueError, StrictDataclassError, SafetensorError)
+    unreadable = (OSError, ValueError, StrictDataclassError, SafetensorError, pickle.UnpicklingError, EOFError)
     if building_on_meta():  # the contract must reflect the checkpoint: read config.json, no weights
         try:
             hf_config = config_cls.from_pretrained(path, local_files_only=True)
@@ -214,7 +221,7 @@ def _load_directory(tower_cls: type[HFVisionTower], path: Path, checkpoint: str,
         )
     except unreadable as error:  # a corrupt weight file raises SafetensorError, a plain Exception
         raise CheckpointError(
-            f"{where}: cannot load it with {model_cls.__name__}: {type(error).__name__}: {error}"
+            f"{where}: cannot load it with {model_cls.__name__}: {describe_load_error(error)}"
         ) from error
     finally:
         hf_logging.set_verbosity(verbosity)

@@ -14,11 +14,18 @@ from typing import Any
 from zoo.errors import ConfigError
 
 __all__ = [
+    "ARCH_LIMITS",
+    "MAX_CHAT_TEMPLATE_CHARS",
     "MAX_CONFIG_INT",
     "MAX_IMAGE_SIDE",
+    "MAX_MODEL_PARAMS",
+    "MAX_PINPOINTS",
     "MAX_RANDOM_INIT_BYTES",
+    "MAX_RENDERED_PROMPT_CHARS",
+    "MAX_TEMPLATE_SECONDS",
     "InputLimitError",
     "brief",
+    "check_arch_sizes",
     "check_generation_options",
     "check_int_range",
     "check_positive_finite",
@@ -28,6 +35,31 @@ __all__ = [
 MAX_CONFIG_INT = 2**31 - 1  # any integer option past this is a typo or an attack, never a setting
 MAX_IMAGE_SIDE = 4096  # pixels; no registered tower has position embeddings for more
 MAX_RANDOM_INIT_BYTES = 2 * 1024**3  # a build that would allocate more random weights needs --meta
+MAX_PINPOINTS = 256  # any-res candidate resolutions (LLaVA-NeXT ships 5, OneVision 36)
+MAX_CHAT_TEMPLATE_CHARS = 1024**2  # a chat template's source (published ones are a few KiB)
+MAX_RENDERED_PROMPT_CHARS = 16 * 1024**2  # what one rendering of a chat template may produce
+MAX_TEMPLATE_SECONDS = 10.0  # wall time one rendering of a chat template may take
+MAX_MODEL_PARAMS = 10**13  # an architecture estimated past this is refused before anything is built
+
+# Architecture sizes read from configs, manifests and config.json files, checked before any config object
+# or module is built (a transformers config with a million layers takes seconds to construct, its model
+# minutes on meta). Each group is the field names transformers, timm and open_clip use for that quantity;
+# the bounds are far past every released model (<= 126 layers, width 16384, 128 heads, 262k tokens).
+ARCH_LIMITS: dict[str, tuple[tuple[str, ...], int]] = {
+    "layers": (("num_hidden_layers", "num_layers", "n_layer", "n_layers", "depth", "layers"), 1024),
+    "width": (("hidden_size", "d_model", "n_embd", "embed_dim", "width", "kv_lora_rank", "q_lora_rank"), 65536),
+    "ffn width": (("intermediate_size", "ffn_dim", "n_inner", "moe_intermediate_size", "mlp_dim"), 262144),
+    "heads": (("num_attention_heads", "num_key_value_heads", "n_head", "num_heads", "heads"), 1024),
+    "head width": (("head_dim", "head_width", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"), 4096),
+    "vocabulary": (("vocab_size",), 2**22),
+    "positions": (("max_position_embeddings", "n_positions", "context_length"), 2**24),
+    "experts": (("num_experts", "num_local_experts", "n_routed_experts"), 1024),
+    "image side": (("image_size", "img_size"), MAX_IMAGE_SIDE),
+    "patch side": (("patch_size",), MAX_IMAGE_SIDE),
+    "channels": (("num_channels", "in_chans"), 64),
+}
+_ARCH_FIELDS = {field: (group, limit) for group, (fields, limit) in ARCH_LIMITS.items() for field in fields}
+_SUB_CONFIGS = ("text_config", "vision_config", "vision_cfg", "text_cfg")
 
 
 class InputLimitError(ConfigError):
@@ -146,10 +178,115 @@ def check_generation_options(
             raise ConfigError(f"{name('eos_token_id')} = {brief(token)} is not valid; expected a token id >= 0")
 
 
+def check_arch_sizes(arch: Any, key: str, *, depth: int = 0) -> None:
+    """Refuse architecture sizes past :data:`ARCH_LIMITS`, or heads that do not divide the width, before building.
+
+    ``arch`` is a config as plain data (a YAML / manifest ``arch``, a ``config.json``) or a transformers
+    config object (its attributes are read, nothing is serialised); sub-configs (``text_config``,
+    ``vision_config``) are checked under their own key. Only the fields present are checked. A size out
+    of range is an ``InputLimitError`` with an estimate of what the architecture would cost; heads that
+    do not divide the width (and no ``head_dim``) a ``ConfigError`` naming both keys.
+
+    Example:
+        >>> check_arch_sizes({"num_hidden_layers": 1000000, "hidden_size": 64}, "model.lm.arch")
+        Traceback (most recent call last):
+        zoo.limits.InputLimitError: model.lm.arch.num_hidden_layers = 1000000 is out of range; ...
+    """
+    fields = arch if isinstance(arch, dict) else getattr(arch, "__dict__", {})
+    if not isinstance(fields, dict):
+        return
+    for field, value in fields.items():
+        bound = _ARCH_FIELDS.get(field) if isinstance(field, str) else None
+        if bound is None or isinstance(value, bool) or not isinstance(value, int | float):
+            continue  # a wrong type is the library's to name; a tuple (open_clip's ResNet layers) is not a size
+        group, limit = bound
+        low = 0 if field in ("kv_lora_rank", "q_lora_rank", "qk_rope_head_dim") else 1
+        if not low <= value <= limit:  # NaN fails too
+            cost = _estimate(fields)
+            tail = f"; as given it would be {cost}" if cost and value > limit else ""
+            raise InputLimitError(
+                f"{_join(key, field)} = {brief(value)} is out of range; expected an integer in [{low}, {limit:,}] "
+                f"(a bound on {group} far past every released model){tail}"
+            )
+    _check_heads(fields, key)
+    estimate = _parameters(fields)
+    if estimate > MAX_MODEL_PARAMS:
+        raise InputLimitError(
+            f"{key}: this architecture would have about {_count(estimate)} parameters "
+            f"({format_bytes(2 * estimate)} in bfloat16), past the limit of {_count(MAX_MODEL_PARAMS)}"
+        )
+    if depth < 2:
+        for sub in _SUB_CONFIGS:
+            if sub in fields and fields[sub] is not None:
+                check_arch_sizes(fields[sub], _join(key, sub), depth=depth + 1)
+
+
+def _join(key: str, field: str) -> str:
+    """``model.lm.arch.hidden_size``, or ``dir/config.json: hidden_size`` for a file."""
+    return f"{key}: {field}" if key.endswith(".json") else f"{key}.{field}"
+
+
+def _check_heads(fields: dict[str, Any], key: str) -> None:
+    def number(name: str | None) -> int | None:
+        value = fields.get(name) if name else None
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+    width = number("hidden_size") or number("embed_dim") or number("width")
+    width_key = next(k for k in ("hidden_size", "embed_dim", "width", "") if not k or number(k))
+    heads_key = next((k for k in ("num_attention_heads", "num_heads", "n_head") if number(k)), "")
+    heads = number(heads_key)
+    if width and heads and fields.get("head_dim") is None and "qk_nope_head_dim" not in fields and width % heads:
+        raise ConfigError(
+            f"{_join(key, width_key)} = {width} is not a multiple of {_join(key, heads_key)} = {heads}: each attention head "
+            f"gets {width_key} / {heads_key} features; use a width such as {width - width % heads or heads} "
+            "(or set head_dim where the model has one)"
+        )
+    kv = number("num_key_value_heads")
+    if heads and kv and heads % kv:
+        raise ConfigError(
+            f"{_join(key, heads_key)} = {heads} is not a multiple of {_join(key, 'num_key_value_heads')} = {kv}: grouped-query "
+            "attention shares each key/value head among a whole number of query heads"
+        )
+
+
+def _parameters(fields: dict[str, Any]) -> int:
+    """A rough parameter count of a transformer of these sizes (0 when the sizes are not given)."""
+
+    def number(*names: str, default: int = 0) -> int:
+        for name in names:
+            value = fields.get(name)
+            if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+                return value
+        return default
+
+    layers = number(*ARCH_LIMITS["layers"][0])
+    width = number(*ARCH_LIMITS["width"][0][:5])
+    if not layers or not width:
+        return 0
+    ffn = number(*ARCH_LIMITS["ffn width"][0], default=4 * width)
+    experts = number(*ARCH_LIMITS["experts"][0], default=1)
+    vocab = number("vocab_size")
+    side, patch = number("image_size", "img_size"), number("patch_size", default=1)
+    positions = (side // patch) ** 2 if side else 0
+    return layers * (4 * width * width + 3 * width * ffn * experts) + (2 * vocab + positions) * width
+
+
+def _estimate(fields: dict[str, Any]) -> str:
+    count = _parameters(fields)
+    return f"about {_count(count)} parameters ({format_bytes(2 * count)} in bfloat16)" if count else ""
+
+
+def _count(value: int) -> str:
+    for unit, size in (("T", 10**12), ("B", 10**9), ("M", 10**6)):
+        if value >= size:
+            return f"{value / size:,.1f}{unit}"
+    return f"{value:,}"
+
+
 def format_bytes(count: float) -> str:
     """``count`` bytes as a short human string (``28.4 GiB``)."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if count < 1024 or unit == "TiB":
             return f"{count:.1f} {unit}" if unit != "B" else f"{int(count)} B"
         count /= 1024
-    return f"{count:.1f} GiB"
+    return f"{count:,.1f} TiB"

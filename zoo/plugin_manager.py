@@ -332,6 +332,11 @@ def _distribution_of(name: str) -> str:
 def _import_module_or_file(name: str) -> ModuleType:
     if is_plugin_file(name):
         path = Path(name).expanduser()
+        if path.is_dir():
+            raise PluginError(
+                f"plugin {name!r} is a directory; name a .py file, or a package importable from PYTHONPATH by its "
+                "module name"
+            )
         if not path.is_file():
             raise FileNotFoundError(f"plugin file {name!r} does not exist")
         module_name = "zoo_local_plugin_" + "".join(c if c.isalnum() else "_" for c in str(path.resolve()))

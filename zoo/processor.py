@@ -16,6 +16,7 @@ import torch
 
 from zoo.errors import ZooError
 from zoo.interfaces import ImagePreprocessor
+from zoo.limits import brief
 from zoo.prompt import TEMPLATE_DEFAULT, SystemPrompt, parse_system_prompt, render_messages
 
 if TYPE_CHECKING:
@@ -211,8 +212,11 @@ def _check_prompts(text: Any) -> list[str]:
 
 
 def _check_images(images: list[Any]) -> None:
-    """Every image must be a non-empty PIL image (files are opened with ``zoo.images.open_image``)."""
+    """Every image must be a non-empty PIL image whose pixels can be read (``Image.open`` reads lazily, so a
+    truncated file would otherwise fail inside the preprocessor with a bare ``OSError``)."""
     from PIL import Image
+
+    from zoo.images import ImageError
 
     for index, image in enumerate(images):
         if not isinstance(image, Image.Image):
@@ -222,6 +226,13 @@ def _check_images(images: list[Any]) -> None:
             )
         if image.width < 1 or image.height < 1:
             raise ZooError(f"images[{index}] is empty ({image.width}x{image.height} pixels)")
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
+            name = getattr(image, "filename", "") or ""
+            where = f"images[{index}]" + (f" ({brief(str(name))})" if name else "")
+            raise ImageError(f"{where} is corrupt or truncated ({brief(str(error))}); open files with "
+                             "zoo.images.open_image(path) to have them checked when read") from error  # fmt: skip
 
 
 def _flatten_images(images: Any, num_prompts: int) -> list[Any]:

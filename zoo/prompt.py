@@ -294,7 +294,9 @@ def _render(
 
 
 def _apply(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
+    from zoo.template_render import render_chat_template  # bounded: a checkpoint's template is data
+
+    return render_chat_template(tokenizer, messages, add_generation_prompt=add_generation_prompt)
 
 
 def _without_system_turn(tokenizer: Any, messages: list[dict[str, str]], add_generation_prompt: bool) -> str:

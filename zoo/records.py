@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from zoo.errors import ZooError, suggest
+from zoo.limits import brief
 
 __all__ = [
     "DATA_IMAGE_TOKEN",
@@ -34,6 +35,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+MAX_DATA_BYTES = 16 * 1024**3  # LLaVA-665k's JSON is 1 GiB; beyond this a data file is refused unread
 DATA_IMAGE_TOKEN = "<image>"  # the placeholder LLaVA data writes, whatever the model's own image token is
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
 ON_ERROR = ("error", "skip")
@@ -71,7 +73,7 @@ class Conversation:
     @property
     def where(self) -> str:
         """``FILE: record INDEX (id ID)``, the prefix of every message about this record."""
-        name = f" (id {self.id!r})" if self.id is not None else ""
+        name = f" (id {brief(self.id)})" if self.id is not None else ""
         return f"{self.source}: record {self.index}{name}"
 
     @property
@@ -104,19 +106,23 @@ def read_records(path: str | Path, *, on_error: str = "error") -> RecordList:
 
 def read_json_records(path: str | Path) -> list[Any]:
     """The raw records of a JSON list or JSONL file, unvalidated (``check_records`` validates them)."""
+    from zoo.yaml_io import read_text_file
+
     path = Path(path)
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as error:
-        raise DataError(f"data file {source!r} does not exist") from error
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"cannot read data file {source!r}: {error}") from error
+    try:  # a regular file only, opened non-blocking: a FIFO or /dev/zero is refused, not read
+        text = read_text_file(path, what="data file", limit=MAX_DATA_BYTES)
+    except ZooError as error:
+        raise DataError(str(error)) from None
     if text.lstrip().startswith("["):
         try:
             raw = json.loads(text)
         except json.JSONDecodeError as error:
             raise DataError(f"{source}: invalid JSON at line {error.lineno}: {error.msg}") from error
+        except RecursionError:
+            raise DataError(
+                f"{source}: the JSON is nested too deeply to read (a record is a few levels deep)"
+            ) from None
     else:
         raw = []
         for number, line in enumerate(text.splitlines(), start=1):
@@ -126,6 +132,8 @@ def read_json_records(path: str | Path) -> list[Any]:
                 raw.append(json.loads(line))
             except json.JSONDecodeError as error:
                 raise DataError(f"{source}: line {number} is not valid JSON: {error.msg}") from error
+            except RecursionError:
+                raise DataError(f"{source}: line {number} is nested too deeply to read") from None
     return raw
 
 
@@ -162,7 +170,7 @@ def check_record(record: Any, *, index: int, source: str = "<records>") -> Conve
     elif isinstance(images, str):
         images = [images]
     if not isinstance(images, list) or not all(isinstance(i, str) and i.strip() for i in images):
-        raise bad(f"'image' = {record.get('image')!r}: expected a path or a list of paths")
+        raise bad(f"'image' = {brief(record.get('image'))}: expected a path or a list of paths")
     turns = record.get("conversations")
     if not isinstance(turns, list) or not turns:
         raise bad("has no conversations (expected 'conversations': a non-empty list of turns)")
@@ -188,10 +196,10 @@ def check_record(record: Any, *, index: int, source: str = "<records>") -> Conve
 
 def _check_turn(turn: Any, number: int, bad) -> dict[str, str]:
     if not isinstance(turn, Mapping) or "from" not in turn or "value" not in turn:
-        raise bad(f"turn {number} = {turn!r}: expected {{'from': 'human' | 'gpt', 'value': text}}")
+        raise bad(f"turn {number} = {brief(turn)}: expected {{'from': 'human' | 'gpt', 'value': text}}")
     speaker = turn["from"]
     if speaker not in ROLES:
-        raise bad(f"turn {number} 'from' = {speaker!r} is not a role; {suggest(str(speaker), ROLES)}")
+        raise bad(f"turn {number} 'from' = {brief(speaker)} is not a role; {suggest(str(speaker)[:100], ROLES)}")
     if not isinstance(turn["value"], str):
         raise bad(f"turn {number} is not text ('value' is a {type(turn['value']).__name__}); only text turns are read")
     role = ROLES[speaker]
@@ -202,4 +210,4 @@ def _check_turn(turn: Any, number: int, bad) -> dict[str, str]:
 
 def _check_on_error(on_error: str) -> None:
     if on_error not in ON_ERROR:
-        raise DataError(f"on_error = {on_error!r} is not valid; {suggest(str(on_error), ON_ERROR)}")
+        raise DataError(f"on_error = {brief(on_error)} is not valid; {suggest(str(on_error)[:100], ON_ERROR)}")

@@ -70,24 +70,24 @@ def open_root(path: str | os.PathLike) -> int:
         raise CheckpointError(f"checkpoint {str(path)!r}: cannot open it: {error.strerror}") from error
 
 
-def open_member(root_fd: int, name: str, field: str, where: str = "checkpoint") -> int:
+def open_member(root_fd: int, name: str, field: str, where: str = "checkpoint", *, directories: bool = False) -> int:
     """Open the regular file ``name`` below the directory ``root_fd``, never leaving that directory.
 
     Symlinks inside the tree are followed only when their target, resolved lexically from the link's
     own directory, stays inside the root. Raises ``FileNotFoundError`` for a missing file (the caller
     decides whether the directory was swapped under it) and CheckpointError for anything that escapes
-    the directory or is not a regular file.
+    the directory or is not a regular file (``directories``: or a directory, for listing it).
     """
     parts = member_name(name, field, where).split("/")
     for _ in range(MAX_LINK_HOPS):
-        resolved = _walk(root_fd, parts, name, field, where)
+        resolved = _walk(root_fd, parts, name, field, where, directories)
         if isinstance(resolved, int):
             return resolved
         parts = resolved
     raise CheckpointError(f"{where}: {field} = {name!r}: more than {MAX_LINK_HOPS} symlinks on the way")
 
 
-def _walk(root_fd: int, parts: list[str], name: str, field: str, where: str) -> int | list[str]:
+def _walk(root_fd: int, parts: list[str], name: str, field: str, where: str, directories: bool) -> int | list[str]:
     """Open ``parts`` step by step; an fd of the file, or the new parts after resolving one symlink."""
     fds: list[int] = []
     try:
@@ -109,7 +109,7 @@ def _walk(root_fd: int, parts: list[str], name: str, field: str, where: str) -> 
             fds.append(fd)
             parent = fd
         info = os.fstat(fds[-1])
-        if not stat.S_ISREG(info.st_mode):
+        if not (stat.S_ISREG(info.st_mode) or (directories and stat.S_ISDIR(info.st_mode))):
             raise CheckpointError(f"{where}: {field} = {name!r} is not a regular file")
         os.set_blocking(fds[-1], True)
         return fds.pop()

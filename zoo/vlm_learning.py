@@ -25,7 +25,6 @@ counterpart is a CheckpointError naming it.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -118,12 +117,16 @@ def from_vlm_learning(
     from zoo.builder import build
     from zoo.checkpoint import load_state_into
     from zoo.config import ModelConfig, load_model_config, parse_model_config, torch_dtype
+    from zoo.foreign import confined_directory
 
     src = Path(source)
-    _check_source(src)
-    settings = _read_adapter_config(src / ADAPTER_CONFIG)
-    converted, targets = convert_lora_state(_read_adapter(src), where=str(src))
-    projector = _read_projector(src / OTHER_PARAMS)
+    if not src.is_dir():
+        raise CheckpointError(f"VLM-learning checkpoint {str(src)!r}: no such directory")
+    with confined_directory(src, what=f"VLM-learning checkpoint {str(src)!r}") as staged:  # nothing outside it
+        _check_source(staged)
+        settings = _read_adapter_config(staged / ADAPTER_CONFIG)
+        converted, targets = convert_lora_state(_read_adapter(staged), where=str(staged))
+        projector = _read_projector(staged / OTHER_PARAMS)
     base = (
         model
         if isinstance(model, ModelConfig)
@@ -206,10 +209,9 @@ def _check_source(src: Path) -> None:
 
 
 def _read_adapter_config(file: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise CheckpointError(f"{str(file)!r}: cannot read it: {error}") from error
+    from zoo.foreign import read_json_file
+
+    data = read_json_file(file, what="adapter config")
     if not isinstance(data, dict) or data.get("peft_type") != "LORA":
         raise CheckpointError(f"{str(file)!r}: peft_type = {data.get('peft_type')!r}; only LoRA adapters convert")
     for key in _UNSUPPORTED:

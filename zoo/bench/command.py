@@ -99,7 +99,11 @@ def _bench(args: argparse.Namespace) -> Any:
     if len(args.target) > 1:
         raise ConfigError(f"zoo bench takes one grid, got {len(args.target)}: {args.target} (or 'merge DIR...')")
     shard = parse_shard(args.shard) if args.shard else None
-    get_registry(tuple(args.plugin or ()))
+    if args.device is not None:  # a typo fails in a second, not after the grid is planned
+        from zoo.weights import parse_device
+
+        parse_device(args.device, "--device")
+    get_registry(tuple(args.plugin or ()), origin="cli")
     spec = load_bench(args.target[0] if args.target else None)
     overrides = {key: getattr(args, key) for key in OVERRIDES if getattr(args, key) is not None}
     if overrides:  # validate the overrides like file values

@@ -35,6 +35,7 @@ from zoo.bench.measure import (
 from zoo.bench.timing import Timing, time_interleaved
 from zoo.errors import ZooError
 from zoo.progress import LineProgress, is_terminal
+from zoo.weights import parse_device
 
 if TYPE_CHECKING:
     from transformers import LlavaForConditionalGeneration
@@ -307,7 +308,7 @@ def run_bench(
             checkpoints and logs stay there); default: a temporary folder, removed afterwards.
     """
     start = time.perf_counter()
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = parse_device(device, "--device")
     use_reference = spec.reference if reference is None else reference
     with torch_threads(spec.threads):
         machine = {**machine_info("meta" if meta else device), "start": machine_state()}
