@@ -65,6 +65,10 @@ def run(args: argparse.Namespace) -> int:
     for option, value in (("--out", args.out), ("--train-dir", args.train_dir)):
         if value is not None and not value.strip():
             raise ConfigError(f"{option} {value!r} is empty; give a directory (or leave the option out)")
+    if args.device is not None and not merging:  # a typo fails in a second, before anything is claimed or planned
+        from zoo.weights import parse_device
+
+        parse_device(args.device, "--device")
     out = args.out or ("bench-merged" if merging else "bench-out")
     # the run owns --out from the start: another run's directory, or one holding other files, is refused at once
     with claim_directory(out, kind=OUTPUT_KIND, key="--out", overwrite=args.overwrite):
@@ -99,11 +103,7 @@ def _bench(args: argparse.Namespace) -> Any:
     if len(args.target) > 1:
         raise ConfigError(f"zoo bench takes one grid, got {len(args.target)}: {args.target} (or 'merge DIR...')")
     shard = parse_shard(args.shard) if args.shard else None
-    if args.device is not None:  # a typo fails in a second, not after the grid is planned
-        from zoo.weights import parse_device
-
-        parse_device(args.device, "--device")
-    get_registry(tuple(args.plugin or ()), origin="cli")
+    get_registry(tuple(args.plugin or ()), origin="--plugin")
     spec = load_bench(args.target[0] if args.target else None)
     overrides = {key: getattr(args, key) for key in OVERRIDES if getattr(args, key) is not None}
     if overrides:  # validate the overrides like file values
