@@ -1,8 +1,8 @@
 """Lazy module attributes for the built-in plugins: registering a component imports no model library.
 
-A registration module (``clip``, ``projectors``...) holds presets as plain data and imports only zoo's
-torch-free modules (``zoo.hookspecs``, ``zoo.specs``, ``zoo.errors``), so that ``zoo list`` never pays
-for torch, transformers, timm or open_clip. Its spec factories import the implementation on first call,
+A registration module (``clip``, ``projectors``...) holds presets as plain data and imports only
+torch-free names of ``zoo.sdk`` and ``zoo.errors``, so that ``zoo list`` never pays for torch,
+transformers, timm or open_clip. Its spec factories import the implementation on first call,
 and the implementation names it re-exports (``zoo_plugins.clip.CLIPTower``) resolve on first access
 through a module ``__getattr__`` (PEP 562)::
 

@@ -17,9 +17,15 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from zoo.errors import ConfigError, UnknownNameError, suggest
-from zoo.interfaces import ImagePreprocessor, VisionTower
-from zoo.specs import VisionTowerConfig
-from zoo.weights import building_on_meta, hub_offline, load_state_dict_file, torch_dtype_of
+from zoo.sdk import (
+    ImagePreprocessor,
+    VisionTower,
+    VisionTowerConfig,
+    building_on_meta,
+    hub_offline,
+    load_state_dict_file,
+    torch_dtype_of,
+)
 
 from ._timm_tower import (
     find_weight_file,

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from zoo.errors import ContractError
-from zoo.interfaces import Projector
+from zoo.sdk import Projector
 
 __all__ = ["CrossAttentionResampler", "PerceiverResampler", "sincos_2d"]
 

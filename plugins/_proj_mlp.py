@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from zoo.errors import ContractError
-from zoo.interfaces import Projector
+from zoo.sdk import Projector
 
 __all__ = ["IdentityProjector", "MlpProjector", "PixelShuffleProjector", "pixel_shuffle_problem", "space_to_depth"]
 

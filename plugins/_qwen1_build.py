@@ -20,13 +20,22 @@ from typing import Any
 import torch
 
 from zoo.errors import CheckpointError, ConfigError
-from zoo.foreign import confined_directory, read_json_file
-from zoo.generation_config import apply_generation_settings, read_generation_config
-from zoo.hf import LLAMA_LORA_TARGETS, check_arch_fields, checkpoint_directory, make_hf_config, tiny_tokenizer_path
-from zoo.interfaces import LanguageModel
-from zoo.limits import check_arch_sizes
-from zoo.specs import LanguageModelConfig
-from zoo.weights import building_on_meta, torch_dtype_of
+from zoo.sdk import (
+    LLAMA_LORA_TARGETS,
+    LanguageModel,
+    LanguageModelConfig,
+    apply_generation_settings,
+    building_on_meta,
+    check_arch_fields,
+    check_arch_sizes,
+    checkpoint_directory,
+    confined_directory,
+    make_hf_config,
+    read_generation_config,
+    read_json_file,
+    tiny_tokenizer_path,
+    torch_dtype_of,
+)
 
 from ._qwen1_config import QWEN1_MODEL_TYPE, STRUCTURE, qwen2_arch
 from ._qwen1_tokenizer import ENDOFTEXT, IM_END, TIKTOKEN_FILE, load_qwen1_tokenizer

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from zoo.errors import CheckpointError
-from zoo.weights import load_state_dict_file
+from zoo.sdk import load_state_dict_file
 
 __all__ = ["LAYER_RENAMES", "qwen2_state_dict", "read_qwen1_state", "split_qkv", "weight_files"]
 

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from zoo.hf_vision import HFVisionTower
+from zoo.sdk import HFVisionTower
 
 __all__ = ["SiglipTower"]
 

@@ -17,10 +17,17 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from zoo.errors import CheckpointError, ConfigError, UnknownNameError, suggest
-from zoo.foreign import check_confined_file
-from zoo.interfaces import ImagePreprocessor, VisionTower
-from zoo.specs import VisionTowerConfig
-from zoo.weights import building_on_meta, hub_offline, load_state_dict_file, require_path, torch_dtype_of
+from zoo.sdk import (
+    ImagePreprocessor,
+    VisionTower,
+    VisionTowerConfig,
+    building_on_meta,
+    check_confined_file,
+    hub_offline,
+    load_state_dict_file,
+    require_path,
+    torch_dtype_of,
+)
 
 __all__ = [
     "TIMM_DIR_FILES",

@@ -12,8 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import zoo
-from zoo.hf import hf_tower_factory
-from zoo.specs import VisionTowerSpec
+from zoo.sdk import VisionTowerSpec, hf_tower_factory
 
 from ._lazy import lazy_attribute
 

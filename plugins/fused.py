@@ -2,18 +2,38 @@
 
 ``fused`` takes ``towers: [...]`` (each a tower name or a mapping with its own options); the presets
 are fixed lists, like prismatic-vlms' ``dinosiglip-vit-so-384px``. The implementation is
-:mod:`zoo.fused`, imported on first build (registering imports no model library).
+``zoo_plugins._fused_tower``, imported on first build (registering imports no model library); it builds
+each tower by name through ``zoo.sdk.build_component``, like any plugin could.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zoo
-from zoo.specs import VisionTowerSpec
+from zoo.sdk import VisionTowerSpec
 
-__all__ = ["PRESETS", "FusedTowerConfig", "zoo_register_vision_towers"]
+from ._lazy import lazy_attribute
+
+if TYPE_CHECKING:  # annotations, and the names _LAZY resolves at run time (for type checkers)
+    from ._fused_tower import FusedPreprocessor, FusedTower, build_fused_tower
+
+__all__ = [
+    "PRESETS",
+    "FusedPreprocessor",
+    "FusedTower",
+    "FusedTowerConfig",
+    "build_fused_tower",
+    "zoo_register_vision_towers",
+]
+
+# the tower classes import torch: resolved on first access (zoo_plugins.fused.FusedTower)
+_LAZY = {name: "._fused_tower" for name in ("FusedPreprocessor", "FusedTower", "build_fused_tower")}
+
+
+def __getattr__(name: str) -> Any:
+    return lazy_attribute(__name__, name, _LAZY)
 
 
 @dataclass(frozen=True)
@@ -29,8 +49,8 @@ class FusedTowerConfig:
     dtype: str | None = None
 
 
-def _build(config: FusedTowerConfig) -> Any:
-    from zoo.fused import build_fused_tower
+def _build(config: FusedTowerConfig) -> FusedTower:
+    from ._fused_tower import build_fused_tower
 
     return build_fused_tower(config)
 

@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import zoo
-from zoo.hf import GENERIC, lm_spec
-from zoo.specs import LanguageModelSpec
+from zoo.sdk import GENERIC, LanguageModelSpec, lm_spec
 
 __all__ = ["zoo_register_language_models"]
 

@@ -9,8 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import zoo
-from zoo.hf import LLAMA_LORA_TARGETS, Family, lm_spec
-from zoo.specs import LanguageModelSpec
+from zoo.sdk import LLAMA_LORA_TARGETS, Family, LanguageModelSpec, lm_spec
 
 __all__ = ["LLAMA", "zoo_register_language_models"]
 

@@ -13,8 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import zoo
-from zoo.hf import Family, lm_spec
-from zoo.specs import LanguageModelSpec
+from zoo.sdk import Family, LanguageModelSpec, lm_spec
 
 __all__ = ["MINICPM3", "zoo_register_language_models"]
 

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import zoo
-from zoo.specs import VisionTowerConfig, VisionTowerSpec
+from zoo.sdk import VisionTowerConfig, VisionTowerSpec
 
 from ._lazy import lazy_attribute
 

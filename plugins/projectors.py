@@ -22,12 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import zoo
 from zoo.errors import ConfigError
-from zoo.specs import ProjectorConfig, ProjectorSpec
+from zoo.sdk import ProjectorConfig, ProjectorSpec
 
 from ._lazy import lazy_attribute
 
 if TYPE_CHECKING:  # annotations, and the names _LAZY resolves at run time (for type checkers)
-    from zoo.interfaces import Projector
+    from zoo.sdk import Projector
 
     from ._proj_attention import CrossAttentionResampler, PerceiverResampler, sincos_2d
     from ._proj_mlp import IdentityProjector, MlpProjector, PixelShuffleProjector, space_to_depth
@@ -116,7 +116,7 @@ def _heads(config: ProjectorConfig, dim: int, dim_name: str, name: str) -> int:
 
 
 def _finish(module: Projector, config: ProjectorConfig) -> Projector:
-    from zoo.weights import torch_dtype_of
+    from zoo.sdk import torch_dtype_of
 
     return module.to(torch_dtype_of(config.dtype))
 

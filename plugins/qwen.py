@@ -10,8 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import zoo
-from zoo.hf import LLAMA_LORA_TARGETS, Family, lm_spec
-from zoo.specs import LanguageModelSpec
+from zoo.sdk import LLAMA_LORA_TARGETS, Family, LanguageModelSpec, lm_spec
 
 __all__ = ["QWEN2", "QWEN3", "zoo_register_language_models"]
 

@@ -18,12 +18,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import zoo
-from zoo.specs import LanguageModelConfig, LanguageModelSpec
+from zoo.sdk import LanguageModelConfig, LanguageModelSpec
 
 from ._qwen1_config import QWEN1_MODEL_TYPE, qwen1_config, qwen2_arch
 
 if TYPE_CHECKING:
-    from zoo.interfaces import LanguageModel
+    from zoo.sdk import LanguageModel
 
 __all__ = ["PRESETS", "QWEN1_PUBLISHED", "zoo_register_language_models"]
 

@@ -25,7 +25,7 @@ HEAVY = ("torch", "transformers", "timm", "open_clip")
 # code on first call. (A new built-in must keep to this: it is listed in BUILTIN_PLUGINS.)
 TORCH_FREE_PLUGINS = BUILTIN_PLUGINS
 # modules whose public names partly resolve lazily (module ``__getattr__``)
-LAZY_EXPORTERS = (*TORCH_FREE_PLUGINS, "zoo.hf")
+LAZY_EXPORTERS = (*TORCH_FREE_PLUGINS, "zoo.hf", "zoo.sdk")
 
 
 def _run(code: str, **env: str) -> dict:

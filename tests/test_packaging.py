@@ -24,7 +24,7 @@ def test_wheel_installs_and_works_outside_the_repo(tmp_path):
     )  # fmt: skip
     (wheel,) = wheels.glob("zoo_vlm-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "zoo/registry.yaml" in names and "zoo_plugins/clip.py" in names
+    assert "zoo/registry.yaml" in names and "zoo_plugins/clip.py" in names and "zoo/sdk/__init__.py" in names
     assert any(n.startswith("zoo/assets/tiny_tokenizer/") for n in names)
     assert not any(n.startswith("plugins/") for n in names)  # no top-level 'plugins' package
     site = tmp_path / "site"

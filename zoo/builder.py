@@ -29,6 +29,7 @@ from zoo.contract import Contract, check_contract, check_declared_dims, verify_a
 from zoo.errors import ConfigError, PluginError, ZooError
 from zoo.limits import MAX_IMAGE_SIDE, MAX_RANDOM_INIT_BYTES, InputLimitError, brief, format_bytes
 from zoo.registry import Registry, get_registry
+from zoo.sdk.components import provide_component_builder
 from zoo.specs import ComponentSpec
 
 if TYPE_CHECKING:
@@ -404,3 +405,14 @@ def _check_random_init(checked: BuildPlan, *, skip: Collection[str]) -> None:
         f"weights: {names} have no checkpoint; set model.<slot>.checkpoint to local weights, inspect it with "
         "'zoo build --meta' (allocates nothing), or pass allow_random_init=True to zoo.build"
     )
+
+
+def _build_inner_component(kind: str, name: str, options: Mapping[str, Any], *, key: str, dtype: str) -> nn.Module:
+    """``zoo.sdk.build_component``: a registered component built inside another's factory (``fused``'s towers),
+    in the caller's device context; errors name ``key``."""
+    spec, implied = get_registry().resolve(kind, name, key=f"{key}.name")
+    config = component_config(spec, options, implied=implied, dtype=dtype, key=key)
+    return call_factory(spec, config, key=key, source=f"model.{kind}")
+
+
+provide_component_builder(_build_inner_component)

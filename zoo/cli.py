@@ -340,12 +340,34 @@ def make_parser() -> argparse.ArgumentParser:
     for name, module_name in EXTRA_COMMANDS.items():
         try:
             module = importlib.import_module(module_name)
-        except ImportError:
+        except ImportError as error:  # never a missing extra: commands import those when they run
+            _add_broken_command(sub, common, name, module_name, error)
             continue
         p = sub.add_parser(name, parents=[common], help=module.HELP)
         module.add_arguments(p)
         p.set_defaults(func=module.run)
     return parser
+
+
+def _add_broken_command(
+    sub: Any, common: argparse.ArgumentParser, name: str, module_name: str, error: ImportError
+) -> None:
+    """``zoo NAME`` for a command whose module fails to import: still listed, and running it is an error
+    naming the module and the import error (a broken install or a bug; ``--debug`` shows the traceback).
+
+    A command's optional extra (Gradio for ``zoo demo``, lmms-eval) is imported when the command runs, which
+    reports it missing with the ``pip install`` that adds it; so an ImportError here is never that.
+    """
+    p = sub.add_parser(name, parents=[common], help=f"(unavailable: its module {module_name} failed to import)")
+    p.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+
+    def run(args: argparse.Namespace) -> int:
+        raise ZooError(
+            f"'zoo {name}' is unavailable: its module {module_name} failed to import "
+            f"({type(error).__name__}: {error}); the installation of zoo-vlm is broken or incomplete"
+        ) from error
+
+    p.set_defaults(func=run)
 
 
 def _quiet_libraries() -> None:

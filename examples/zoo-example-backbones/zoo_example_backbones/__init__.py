@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
-import zoo
-from zoo.hf import LLAMA_LORA_TARGETS, TINY_EOS_ID, TINY_PAD_ID, TINY_VOCAB_SIZE, Family, lm_spec
+from typing import TYPE_CHECKING
 
-# An LM: a transformers config class and a preset; zoo.hf builds it (random init or model.lm.checkpoint,
+from zoo.sdk import (
+    LLAMA_LORA_TARGETS,
+    TINY_EOS_ID,
+    TINY_PAD_ID,
+    TINY_VOCAB_SIZE,
+    Family,
+    VisionTowerConfig,
+    VisionTowerSpec,
+    hookimpl,
+    lm_spec,
+)
+
+if TYPE_CHECKING:  # zoo.sdk.VisionTower imports torch when looked up: annotations only, here
+    from zoo.sdk import VisionTower
+
+# An LM: a transformers config class and a preset; zoo.sdk builds it (random init or model.lm.checkpoint,
 # meta-aware, arch keys checked against GemmaConfig with a did-you-mean). A "tiny-*" name gets zoo's
 # shipped tiny tokenizer; room is left in the vocabulary for added tokens such as <image>.
 GEMMA = Family("GemmaConfig", ("gemma",), LLAMA_LORA_TARGETS, "GemmaDecoderLayer")
@@ -18,18 +32,18 @@ TINY_CONVNEXT = {"num_channels": 3, "patch_size": 4, "num_stages": 4, "hidden_si
                  "depths": [1, 1, 1, 1], "image_size": 64}  # fmt: skip
 
 
-def _convnext(config: zoo.VisionTowerConfig) -> zoo.VisionTower:
+def _convnext(config: VisionTowerConfig) -> VisionTower:
     from .convnext import ConvNextTower  # torch and transformers are imported here, on the first build
 
     return ConvNextTower.build(config)
 
 
-@zoo.hookimpl
+@hookimpl
 def zoo_register_language_models(register):
     register(lm_spec("tiny-gemma", GEMMA, TINY_GEMMA, "example plugin: tiny random Gemma"))
 
 
-@zoo.hookimpl
+@hookimpl
 def zoo_register_vision_towers(register):
-    register(zoo.VisionTowerSpec(name="tiny-convnext", factory=_convnext, defaults={"arch": TINY_CONVNEXT},
-                                 description="example plugin: tiny random ConvNeXt", source="transformers"))  # fmt: skip
+    register(VisionTowerSpec(name="tiny-convnext", factory=_convnext, defaults={"arch": TINY_CONVNEXT},
+                             description="example plugin: tiny random ConvNeXt", source="transformers"))  # fmt: skip

@@ -7,11 +7,10 @@ import torch
 from PIL import Image
 from transformers import ConvNextConfig, ConvNextModel
 
-import zoo
-from zoo.hf import make_hf_config
+from zoo.sdk import ImagePreprocessor, VisionTower, VisionTowerConfig, make_hf_config
 
 
-class ConvNextTower(zoo.VisionTower):
+class ConvNextTower(VisionTower):
     """``select_layer`` indexes [stem, stage 1, ..., stage S]: the selected one sets ``hidden_size``
     (its width) and ``patch_size`` (its stride); every position of its feature map is a token."""
 
@@ -28,14 +27,14 @@ class ConvNextTower(zoo.VisionTower):
         self.model = model
 
     @classmethod
-    def build(cls, config: zoo.VisionTowerConfig) -> ConvNextTower:
+    def build(cls, config: VisionTowerConfig) -> ConvNextTower:
         hf_config = make_hf_config(ConvNextConfig, config.arch, "model.vision.arch")  # a typo is named
         model = ConvNextModel(hf_config).eval()  # on the device zoo builds on: meta allocates nothing
         return cls(model, image_size=config.image_size or hf_config.image_size,
                    select_layer=config.select_layer, select=config.select)  # fmt: skip
 
     @property
-    def preprocessor(self) -> zoo.ImagePreprocessor:
+    def preprocessor(self) -> ImagePreprocessor:
         mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # ImageNet, like ConvNeXt's checkpoints
         size = self.image_size
 
@@ -44,7 +43,7 @@ class ConvNextTower(zoo.VisionTower):
             tensor = torch.from_numpy(pixels).permute(2, 0, 1)  # [3, H, W]
             return (tensor - torch.tensor(mean)[:, None, None]) / torch.tensor(std)[:, None, None]
 
-        return zoo.ImagePreprocessor(transform, image_size=size, mean=mean, std=std)
+        return ImagePreprocessor(transform, image_size=size, mean=mean, std=std)
 
     @property
     def fsdp_wrap_classes(self) -> tuple[type[torch.nn.Module], ...]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from torch import nn
 
-import zoo
+from zoo.sdk import Projector, ProjectorConfig, ProjectorSpec, hookimpl
 
 
-class ReluProjector(zoo.Projector):
+class ReluProjector(Projector):
     """Linear -> ReLU -> Linear; keeps the number of tokens."""
 
-    def __init__(self, config: zoo.ProjectorConfig) -> None:
+    def __init__(self, config: ProjectorConfig) -> None:
         super().__init__(config.in_dim, config.out_dim)
         self.net = nn.Sequential(
             nn.Linear(config.in_dim, config.out_dim), nn.ReLU(), nn.Linear(config.out_dim, config.out_dim)
@@ -20,10 +20,8 @@ class ReluProjector(zoo.Projector):
         return self.net(features)  # [B, N, in_dim] -> [B, N, out_dim]
 
 
-@zoo.hookimpl
+@hookimpl
 def zoo_register_projectors(register):
     register(
-        zoo.ProjectorSpec(
-            name="example-mlp-relu", factory=ReluProjector, description="example plugin: 2-layer ReLU MLP"
-        )
+        ProjectorSpec(name="example-mlp-relu", factory=ReluProjector, description="example plugin: 2-layer ReLU MLP")
     )
