@@ -11,7 +11,7 @@ Each block runs in a fresh temporary directory, on CPU, with tiny compositions. 
 - ``yaml``: a training file (``model:``, ``data:``, ``train:``) is trained for 2 steps, as ``zoo train FILE
   --max-steps 2``; a model file is validated as ``zoo validate FILE`` does (the contract checked on ``meta``,
   so full-size names allocate nothing), with plugins loaded strictly (a plugin that fails is a failure).
-- ``json``: parsed.
+- ``json``: parsed; ``jsonl``: each line parsed.
 
 A block that cannot run here (it installs from the network, needs a cluster, a GPU or a served model) is marked
 in the README by an HTML comment on the line directly before its fence, invisible when rendered::
@@ -254,11 +254,22 @@ def _run_json(block: Block, folder: Path) -> str | None:
     return None
 
 
+def _run_jsonl(block: Block, folder: Path) -> str | None:
+    for number, line in enumerate(block.text.splitlines(), start=1):
+        if line.strip():
+            try:
+                json.loads(line)
+            except ValueError as error:
+                return f"line {number} is not a JSON object: {error}"
+    return None
+
+
 RUNNERS: dict[str, Callable[[Block, Path], str | None]] = {
     "python": _run_python,
     "bash": _run_bash,
     "yaml": _run_yaml,
     "json": _run_json,
+    "jsonl": _run_jsonl,
 }
 
 
