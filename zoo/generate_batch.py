@@ -37,6 +37,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from zoo.errors import ZooError, suggest
 from zoo.limits import brief, check_generation_options
+from zoo.yaml_io import read_text_file
 
 if TYPE_CHECKING:
     import torch
@@ -60,6 +61,7 @@ __all__ = [
 OPTION_KEYS = ("max_new_tokens", "do_sample", "temperature", "top_p")  # a line may override these
 DEFAULT_MAX_NEW_TOKENS = 32  # when neither the options nor the model's generation config set it
 BATCH_KEYS = ("id", "prompt", "images", "system", *OPTION_KEYS)
+MAX_BATCH_FILE_BYTES = 256 << 20
 MAX_LISTED = 5  # bad lines named in one message; the rest are counted
 
 
@@ -128,12 +130,10 @@ def read_batch_file(
     path = Path(path)
     source = str(path)
     defaults = defaults or GenerationOptions()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as error:
-        raise BatchFileError(f"--batch-file {source!r} does not exist") from error
-    except (OSError, UnicodeDecodeError) as error:
-        raise BatchFileError(f"--batch-file {source!r} cannot be read: {error}") from error
+    try:  # a regular file only, opened non-blocking and bounded, as YAML and data files are
+        text = read_text_file(path, what="--batch-file", limit=MAX_BATCH_FILE_BYTES)
+    except ZooError as error:
+        raise BatchFileError(str(error)) from None
     items: list[BatchItem] = []
     problems: list[str] = []
     for number, raw in enumerate(text.splitlines(), start=1):

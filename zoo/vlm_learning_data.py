@@ -46,7 +46,8 @@ from typing import Any
 from zoo.atomic import atomic_directory, mark_output, marked_files
 from zoo.errors import ZooError, suggest
 from zoo.limits import brief
-from zoo.records import DATA_IMAGE_TOKEN, ON_ERROR, DataError
+from zoo.records import DATA_IMAGE_TOKEN, MAX_DATA_BYTES, ON_ERROR, DataError
+from zoo.yaml_io import read_text_file
 
 __all__ = [
     "CAPTIONS",
@@ -180,12 +181,10 @@ def convert_vlm_learning_data(
 
 # -- reading ----------------------------------------------------------------------------------------
 def _read_object(path: Path, what: str) -> dict[str, Any]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as error:
-        raise DataError(f"{what} {str(path)!r} does not exist") from error
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"cannot read the {what} {str(path)!r}: {error}") from error
+    try:  # a regular file only, opened non-blocking and bounded, as every data file
+        text = read_text_file(path, what=what, limit=MAX_DATA_BYTES)
+    except ZooError as error:
+        raise DataError(str(error)) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as error:
