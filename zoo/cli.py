@@ -48,6 +48,8 @@ def _registry(args: argparse.Namespace):
 
 def _report_plugin_failures() -> None:
     """Print, once each, the plugins that failed to load so far (a config's plugins load late)."""
+    if "zoo.registry" not in sys.modules:  # nothing loaded plugins (``zoo verify`` never does)
+        return
     from zoo.registry import loaded_registry
 
     registry = loaded_registry()
