@@ -179,18 +179,49 @@ def _target(args: argparse.Namespace) -> Any:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from zoo.anyres import describe_image_tokens
-    from zoo.builder import plan
+    """Every problem of the file in one run (one line each, then a count), or a summary; exit 2 or 0."""
+    from zoo.validation import check
 
     _registry(args)
-    checked = plan(_target(args), plugins=tuple(args.plugin or ()))
-    data = {"ok": True, "names": checked.names, "contract": checked.contract.to_dict()}
-    c = checked.contract
-    _emit(args, data, f"ok: {checked.names['vision']} ({c.vision_hidden_size}, {c.vision_tokens} tokens) -> "
-                      f"{checked.names['projector']} -> {checked.names['lm']} ({c.lm_hidden_size}); "
-                      f"{describe_image_tokens((c.anyres or {}).get('tokens_by_pinpoint', c.image_tokens))} "
-                      "image tokens per image")  # fmt: skip
+    result = check(_target(args), plugins=tuple(args.plugin or ()))
+    if not result.ok:
+        _report_plugin_failures()
+        count = f"{len(result.problems)} problem{'s' if len(result.problems) > 1 else ''} in {result.source}"
+        if args.json:  # one document, with the CLI's {"error": ...} shape
+            print(json.dumps({"error": count, **result.to_dict()}, default=str))
+        elif len(result.problems) == 1 and not result.notes:
+            _print_error(result.problems[0].message, as_json=False)
+        else:
+            for problem in result.problems:
+                print(problem.message, file=sys.stderr)
+            for note in result.notes:
+                print(f"note: {note}", file=sys.stderr)
+            _print_error(count, as_json=False)
+        return 2
+    _emit(args, result.to_dict(), _validation_summary(result))
     return 0
+
+
+def _validation_summary(result: Any) -> str:
+    """The ``ok:`` line(s) of ``zoo validate``."""
+    summary = result.summary
+    model = ""
+    if "contract" in summary:
+        c, names = summary["contract"], summary["names"]
+        model = (f"{names['vision']} ({c['vision_hidden_size']}, {c['vision_tokens']} tokens) -> {names['projector']} "
+                 f"-> {names['lm']} ({c['lm_hidden_size']}); {summary['image_tokens_text']} image tokens per image")  # fmt: skip
+    if result.kind == "model":
+        return f"ok: {model}"
+    if result.kind == "train":
+        data, train = summary["data"], summary.get("train", {})
+        files = data["train"] + (f" (eval {data['eval']})" if data["eval"] else "")
+        steps = f"max_steps {train['max_steps']}" if "max_steps" in train else f"epochs {train.get('epochs')}"
+        return (f"ok: training file {result.source}: {model}\n  data: {files}, max_length {data['max_length']}\n"
+                f"  train: {steps}, batch_size {train.get('batch_size')}, lr {train.get('lr')}")  # fmt: skip
+    lines = [f"ok: bench grid {result.source}: {summary['combinations']} combinations, {len(summary['valid'])} "
+             f"valid, {len(summary['skipped'])} skipped (as zoo bench would skip them)"]  # fmt: skip
+    lines += [f"  skipped {row['combination']}: {row['reason']}" for row in summary["skipped"]]
+    return "\n".join(lines)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -303,7 +334,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-dim", type=int, default=1024, help="projector input width for 'show' (default 1024)")
     p.add_argument("--out-dim", type=int, default=4096, help="projector output width for 'show' (default 4096)")
     p.set_defaults(func=cmd_show)
-    p = sub.add_parser("validate", parents=[common], help="check a composition's contract (no weights read)")
+    p = sub.add_parser(
+        "validate", parents=[common], help="check a model, training or bench file: every problem in one run"
+    )
     _add_target_arguments(p)
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("build", parents=[common], help="build a composition and print its summary")
