@@ -203,3 +203,34 @@ def test_verify_still_names_a_changed_file(tmp_path, tiny_model, capsys):
     assert main(["verify", str(checkpoint)]) == 2
     err = capsys.readouterr().err
     assert "failed verification" in err and "projector.safetensors: sha256" in err
+
+
+# -- zoo validate / zoo show: a checked tiny composition answers without a model library --------------
+HEAVY_CHILD = """
+import contextlib, io, json, sys
+from zoo.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    code = main(sys.argv[1:])
+top = {m.split(".")[0] for m in sys.modules}
+print(json.dumps({"code": code, "out": out.getvalue(),
+                  "heavy": sorted(top & {"torch", "transformers", "peft", "timm", "open_clip", "safetensors"})}))
+"""
+
+
+def _child(cache: Path, *argv: str) -> dict:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ZOO_")}
+    result = subprocess.run([sys.executable, "-c", HEAVY_CHILD, *argv], cwd=REPO, capture_output=True, text=True,
+                            env={**environ, "ZOO_CACHE_DIR": str(cache)}, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("argv", [["validate", "tiny-clip-mlp-qwen2"], ["show", "tiny-clip"],
+                                  ["show", "mlp2x-gelu", "--json"], ["validate", "default"]])  # fmt: skip
+def test_checking_again_imports_no_model_library(tmp_path, argv):
+    first = _child(tmp_path, *argv)
+    assert first["code"] == 0 and "torch" in first["heavy"]  # planned (or built) on meta, once
+    # only what the components need: no LoRA, timm or open_clip code for these transformers components
+    assert not {"peft", "timm", "open_clip"} & set(first["heavy"])
+    second = _child(tmp_path, *argv)
+    assert second == {**first, "heavy": []}  # the same answer, and no model library imported

@@ -21,7 +21,7 @@ from zoo.errors import ZooError
 if TYPE_CHECKING:
     from zoo.interfaces import LanguageModel, Projector, VisionTower
 
-__all__ = ["main"]
+__all__ = ["FAST_EXIT", "console", "main"]
 
 KIND_ALIASES = {
     "vision": "vision", "tower": "vision", "towers": "vision",
@@ -112,7 +112,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from zoo.builder import build_component
+    from zoo.plan_cache import cached, is_builtin
 
     registry = _registry(args)
     kinds = [KIND_ALIASES[args.kind]] if args.kind else ["vision", "projector", "lm"]
@@ -124,11 +124,12 @@ def cmd_show(args: argparse.Namespace) -> int:
             continue
     if not found:
         if args.name in registry.compositions:
-            from zoo.builder import plan
+            from zoo.config import load_model_config
+            from zoo.validation import plan_summary
 
-            checked = plan(args.name)
-            data = {"kind": "model", "name": args.name, "config": checked.config.to_dict(),
-                    "contract": checked.contract.to_dict()}  # fmt: skip
+            config = load_model_config(args.name)
+            summary = plan_summary(config)
+            data = {"kind": "model", "name": args.name, "config": config.to_dict(), "contract": summary["contract"]}
             _emit(args, data, json.dumps(data, indent=2))
             return 0
         from zoo.errors import UnknownNameError, suggest
@@ -139,13 +140,21 @@ def cmd_show(args: argparse.Namespace) -> int:
         )
     kind, spec, _ = found[0]
     dims = {"in_dim": args.in_dim, "out_dim": args.out_dim} if kind == "projector" else {}
-    module = cast("VisionTower | Projector | LanguageModel", build_component(kind, args.name, meta=True, **dims))
-    contract = module.contract()
+
+    def meta_facts() -> dict[str, Any]:
+        from zoo.builder import build_component
+
+        module = cast("VisionTower | Projector | LanguageModel", build_component(kind, args.name, meta=True, **dims))
+        contract = dict(module.contract())
+        if kind == "projector":
+            contract["tokens_out_for_576"] = cast("Projector", module).num_output_tokens(576)
+        return {"params": sum(p.numel() for p in module.parameters()), "contract": contract}
+
+    payload = {"kind": kind, "name": args.name, **dims}
+    facts = cached("component", payload, meta_facts, store=is_builtin(spec.plugin))  # no torch on a hit
+    contract = facts["contract"]
     data = {"kind": kind, "name": args.name, "source": spec.source, "plugin": spec.plugin,
-            "description": spec.description, "params": sum(p.numel() for p in module.parameters()),
-            "contract": contract}  # fmt: skip
-    if kind == "projector":
-        data["contract"]["tokens_out_for_576"] = cast("Projector", module).num_output_tokens(576)
+            "description": spec.description, "params": facts["params"], "contract": contract}  # fmt: skip
     text = "\n".join(
         [f"{args.name} ({kind}, {spec.source}, plugin {spec.plugin})", f"  {spec.description}",
          f"  params: {data['params']:,}"] + [f"  {k}: {v}" for k, v in contract.items()]
@@ -370,8 +379,48 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
+FAST_EXIT = frozenset({"plugins", "list", "show", "validate", "build", "verify"})
+"""Commands after which the console script skips the interpreter's teardown (see :func:`console`)."""
+
+
+def console() -> NoReturn:
+    """The ``zoo`` console script and ``python -m zoo``: :func:`main`, then exit.
+
+    After the read-only commands of ``FAST_EXIT`` (whose output is written and whose files, if any, are
+    closed), the process ends with ``os._exit`` once stdout, stderr and logging are flushed: tearing
+    down the thousands of modules torch and transformers load costs about a second of CPU and does
+    nothing for these commands. Every other command (training, serving, benchmarks) exits normally.
+    """
+    argv = sys.argv[1:]
+    code = main(argv)
+    command = _command_of(argv)
+    if command in FAST_EXIT:
+        import logging
+
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more can be written anyway
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first word that is not an option or an option's value)."""
+    takes_value = {"--plugin"}
+    words = iter(argv)
+    for word in words:
+        if word in takes_value:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``zoo`` console script."""
+    """Run the ``zoo`` command with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     _Parser.json_errors = "--json" in argv
     parser = make_parser()
@@ -404,4 +453,4 @@ def _describe(error: BaseException) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

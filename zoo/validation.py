@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from zoo.bench.grid import BenchSpec
     from zoo.config import ModelConfig
 
-__all__ = ["FILE_KINDS", "Problem", "Validation", "check", "validate"]
+__all__ = ["FILE_KINDS", "Problem", "Validation", "check", "plan_summary", "validate"]
 
 FILE_KINDS = ("model", "train", "bench")
 SLOTS = ("vision", "projector", "lm")
@@ -234,7 +234,7 @@ def _check_model(
                       f"checked: fix {', '.join(bad) or 'the model section'} first")  # fmt: skip
         return {"names": {kind: choice.name for kind, choice in choices.items()}}
     mark = len(problems)
-    facts = attempt(problems, _plan_facts, config, plugins)
+    facts = attempt(problems, plan_summary, config, plugins)
     if facts is None or len(problems) > mark:
         return {"names": {kind: config.slot(kind).name for kind in SLOTS}}
     return facts
@@ -264,8 +264,23 @@ def _check_slots(
     return good
 
 
-def _plan_facts(config: ModelConfig, plugins: Sequence[str]) -> dict[str, Any]:
-    """Plan on ``meta`` (``zoo.builder.plan``) and keep what the summary and later checks need."""
+def plan_summary(config: ModelConfig, plugins: Sequence[str] = ()) -> dict[str, Any]:
+    """Plan ``config`` on ``meta`` (:func:`zoo.builder.plan`) and keep what a summary and later checks need:
+    ``names``, ``contract``, ``image_tokens`` (per image, or by any-res pinpoint) and its text.
+
+    The outcome of a composition of built-in components is cached (:mod:`zoo.plan_cache`), so checking
+    it again imports no model library.
+    """
+    from zoo.plan_cache import cached, is_builtin
+    from zoo.registry import get_registry
+
+    registry = get_registry((*config.plugins, *plugins))
+    builtin = all(is_builtin(registry.resolve(kind, config.slot(kind).name)[0].plugin) for kind in SLOTS)
+    payload = {"config": config.to_dict(), "source": config.source, "plugins": sorted(plugins)}
+    return cached("plan", payload, lambda: _plan(config, plugins), store=builtin)
+
+
+def _plan(config: ModelConfig, plugins: Sequence[str]) -> dict[str, Any]:
     from zoo.anyres import describe_image_tokens
     from zoo.builder import plan
 
@@ -350,7 +365,7 @@ def _plan_combinations(spec: BenchSpec, plugins: Sequence[str], problems: Proble
         where = f"{spec.source} [{combination.label}]"
         try:
             config = parse_model_config(combination.model_dict(spec.plugins), source=where)
-            facts = _plan_facts(config, plugins)
+            facts = plan_summary(config, plugins)
         except ZooError as error:
             skipped.append({"combination": combination.label, "reason": str(error).removeprefix(f"{where}: "),
                             "error_type": type(error).__name__})  # fmt: skip

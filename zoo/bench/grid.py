@@ -274,7 +274,7 @@ def parse_bench(
                                      "paths", key="plugins"))  # fmt: skip
         plugins = []
     quality = attempt(problems, parse_quality, data, source=source, base_dir=Path(base_dir), problems=problems)
-    slots = {
+    slots: dict[str, Any] = {
         kind: tuple(
             attempt(
                 problems,
@@ -309,7 +309,7 @@ def parse_bench(
     if not isinstance(reference, bool):
         report(problems, ConfigError(f"{source}: reference = {brief(reference)} has the wrong type; expected "
                                      "true/false", key="reference"))  # fmt: skip
-    scalars = {
+    scalars: dict[str, Any] = {
         "min_run_time": attempt(problems, _positive, data.get("min_run_time", 0.1), "min_run_time", source),
         "rounds": attempt(problems, _int, data.get("rounds", 4), "rounds", source, minimum=1),
         "noise_threshold": attempt(problems, _positive, data.get("noise_threshold", 0.1), "noise_threshold", source),
