@@ -205,7 +205,7 @@ def _check_model(
 
     ``reported``: the section's parse problems were recorded already (a training file's).
     """
-    from zoo.config import ModelConfig, parse_model_config, parse_slot
+    from zoo.config import ModelConfig, _plugin_reference, parse_model_config, parse_slot
 
     config: ModelConfig | None
     if isinstance(data, ModelConfig):
@@ -226,7 +226,8 @@ def _check_model(
                 if choice is not None:
                     choices[kind] = choice
         raw = data.get("plugins") if isinstance(data, Mapping) else None
-        config_plugins = tuple(p for p in raw if isinstance(p, str)) if isinstance(raw, list) else ()
+        named = [p for p in raw if isinstance(p, str) and p.strip()] if isinstance(raw, list) else []
+        config_plugins = tuple(_plugin_reference(p, base_dir) for p in named)
     slots_ok = _check_slots(choices, config, source, (*config_plugins, *plugins), problems)
     if config is None or len(slots_ok) < len(SLOTS):
         bad = [f"model.{kind}" for kind in SLOTS if kind not in slots_ok]
