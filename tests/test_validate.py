@@ -163,3 +163,17 @@ def test_a_composition_name_and_an_unknown_target():
     (problem,) = zoo.validate("tiny-clip-mlp-qwen")
     assert "neither a YAML file nor a registered composition" in problem.message
     assert "did you mean 'tiny-clip-mlp-qwen2'" in problem.message
+
+
+def test_a_bad_value_is_told_once_not_again_by_the_rules_that_read_it(workdir):
+    path = _train_file(workdir)
+    path.write_text(path.read_text().replace("max_steps: 10", "max_steps: ten, bf16: yes please, fp16: true"))
+    problems = zoo.validate(path)
+    # no "needs exactly one of max_steps and epochs", no "bf16 and fp16 are both true": their values were bad
+    assert [p.key for p in problems] == ["train.max_steps", "train.bf16"]
+    assert "train.max_steps = 'ten' has the wrong type; expected an integer" in problems[0].message
+
+
+def test_a_target_that_is_not_a_path_is_a_problem_not_a_crash():
+    (problem,) = zoo.validate(5)
+    assert "cannot validate 5: expected a YAML path" in problem.message

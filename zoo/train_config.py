@@ -150,31 +150,35 @@ def parse_train_settings(data: Any, *, source: str = "<config>", problems: Probl
     """
     if data is None:
         data = {}
+    mark = len(problems) if problems is not None else 0
     settings: TrainSettings = config_from_dict(TrainSettings, data, "train", source, problems)
+    told = {error.key for error in problems.errors[mark:]} if problems is not None else set()
 
-    def bad(message: str, key: str) -> None:
-        report(problems, ConfigError(f"{source}: {message}", key=key))
+    def bad(message: str, key: str, *about: str) -> None:
+        """Report a rule's problem, unless a value it is about was bad already (and replaced by its default)."""
+        if not told & {f"train.{name}" for name in about}:
+            report(problems, ConfigError(f"{source}: {message}", key=key))
 
     if (settings.max_steps is None) == (settings.epochs is None):
         both = "both are set" if settings.max_steps is not None else "neither is set"
-        bad(f"train needs exactly one of 'max_steps' and 'epochs' ({both})", "train.max_steps")
+        bad(f"train needs exactly one of 'max_steps' and 'epochs' ({both})", "train.max_steps", "max_steps", "epochs")
     positive = ("max_steps", "epochs", "batch_size", "eval_batch_size", "grad_accum", "lr", "save_steps",
                 "save_total_limit", "eval_steps", "logging_steps")  # fmt: skip
     for key in positive:
         value = getattr(settings, key)
         if value is not None and value <= 0:
-            bad(f"train.{key} = {value!r} is not valid; it must be positive", f"train.{key}")
+            bad(f"train.{key} = {value!r} is not valid; it must be positive", f"train.{key}", key)
     for key, low, high in (("warmup_ratio", 0.0, 1.0), ("weight_decay", 0.0, None), ("max_grad_norm", 0.0, None)):
         value = getattr(settings, key)
         if value < low or (high is not None and value >= high):
             rule = f"in [{low}, {high})" if high is not None else f">= {low}"
-            bad(f"train.{key} = {value!r} is not valid; it must be {rule}", f"train.{key}")
+            bad(f"train.{key} = {value!r} is not valid; it must be {rule}", f"train.{key}", key)
     if settings.bf16 and settings.fp16:
-        bad("train.bf16 and train.fp16 are both true; choose one mixed-precision dtype", "train.fp16")
+        bad("train.bf16 and train.fp16 are both true; choose one mixed-precision dtype", "train.fp16", "bf16", "fp16")
     if settings.fsdp_config is not None and not settings.fsdp:
-        bad("train.fsdp_config is set but train.fsdp is not true; set train.fsdp: true", "train.fsdp_config")
+        bad("train.fsdp_config is set but train.fsdp is not true; set train.fsdp: true", "train.fsdp_config", "fsdp")
     if settings.fsdp and settings.deepspeed:
-        bad("train.fsdp and train.deepspeed are both set; choose one sharding engine", "train.deepspeed")
+        bad("train.fsdp and train.deepspeed are both set; choose one sharding engine", "train.deepspeed", "fsdp")
     if isinstance(settings.deepspeed, str) and not Path(settings.deepspeed).is_file():
         bad(f"train.deepspeed = {brief(settings.deepspeed)}: no such DeepSpeed JSON file", "train.deepspeed")
     return settings

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -136,6 +137,9 @@ def _read(target: Any) -> tuple[Any, str, Path | None]:
     """The raw data, its source name and the folder its relative paths resolve against."""
     if isinstance(target, Mapping):
         return target, "<config>", Path(".")
+    if not isinstance(target, str | os.PathLike):
+        raise ConfigError(f"cannot validate {brief(target)}: expected a YAML path, a registered composition or "
+                          "bench name, a mapping or a ModelConfig")  # fmt: skip
     from zoo.config import _exists, read_yaml
 
     path = Path(target)
