@@ -12,6 +12,15 @@ from zoo.registry import reset_registry
 PLUGIN_FILES = Path(__file__).parent / "plugin_files"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _plan_cache_of_this_run(tmp_path_factory):
+    """``zoo.plan_cache`` writes to a folder of this test run, never to the user's ``~/.cache``."""
+    import os
+
+    os.environ["ZOO_CACHE_DIR"] = str(tmp_path_factory.mktemp("zoo-cache"))
+    os.environ.pop("ZOO_NO_CACHE", None)
+
+
 @pytest.fixture
 def fresh_registry(monkeypatch):
     """Reset the process-wide registry before and after the test (for plugin-loading tests)."""

@@ -159,3 +159,21 @@ def test_a_failing_config_plugin_is_reported(capsys, write_yaml):
         assert "zoo_no_such_plugin_module" in err and "failed to load" in err
     finally:
         reset_registry()
+
+
+def test_the_console_script_flushes_its_output_before_the_fast_exit(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from zoo.cli import FAST_EXIT, _command_of
+
+    env = {**os.environ, "ZOO_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-m", "zoo", "validate", "tiny-clip-mlp-qwen2", "--json"], env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0 and json.loads(result.stdout)["contract"]["image_tokens"] == 16
+    result = subprocess.run([sys.executable, "-m", "zoo", "validate", "tiny-clip-mlp-qwen"], env=env,
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 2 and result.stderr.startswith("zoo: error:") and result.stdout == ""
+    assert _command_of(["--plugin", "validate", "--json", "list", "x"]) == "list" and "list" in FAST_EXIT
+    assert "train" not in FAST_EXIT and "bench" not in FAST_EXIT  # these exit the usual way

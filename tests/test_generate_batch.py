@@ -257,7 +257,9 @@ def test_left_padded_greedy_batches_equal_single_rows_for_every_lm_family(lm):
 def test_the_readme_batch_file_example_is_valid(tmp_path):
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("**Many prompts, one process**") :]
-    example = section[section.index("```jsonl\n") + len("```jsonl\n") : section.index("\n```", section.index("```jsonl"))]
+    example = section[
+        section.index("```jsonl\n") + len("```jsonl\n") : section.index("\n```", section.index("```jsonl"))
+    ]
     (tmp_path / "images").mkdir()
     for name in ("images/eval-00000.png", "a.png", "b.png"):
         Image.new("RGB", (16, 16)).save(tmp_path / name)

@@ -127,3 +127,110 @@ def test_zoo_list_imports_no_model_library():
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+# -- zoo verify: a hash check imports no plugin and no model library ---------------------------------
+MARKER_PLUGIN = """
+import os, pathlib
+pathlib.Path(os.environ["ZOO_TEST_MARKERS"], __name__).write_text("imported")
+"""
+
+
+def _plant_plugins(root: Path) -> dict[str, str]:
+    """Three plugins that leave a marker file when imported: by entry point, by ``ZOO_PLUGINS``, by ``--plugin``."""
+    site = root / "site"
+    site.mkdir()
+    for name in ("ep_marker", "env_marker", "cli_marker"):
+        (site / f"{name}.py").write_text(MARKER_PLUGIN, encoding="utf-8")
+    dist = site / "zoo_marker-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: zoo-marker\nVersion: 1.0\n", encoding="utf-8")
+    (dist / "entry_points.txt").write_text("[zoo]\nmarker = ep_marker\n", encoding="utf-8")
+    markers = root / "markers"
+    markers.mkdir()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ZOO_")}
+    return {**environ, "PYTHONPATH": os.pathsep.join([str(site), str(REPO)]), "ZOO_PLUGINS": "env_marker",
+            "ZOO_TEST_MARKERS": str(markers)}  # fmt: skip
+
+
+VERIFY_CHILD = """
+import contextlib, io, json, sys
+from zoo.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    code = main(sys.argv[1:])
+print(json.dumps({"code": code, "out": out.getvalue(),
+                  "modules": sorted(m for m in sys.modules if m.split(".")[0] in
+                                    ("torch", "transformers", "safetensors", "zoo_plugins", "plugins")
+                                    or m in ("zoo.registry", "zoo.plugin_manager"))}))
+"""
+
+
+def _zoo_child(env: dict[str, str], *argv: str) -> dict:
+    result = subprocess.run([sys.executable, "-c", VERIFY_CHILD, *argv], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_verify_imports_no_plugin_and_no_model_library(tmp_path, tiny_model):
+    import zoo
+
+    checkpoint = tmp_path / "ckpt"
+    zoo.save(tiny_model, checkpoint)
+    env = _plant_plugins(tmp_path)
+    markers = Path(env["ZOO_TEST_MARKERS"])
+    report = _zoo_child(env, "--plugin", "cli_marker", "verify", str(checkpoint))
+    assert report["code"] == 0 and report["out"].startswith("ok: ")
+    assert sorted(p.name for p in markers.iterdir()) == []  # no plugin module ran
+    assert report["modules"] == []  # no registry or plugin host, no built-in plugin, no torch
+    # the control: the same environment makes 'zoo list' import all three plugins
+    report = _zoo_child(env, "--plugin", "cli_marker", "list", "vision")
+    assert report["code"] == 0 and "tiny-clip" in report["out"]
+    assert sorted(p.name for p in markers.iterdir()) == ["cli_marker", "env_marker", "ep_marker"]
+    assert "zoo.registry" in report["modules"]
+
+
+def test_verify_still_names_a_changed_file(tmp_path, tiny_model, capsys):
+    import zoo
+    from zoo.cli import main
+
+    checkpoint = tmp_path / "ckpt"
+    zoo.save(tiny_model, checkpoint)
+    weights = checkpoint / "projector.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    assert main(["verify", str(checkpoint)]) == 2
+    err = capsys.readouterr().err
+    assert "failed verification" in err and "projector.safetensors: sha256" in err
+
+
+# -- zoo validate / zoo show: a checked tiny composition answers without a model library --------------
+HEAVY_CHILD = """
+import contextlib, io, json, sys
+from zoo.cli import main
+with contextlib.redirect_stdout(io.StringIO()) as out:
+    code = main(sys.argv[1:])
+top = {m.split(".")[0] for m in sys.modules}
+print(json.dumps({"code": code, "out": out.getvalue(),
+                  "heavy": sorted(top & {"torch", "transformers", "peft", "timm", "open_clip", "safetensors"})}))
+"""
+
+
+def _child(cache: Path, *argv: str) -> dict:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("ZOO_")}
+    result = subprocess.run([sys.executable, "-c", HEAVY_CHILD, *argv], cwd=REPO, capture_output=True, text=True,
+                            env={**environ, "ZOO_CACHE_DIR": str(cache)}, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("argv", [["validate", "tiny-clip-mlp-qwen2"], ["show", "tiny-clip"],
+                                  ["show", "mlp2x-gelu", "--json"], ["validate", "default"]])  # fmt: skip
+def test_checking_again_imports_no_model_library(tmp_path, argv):
+    first = _child(tmp_path, *argv)
+    assert first["code"] == 0 and "torch" in first["heavy"]  # planned (or built) on meta, once
+    # only what the components need: no LoRA, timm or open_clip code for these transformers components
+    assert not {"peft", "timm", "open_clip"} & set(first["heavy"])
+    second = _child(tmp_path, *argv)
+    assert second == {**first, "heavy": []}  # the same answer, and no model library imported

@@ -7,6 +7,7 @@ Public API (heavy modules load lazily, on first attribute access)::
     model = zoo.build("tiny-clip-mlp-qwen2")          # a registered composition or a YAML path
     zoo.list_components("vision", "tiny-*")          # like timm.list_models
     zoo.save(model, "ckpt/"); model = zoo.load("ckpt/")
+    zoo.validate("train.yaml")                       # every problem of a model, training or bench file
 
 Plugins implement the hooks of ``zoo.hookspecs`` with the ``zoo.hookimpl`` marker.
 """
@@ -54,6 +55,8 @@ _LAZY = {
     "list_components": "zoo.registry",
     "load_model_config": "zoo.config",
     "ModelConfig": "zoo.config",
+    "validate": "zoo.validation",
+    "Problem": "zoo.validation",
 }
 
 __all__ = [

@@ -24,68 +24,27 @@ import torch
 from torch import nn
 
 from zoo.anyres import AnyResConfig, AnyResLayout
-from zoo.config import DTYPES, ModelConfig, config_from_dict, load_model_config
-from zoo.contract import Contract, check_contract, check_declared_dims, verify_anyres, verify_contract
+from zoo.config import ModelConfig, component_config, load_model_config
+from zoo.contract import (
+    Contract,
+    check_contract,
+    check_declared_dims,
+    check_lora_targets,
+    verify_anyres,
+    verify_contract,
+)
 from zoo.errors import ConfigError, PluginError, ZooError
 from zoo.limits import MAX_IMAGE_SIDE, MAX_RANDOM_INIT_BYTES, InputLimitError, brief, format_bytes
 from zoo.registry import Registry, get_registry
 from zoo.sdk.components import provide_component_builder
 from zoo.specs import ComponentSpec
+from zoo.training import linear_module_names
 
 if TYPE_CHECKING:
     from zoo.interfaces import LanguageModel, Projector, VisionTower
     from zoo.multimodal import MultiModal
 
 __all__ = ["BuildPlan", "build", "build_component", "call_factory", "component_config", "plan"]
-
-
-def component_config(
-    spec: ComponentSpec,
-    options: Mapping[str, Any],
-    *,
-    implied: Mapping[str, Any] | None = None,
-    dtype: str = "float32",
-    key: str = "",
-    source: str = "<config>",
-    extra: Mapping[str, Any] | None = None,
-) -> Any:
-    """The typed config of ``spec``: preset defaults < name-implied values < ``options`` < ``extra``.
-
-    ``arch`` mappings merge key by key, so a user can override one architecture field of a preset.
-    """
-    key = key or f"model.{spec.kind}"
-    data: dict[str, Any] = {**spec.defaults, **(implied or {})}
-    for name, value in options.items():
-        if name == "arch" and isinstance(value, Mapping) and isinstance(data.get("arch"), Mapping):
-            data["arch"] = {**data["arch"], **value}
-        else:
-            data[name] = value
-    data.update(extra or {})
-    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
-    if "dtype" in fields:
-        raw = data.get("dtype") or dtype
-        canonical = DTYPES.get(str(raw).lower())
-        if canonical is None:
-            raise ConfigError(
-                f"{source}: {key}.dtype = {raw!r} is not a dtype; valid choices: {sorted(set(DTYPES.values()))}"
-            )
-        data["dtype"] = canonical
-    for name, value in (implied or {}).items():
-        value = _coerce_implied(spec.config_cls, name, value)
-        if name in options and options[name] != value:
-            raise ConfigError(
-                f"{source}: {key}.{name} = {options[name]!r} contradicts the name {key}.name, which implies "
-                f"{name} = {value!r}; drop {key}.{name} or change the name"
-            )
-        data[name] = value
-    return config_from_dict(spec.config_cls, data, key, source)
-
-
-def _coerce_implied(cls: type, name: str, value: Any) -> Any:
-    field_types = {f.name: f.type for f in dataclasses.fields(cls)}
-    if isinstance(value, str) and "int" in str(field_types.get(name, "")) and value.isdigit():
-        return int(value)
-    return value
 
 
 def call_factory(
@@ -256,6 +215,8 @@ def plan(target: str | Path | Mapping[str, Any] | ModelConfig, *, plugins: Seque
     verify_contract(vision, modules["projector"], contract, names, owners, src)
     if layout is not None:
         verify_anyres(layout, contract.lm_hidden_size, src)
+    if config.lm.train == "lora":  # a target typo fails here, before any weight is read
+        check_lora_targets(config, lm.lora_targets, linear_module_names(lm.model))
     return BuildPlan(config, specs, configs, contract, modules, time.perf_counter() - start, layout)
 
 

@@ -85,7 +85,7 @@ from zoo.checkpoint_save import (
 from zoo.errors import CheckpointError, PluginError, UnknownNameError, ZooError
 from zoo.manifest import ADAPTER_DIR, FORMAT, FORMAT_VERSION, MANIFEST, SLOTS, TOKENIZER_DIR
 from zoo.prompt import end_token_from_record, system_prompt_from_record
-from zoo.snapshot import Snapshot
+from zoo.snapshot import Snapshot, check_snapshot, verify
 from zoo.state_dict import canonical_name, canonical_state, is_lora_key, load_state_into
 
 if TYPE_CHECKING:
@@ -120,36 +120,6 @@ def read_manifest(directory: str | os.PathLike) -> dict[str, Any]:
     """The validated ``manifest.json`` of a checkpoint directory, with clear errors when it is not one."""
     with Snapshot.open(directory) as snapshot:
         return snapshot.manifest
-
-
-def verify(directory: str | os.PathLike) -> dict[str, Any]:
-    """Check every file of a checkpoint against the sha256 its manifest records.
-
-    Returns:
-        ``{"directory", "files", "bytes", "generation"}`` when every file matches.
-
-    Raises:
-        CheckpointError: naming each file whose bytes differ, or that the manifest lists without a hash.
-
-    Example:
-        >>> zoo.checkpoint.verify("runs/ckpt")["files"]
-        9
-    """
-    with Snapshot.open(directory) as snapshot:
-        _verify(snapshot)
-        files = snapshot.manifest["files"]
-        return {
-            "directory": str(directory),
-            "files": len(files),
-            "bytes": sum(e["size"] if isinstance(e, Mapping) else e for e in files.values()),
-            "generation": snapshot.manifest.get("generation"),
-        }
-
-
-def _verify(snapshot: Snapshot) -> None:
-    problems = snapshot.verify()
-    if problems:
-        raise CheckpointError(f"{snapshot.where} failed verification: {'; '.join(problems[:5])}")
 
 
 def load(
@@ -194,7 +164,7 @@ def load(
     with Snapshot.open(directory) as snapshot, contextlib.ExitStack() as stack, contextlib.ExitStack() as kept:
         manifest, where = snapshot.manifest, snapshot.where
         if verify:
-            _verify(snapshot)
+            check_snapshot(snapshot)
         references = _references(manifest, bases or {}, where)
         _check_references(manifest, references, where)
         inside = _unpack_bases(snapshot, kept)  # bases saved inside (self-contained): {slot: their files}

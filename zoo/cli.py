@@ -22,7 +22,7 @@ from zoo.errors import ZooError
 if TYPE_CHECKING:
     from zoo.interfaces import LanguageModel, Projector, VisionTower
 
-__all__ = ["main"]
+__all__ = ["FAST_EXIT", "console", "main"]
 
 KIND_ALIASES = {
     "vision": "vision", "tower": "vision", "towers": "vision",
@@ -49,6 +49,8 @@ def _registry(args: argparse.Namespace):
 
 def _report_plugin_failures() -> None:
     """Print, once each, the plugins that failed to load so far (a config's plugins load late)."""
+    if "zoo.registry" not in sys.modules:  # nothing loaded plugins (``zoo verify`` never does)
+        return
     from zoo.registry import loaded_registry
 
     registry = loaded_registry()
@@ -124,7 +126,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from zoo.builder import build_component
+    from zoo.plan_cache import cached, is_builtin
 
     registry = _registry(args)
     kinds = [KIND_ALIASES[args.kind]] if args.kind else ["vision", "projector", "lm"]
@@ -136,11 +138,12 @@ def cmd_show(args: argparse.Namespace) -> int:
             continue
     if not found:
         if args.name in registry.compositions:
-            from zoo.builder import plan
+            from zoo.config import load_model_config
+            from zoo.validation import plan_summary
 
-            checked = plan(args.name)
-            data = {"kind": "model", "name": args.name, "config": checked.config.to_dict(),
-                    "contract": checked.contract.to_dict()}  # fmt: skip
+            config = load_model_config(args.name)
+            summary = plan_summary(config)
+            data = {"kind": "model", "name": args.name, "config": config.to_dict(), "contract": summary["contract"]}
             _emit(args, data, json.dumps(data, indent=2))
             return 0
         from zoo.errors import UnknownNameError, suggest
@@ -152,13 +155,21 @@ def cmd_show(args: argparse.Namespace) -> int:
         )
     kind, spec, _ = found[0]
     dims = {"in_dim": args.in_dim, "out_dim": args.out_dim} if kind == "projector" else {}
-    module = cast("VisionTower | Projector | LanguageModel", build_component(kind, args.name, meta=True, **dims))
-    contract = module.contract()
+
+    def meta_facts() -> dict[str, Any]:
+        from zoo.builder import build_component
+
+        module = cast("VisionTower | Projector | LanguageModel", build_component(kind, args.name, meta=True, **dims))
+        contract = dict(module.contract())
+        if kind == "projector":
+            contract["tokens_out_for_576"] = cast("Projector", module).num_output_tokens(576)
+        return {"params": sum(p.numel() for p in module.parameters()), "contract": contract}
+
+    payload = {"kind": kind, "name": args.name, **dims}
+    facts = cached("component", payload, meta_facts, store=is_builtin(spec.plugin))  # no torch on a hit
+    contract = facts["contract"]
     data = {"kind": kind, "name": args.name, "source": spec.source, "plugin": spec.plugin,
-            "description": spec.description, "params": sum(p.numel() for p in module.parameters()),
-            "contract": contract}  # fmt: skip
-    if kind == "projector":
-        data["contract"]["tokens_out_for_576"] = cast("Projector", module).num_output_tokens(576)
+            "description": spec.description, "params": facts["params"], "contract": contract}  # fmt: skip
     text = "\n".join(
         [f"{args.name} ({kind}, {spec.source}, plugin {spec.plugin})", f"  {spec.description}",
          f"  params: {data['params']:,}"] + [f"  {k}: {v}" for k, v in contract.items()]
@@ -192,18 +203,49 @@ def _target(args: argparse.Namespace) -> Any:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from zoo.anyres import describe_image_tokens
-    from zoo.builder import plan
+    """Every problem of the file in one run (one line each, then a count), or a summary; exit 2 or 0."""
+    from zoo.validation import check
 
     _registry(args)
-    checked = plan(_target(args), plugins=tuple(args.plugin or ()))
-    data = {"ok": True, "names": checked.names, "contract": checked.contract.to_dict()}
-    c = checked.contract
-    _emit(args, data, f"ok: {checked.names['vision']} ({c.vision_hidden_size}, {c.vision_tokens} tokens) -> "
-                      f"{checked.names['projector']} -> {checked.names['lm']} ({c.lm_hidden_size}); "
-                      f"{describe_image_tokens((c.anyres or {}).get('tokens_by_pinpoint', c.image_tokens))} "
-                      "image tokens per image")  # fmt: skip
+    result = check(_target(args), plugins=tuple(args.plugin or ()))
+    if not result.ok:
+        _report_plugin_failures()
+        count = f"{len(result.problems)} problem{'s' if len(result.problems) > 1 else ''} in {result.source}"
+        if args.json:  # one document, with the CLI's {"error": ...} shape
+            print(json.dumps({"error": count, **result.to_dict()}, default=str))
+        elif len(result.problems) == 1 and not result.notes:
+            _print_error(result.problems[0].message, as_json=False)
+        else:
+            for problem in result.problems:
+                print(problem.message, file=sys.stderr)
+            for note in result.notes:
+                print(f"note: {note}", file=sys.stderr)
+            _print_error(count, as_json=False)
+        return 2
+    _emit(args, result.to_dict(), _validation_summary(result))
     return 0
+
+
+def _validation_summary(result: Any) -> str:
+    """The ``ok:`` line(s) of ``zoo validate``."""
+    summary = result.summary
+    model = ""
+    if "contract" in summary:
+        c, names = summary["contract"], summary["names"]
+        model = (f"{names['vision']} ({c['vision_hidden_size']}, {c['vision_tokens']} tokens) -> {names['projector']} "
+                 f"-> {names['lm']} ({c['lm_hidden_size']}); {summary['image_tokens_text']} image tokens per image")  # fmt: skip
+    if result.kind == "model":
+        return f"ok: {model}"
+    if result.kind == "train":
+        data, train = summary["data"], summary.get("train", {})
+        files = data["train"] + (f" (eval {data['eval']})" if data["eval"] else "")
+        steps = f"max_steps {train['max_steps']}" if "max_steps" in train else f"epochs {train.get('epochs')}"
+        return (f"ok: training file {result.source}: {model}\n  data: {files}, max_length {data['max_length']}\n"
+                f"  train: {steps}, batch_size {train.get('batch_size')}, lr {train.get('lr')}")  # fmt: skip
+    lines = [f"ok: bench grid {result.source}: {summary['combinations']} combinations, {len(summary['valid'])} "
+             f"valid, {len(summary['skipped'])} skipped (as zoo bench would skip them)"]  # fmt: skip
+    lines += [f"  skipped {row['combination']}: {row['reason']}" for row in summary["skipped"]]
+    return "\n".join(lines)
 
 
 def cmd_build(args: argparse.Namespace) -> int:
@@ -326,7 +368,9 @@ def make_parser() -> argparse.ArgumentParser:
     p.add_argument("--in-dim", type=int, default=1024, help="projector input width for 'show' (default 1024)")
     p.add_argument("--out-dim", type=int, default=4096, help="projector output width for 'show' (default 4096)")
     p.set_defaults(func=cmd_show)
-    p = sub.add_parser("validate", parents=[common], help="check a composition's contract (no weights read)")
+    p = sub.add_parser(
+        "validate", parents=[common], help="check a model, training or bench file: every problem in one run"
+    )
     _add_target_arguments(p)
     p.set_defaults(func=cmd_validate)
     p = sub.add_parser("build", parents=[common], help="build a composition and print its summary")
@@ -391,6 +435,46 @@ def _quiet_libraries() -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     else:  # already imported (zoo.cli.main called from Python)
         transformers_logging.disable_progress_bar()
+
+
+FAST_EXIT = frozenset({"plugins", "list", "show", "validate", "build", "verify"})
+"""Commands after which the console script skips the interpreter's teardown (see :func:`console`)."""
+
+
+def console() -> NoReturn:
+    """The ``zoo`` console script and ``python -m zoo``: :func:`main`, then exit.
+
+    After the read-only commands of ``FAST_EXIT`` (whose output is written and whose files, if any, are
+    closed), the process ends with ``os._exit`` once stdout, stderr and logging are flushed: tearing
+    down the thousands of modules torch and transformers load costs about a second of CPU and does
+    nothing for these commands. Every other command (training, serving, benchmarks) exits normally.
+    """
+    argv = sys.argv[1:]
+    code = main(argv)
+    command = _command_of(argv)
+    if command in FAST_EXIT:
+        import logging
+
+        logging.shutdown()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):  # a closed pipe: nothing more can be written anyway
+                pass
+        os._exit(code)
+    sys.exit(code)
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first word that is not an option or an option's value)."""
+    takes_value = {"--plugin"}
+    words = iter(argv)
+    for word in words:
+        if word in takes_value:
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -469,4 +553,4 @@ def _describe(error: BaseException) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -18,6 +18,8 @@ from typing import Any
 from zoo.anyres import AnyResConfig, parse_anyres
 from zoo.errors import ConfigError, suggest
 from zoo.limits import MAX_CONFIG_INT, InputLimitError, brief
+from zoo.problems import Problems, Reported, attempt, report
+from zoo.specs import ComponentSpec
 from zoo.yaml_io import load_yaml_file
 
 __all__ = [
@@ -27,9 +29,11 @@ __all__ = [
     "ComponentChoice",
     "LoraSettings",
     "ModelConfig",
+    "component_config",
     "config_from_dict",
     "load_model_config",
     "parse_model_config",
+    "parse_slot",
     "read_yaml",
     "torch_dtype",
 ]
@@ -157,48 +161,71 @@ def load_model_config(target: str | Path | Mapping[str, Any]) -> ModelConfig:
     )
 
 
-def parse_model_config(data: Any, *, source: str = "<config>", base_dir: str | Path | None = None) -> ModelConfig:
+def parse_model_config(
+    data: Any, *, source: str = "<config>", base_dir: str | Path | None = None, problems: Problems | None = None
+) -> ModelConfig:
     """Validate a composition mapping (``{plugins, model: {vision, projector, lm, dtype...}}``).
 
     A mapping without a ``model`` key but with slot keys is accepted as the ``model`` section itself
     (the form used by ``registry.yaml``). A relative plugin path (``.py`` or containing a ``/``) is
     resolved against ``base_dir``, the folder of the config file, never the working directory.
+
+    ``problems``: collect every problem instead of raising the first (``zoo.problems``); a bad value is
+    then replaced by its default, and ``Reported`` is raised only when a slot cannot be read at all.
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping with a 'model' key, got {type(data).__name__}")
     if "model" not in data and any(k in data for k in SLOT_KEYS):
         data = {"model": {k: v for k, v in data.items() if k != "plugins"}, "plugins": data.get("plugins", [])}
-    _check_keys(data, ("plugins", "model"), "", source, required=("model",))
+    _check_keys(data, ("plugins", "model"), "", source, required=("model",), problems=problems)
     plugins = data.get("plugins") or []
     if not isinstance(plugins, list) or not all(isinstance(p, str) and p.strip() for p in plugins):
-        raise ConfigError(f"{source}: plugins = {brief(plugins)}: expected a list of module names or .py paths")
+        report(problems, ConfigError(f"{source}: plugins = {brief(plugins)}: expected a list of module names or "
+                                     ".py paths", key="plugins"))  # fmt: skip
+        plugins = []
     plugins = [_plugin_reference(p, base_dir) for p in plugins]
+    if "model" not in data:  # reported above (only a collecting caller gets here)
+        raise Reported(f"{source}: no model section")
     model = data["model"]
     if not isinstance(model, Mapping):
-        raise ConfigError(f"{source}: model = {brief(model)}: expected a mapping with vision, projector and lm")
+        raise ConfigError(
+            f"{source}: model = {brief(model)}: expected a mapping with vision, projector and lm", key="model"
+        )
     _check_keys(
         model,
         (*SLOT_KEYS, "dtype", "image_token", "image_token_id", "gradient_checkpointing"),
         "model",
         source,
         SLOT_KEYS,
+        problems=problems,
     )
     dtype = model.get("dtype", "float32")
     canonical = DTYPES.get(dtype.lower()) if isinstance(dtype, str) else None
     if canonical is None:
-        raise ConfigError(
-            f"{source}: model.dtype = {brief(dtype)} is not a dtype; {suggest(_word(dtype), sorted(set(DTYPES.values())))}"
-        )
-    image_token = _typed(model.get("image_token", "<image>"), str, "model.image_token", source)
+        report(problems, ConfigError(f"{source}: model.dtype = {brief(dtype)} is not a dtype; "
+                                     f"{suggest(_word(dtype), sorted(set(DTYPES.values())))}", key="model.dtype"))  # fmt: skip
+        canonical = "float32"
+    image_token = attempt(
+        problems, _typed, model.get("image_token", "<image>"), str, "model.image_token", source, default="<image>"
+    )
     if not image_token.strip() or image_token != image_token.strip():
-        raise ConfigError(
-            f"{source}: model.image_token = {brief(image_token)}: expected a non-empty token such as '<image>'"
-        )
-    image_token_id = _typed(model.get("image_token_id"), int | None, "model.image_token_id", source)
+        report(problems, ConfigError(f"{source}: model.image_token = {brief(image_token)}: expected a non-empty "
+                                     "token such as '<image>'", key="model.image_token"))  # fmt: skip
+        image_token = "<image>"
+    image_token_id = attempt(problems, _typed, model.get("image_token_id"), int | None, "model.image_token_id", source)
     if image_token_id is not None and image_token_id < 0:
-        raise ConfigError(f"{source}: model.image_token_id = {image_token_id}: expected a token id >= 0")
-    checkpointing = _typed(model.get("gradient_checkpointing", False), bool, "model.gradient_checkpointing", source)
-    slots = {kind: _parse_slot(kind, model[kind], source) for kind in SLOT_KEYS}
+        report(problems, ConfigError(f"{source}: model.image_token_id = {image_token_id}: expected a token id >= 0",
+                                     key="model.image_token_id"))  # fmt: skip
+        image_token_id = None
+    checkpointing = attempt(
+        problems, _typed, model.get("gradient_checkpointing", False), bool, "model.gradient_checkpointing", source,
+        default=False,
+    )  # fmt: skip
+    slots = {
+        kind: attempt(problems, parse_slot, kind, model[kind], source, problems) for kind in SLOT_KEYS if kind in model
+    }
+    if len(slots) < len(SLOT_KEYS) or any(choice is None for choice in slots.values()):
+        raise Reported(f"{source}: a slot of model cannot be read")  # its problems are recorded
     return ModelConfig(
         **slots,
         dtype=canonical,
@@ -210,54 +237,66 @@ def parse_model_config(data: Any, *, source: str = "<config>", base_dir: str | P
     )
 
 
-def _parse_slot(kind: str, value: Any, source: str) -> ComponentChoice:
+def parse_slot(kind: str, value: Any, source: str, problems: Problems | None = None) -> ComponentChoice:
+    """One slot (``model.vision`` ...): a name, or a mapping of the name, options and training policy."""
     key = f"model.{kind}"
     if isinstance(value, str):
         value = {"name": value}
     if not isinstance(value, Mapping):
-        raise ConfigError(f"{source}: {key} = {brief(value)}: expected a name or a mapping with a 'name' key")
+        raise ConfigError(f"{source}: {key} = {brief(value)}: expected a name or a mapping with a 'name' key", key=key)
     if "name" not in value:
-        raise ConfigError(f"{source}: {key} has no 'name' (see 'zoo list {kind}' for the choices)")
+        raise ConfigError(f"{source}: {key} has no 'name' (see 'zoo list {kind}' for the choices)", key=f"{key}.name")
     options = dict(value)
     name = _typed(options.pop("name"), str, f"{key}.name", source)
     anyres = None
     if "anyres" in options:
+        raw = options.pop("anyres")
         if kind != "vision":
-            raise ConfigError(
-                f"{source}: {key}.anyres: any-resolution tiling is an option of the vision slot; "
-                "move it to model.vision.anyres"
-            )
-        anyres = parse_anyres(options.pop("anyres"), key=f"{key}.anyres", source=source)
+            report(problems, ConfigError(f"{source}: {key}.anyres: any-resolution tiling is an option of the vision "
+                                         "slot; move it to model.vision.anyres", key=f"{key}.anyres"))  # fmt: skip
+        else:
+            anyres = attempt(problems, parse_anyres, raw, key=f"{key}.anyres", source=source)
     train = options.pop("train", DEFAULT_TRAIN[kind])
     if train not in TRAIN_MODES:
-        raise ConfigError(
-            f"{source}: {key}.train = {brief(train)} is not a training mode; {suggest(_word(train), TRAIN_MODES)}"
-        )
+        report(problems, ConfigError(f"{source}: {key}.train = {brief(train)} is not a training mode; "
+                                     f"{suggest(_word(train), TRAIN_MODES)}", key=f"{key}.train"))  # fmt: skip
+        train = DEFAULT_TRAIN[kind]
     if train == "lora" and kind != "lm":
-        raise ConfigError(f"{source}: {key}.train = 'lora': LoRA applies to the language model; use frozen or full")
+        report(problems, ConfigError(f"{source}: {key}.train = 'lora': LoRA applies to the language model; use "
+                                     "frozen or full", key=f"{key}.train"))  # fmt: skip
+        train = DEFAULT_TRAIN[kind]
     frozen_mode = options.pop("frozen_mode", "eval")
     if frozen_mode not in FROZEN_MODES:
-        raise ConfigError(
+        report(problems, ConfigError(
             f"{source}: {key}.frozen_mode = {brief(frozen_mode)} is not valid; {suggest(_word(frozen_mode), FROZEN_MODES)} "
             "(eval: a frozen component never leaves eval mode; train: it follows model.train(), so BatchNorm "
-            "statistics update and dropout is on)"
-        )
+            "statistics update and dropout is on)", key=f"{key}.frozen_mode"))  # fmt: skip
+        frozen_mode = "eval"
     if frozen_mode != "eval" and train != "frozen":
-        raise ConfigError(
+        report(problems, ConfigError(
             f"{source}: {key}.frozen_mode = {frozen_mode!r} applies to a frozen component, but {key}.train = "
-            f"{brief(train)}; drop {key}.frozen_mode"
-        )
+            f"{brief(train)}; drop {key}.frozen_mode", key=f"{key}.frozen_mode"))  # fmt: skip
+        frozen_mode = "eval"
     lr = options.pop("lr", None)
     if lr is not None:
-        lr = _typed(lr, float, f"{key}.lr", source)
-        if not math.isfinite(lr) or lr <= 0:
-            raise ConfigError(f"{source}: {key}.lr = {brief(lr)} is not valid; expected a finite number > 0")
+        try:
+            lr = _typed(lr, float, f"{key}.lr", source)
+            if not math.isfinite(lr) or lr <= 0:
+                raise ConfigError(
+                    f"{source}: {key}.lr = {brief(lr)} is not valid; expected a finite number > 0", key=f"{key}.lr"
+                )
+        except ConfigError as error:
+            report(problems, error)
+            lr = None
     lora_data = options.pop("lora", None)
     if lora_data is not None and train != "lora":
-        raise ConfigError(
-            f"{source}: {key}.lora is set but {key}.train = {brief(train)}; set {key}.train: lora or drop it"
-        )
-    lora = config_from_dict(LoraSettings, lora_data or {}, f"{key}.lora", source)
+        report(problems, ConfigError(f"{source}: {key}.lora is set but {key}.train = {brief(train)}; set "
+                                     f"{key}.train: lora or drop it", key=f"{key}.lora"))  # fmt: skip
+        lora_data = None
+    lora = attempt(
+        problems, config_from_dict, LoraSettings, lora_data or {}, f"{key}.lora", source, problems,
+        default=LoraSettings(),
+    )  # fmt: skip
     for field_name, ok, rule in (
         ("r", lora.r >= 1, "a positive integer"),
         ("alpha", lora.alpha > 0, "positive"),
@@ -265,43 +304,114 @@ def _parse_slot(kind: str, value: Any, source: str) -> ComponentChoice:
     ):
         if not ok:
             value = getattr(lora, field_name)
-            raise ConfigError(f"{source}: {key}.lora.{field_name} = {brief(value)} is not valid; it must be {rule}")
+            report(problems, ConfigError(f"{source}: {key}.lora.{field_name} = {brief(value)} is not valid; it must "
+                                         f"be {rule}", key=f"{key}.lora.{field_name}"))  # fmt: skip
+            lora = dataclasses.replace(lora, **{field_name: getattr(LoraSettings(), field_name)})
     return ComponentChoice(
         name=name, options=options, train=train, lr=lr, lora=lora, anyres=anyres, frozen_mode=frozen_mode
     )
 
 
-def _check_keys(data: Mapping, allowed, path: str, source: str, required=()) -> None:
+def _check_keys(
+    data: Mapping, allowed: Any, path: str, source: str, required: Any = (), problems: Problems | None = None
+) -> None:
+    """Unknown keys of ``data`` (each one, when collecting) and missing ``required`` ones."""
     for key in data:
         if key not in allowed:
             where = f"{path}.{key}" if path else str(key)
-            raise ConfigError(f"{source}: unknown key {brief(where)}; {suggest(_word(key), allowed)}")
+            report(problems, ConfigError(f"{source}: unknown key {brief(where)}; {suggest(_word(key), allowed)}",
+                                         key=_word(where)))  # fmt: skip
     for key in required:
         if key not in data:
             where = f"{path}.{key}" if path else key
-            raise ConfigError(f"{source}: missing required key {where!r}")
+            report(problems, ConfigError(f"{source}: missing required key {where!r}", key=where))
 
 
-def config_from_dict(cls: type, data: Any, path: str, source: str = "<config>") -> Any:
+def config_from_dict(
+    cls: type, data: Any, path: str, source: str = "<config>", problems: Problems | None = None
+) -> Any:
     """Build dataclass ``cls`` from ``data``, checking unknown keys, types and declared choices.
 
-    ``path`` is the YAML key path of ``data`` (``model.vision``), used in every message.
+    ``path`` is the YAML key path of ``data`` (``model.vision``), used in every message. With
+    ``problems`` every bad key is recorded and left at its default (``Reported`` if a required one is
+    missing).
     """
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: {path} = {brief(data)}: expected a mapping")
+        raise ConfigError(f"{source}: {path} = {brief(data)}: expected a mapping", key=path)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
-    _check_keys(data, names, path, source)
+    _check_keys(data, names, path, source, problems=problems)
     choices: dict[str, tuple[str, ...]] = getattr(cls, "choices", {})
     values = {}
     for key, value in data.items():
-        value = _typed(value, hints[key], f"{path}.{key}", source)
-        if key in choices and value is not None and value not in choices[key]:
-            raise ConfigError(
-                f"{source}: {path}.{key} = {brief(value)} is not valid; {suggest(_word(value), choices[key])}"
-            )
+        if key not in names:  # recorded by _check_keys (only a collecting caller gets here)
+            continue
+        try:
+            value = _typed(value, hints[key], f"{path}.{key}", source)
+            if key in choices and value is not None and value not in choices[key]:
+                raise ConfigError(
+                    f"{source}: {path}.{key} = {brief(value)} is not valid; {suggest(_word(value), choices[key])}",
+                    key=f"{path}.{key}",
+                )
+        except ConfigError as error:
+            report(problems, error)
+            continue
         values[key] = value
-    return cls(**values)
+    try:
+        return cls(**values)
+    except TypeError as error:  # a required field left out after a recorded problem
+        if problems is None:
+            raise
+        raise Reported(f"{source}: {path} cannot be read") from error
+
+
+def component_config(
+    spec: ComponentSpec,
+    options: Mapping[str, Any],
+    *,
+    implied: Mapping[str, Any] | None = None,
+    dtype: str = "float32",
+    key: str = "",
+    source: str = "<config>",
+    extra: Mapping[str, Any] | None = None,
+    problems: Problems | None = None,
+) -> Any:
+    """The typed config of ``spec``: preset defaults < name-implied values < ``options`` < ``extra``.
+
+    ``arch`` mappings merge key by key, so a user can override one architecture field of a preset.
+    ``problems``: record every bad option instead of raising the first (``zoo validate``).
+    """
+    key = key or f"model.{spec.kind}"
+    data: dict[str, Any] = {**spec.defaults, **(implied or {})}
+    for name, value in options.items():
+        if name == "arch" and isinstance(value, Mapping) and isinstance(data.get("arch"), Mapping):
+            data["arch"] = {**data["arch"], **value}
+        else:
+            data[name] = value
+    data.update(extra or {})
+    fields = {f.name for f in dataclasses.fields(spec.config_cls)}
+    if "dtype" in fields:
+        raw = data.get("dtype") or dtype
+        canonical = DTYPES.get(str(raw).lower())
+        if canonical is None:
+            report(problems, ConfigError(f"{source}: {key}.dtype = {brief(raw)} is not a dtype; valid choices: "
+                                         f"{sorted(set(DTYPES.values()))}", key=f"{key}.dtype"))  # fmt: skip
+        data["dtype"] = canonical or dtype
+    for name, value in (implied or {}).items():
+        value = _coerce_implied(spec.config_cls, name, value)
+        if name in options and options[name] != value:
+            report(problems, ConfigError(f"{source}: {key}.{name} = {brief(options[name])} contradicts the name "
+                                         f"{key}.name, which implies {name} = {value!r}; drop {key}.{name} or change "
+                                         "the name", key=f"{key}.{name}"))  # fmt: skip
+        data[name] = value
+    return config_from_dict(spec.config_cls, data, key, source, problems)
+
+
+def _coerce_implied(cls: type, name: str, value: Any) -> Any:
+    field_types = {f.name: f.type for f in dataclasses.fields(cls)}
+    if isinstance(value, str) and "int" in str(field_types.get(name, "")) and value.isdigit():
+        return int(value)
+    return value
 
 
 def _typed(value: Any, hint: Any, key: str, source: str) -> Any:
@@ -318,21 +428,23 @@ def _typed(value: Any, hint: Any, key: str, source: str) -> Any:
                 return _typed(value, option, key, source)
             except ConfigError:
                 continue
-        raise ConfigError(f"{source}: {key} = {brief(value)} has the wrong type; expected {_type_name(hint)}")
+        raise ConfigError(f"{source}: {key} = {brief(value)} has the wrong type; expected {_type_name(hint)}", key=key)
     if hint is Any:
         return value
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{source}: {key} = {brief(value)} has the wrong type; expected {_type_name(hint)}")
+            raise ConfigError(
+                f"{source}: {key} = {brief(value)} has the wrong type; expected {_type_name(hint)}", key=key
+            )
         (item_hint, *_) = typing.get_args(hint) or (Any,)
         return [_typed(v, item_hint, f"{key}[{i}]", source) for i, v in enumerate(value)]
     if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{source}: {key} = {brief(value)} has the wrong type; expected a mapping")
+            raise ConfigError(f"{source}: {key} = {brief(value)} has the wrong type; expected a mapping", key=key)
         return dict(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         if abs(value) > 2**1000:
-            raise InputLimitError(f"{source}: {key} = {brief(value)} is out of range for a number")
+            raise InputLimitError(f"{source}: {key} = {brief(value)} is out of range for a number", key=key)
         return float(value)
     if hint is float and isinstance(value, str):
         try:
@@ -346,10 +458,11 @@ def _typed(value: Any, hint: Any, key: str, source: str) -> Any:
     ):
         if hint is int and not -MAX_CONFIG_INT <= value <= MAX_CONFIG_INT:
             raise InputLimitError(
-                f"{source}: {key} = {brief(value)} is out of range; integers are limited to +-{MAX_CONFIG_INT:,}"
+                f"{source}: {key} = {brief(value)} is out of range; integers are limited to +-{MAX_CONFIG_INT:,}",
+                key=key,
             )
         return value
-    raise ConfigError(f"{source}: {key} = {brief(value)} has the wrong type; expected {_type_name(hint)}")
+    raise ConfigError(f"{source}: {key} = {brief(value)} has the wrong type; expected {_type_name(hint)}", key=key)
 
 
 def _type_name(hint: Any) -> str:

@@ -12,12 +12,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from zoo.errors import ContractError
+from zoo.errors import ConfigError, ContractError
 
 if TYPE_CHECKING:
-    from zoo.anyres import AnyResLayout
+    from collections.abc import Sequence
 
-__all__ = ["Contract", "check_contract", "check_declared_dims", "verify_anyres", "verify_contract"]
+    from zoo.anyres import AnyResLayout
+    from zoo.config import ModelConfig
+
+__all__ = [
+    "Contract",
+    "check_contract",
+    "check_declared_dims",
+    "check_lora_targets",
+    "lora_targets",
+    "verify_anyres",
+    "verify_contract",
+]
 
 
 @dataclass(frozen=True)
@@ -154,3 +165,27 @@ def verify_anyres(layout: AnyResLayout, width: int, source: str) -> None:
                 f"{source}: model.vision.anyres: an image of {height}x{side} px stitches to {list(packed.shape)} "
                 f"features but its placeholder count is {expected}; this is a bug in zoo.anyres"
             )
+
+
+def lora_targets(config: ModelConfig, default_targets: Sequence[str]) -> list[str]:
+    """The module names LoRA adapts: ``model.lm.lora.targets``, else the LM's declared defaults."""
+    return list(config.lm.lora.targets or default_targets)
+
+
+def check_lora_targets(config: ModelConfig, default_targets: Sequence[str], linear: Sequence[str]) -> None:
+    """Every LoRA target must name a linear module of the LM (``linear``: their last name parts).
+
+    Run by the builder on the meta-built LM before anything is built for real (so ``zoo validate`` and
+    ``zoo build --meta`` catch a typo) and again where LoRA is applied.
+    """
+    if config.lm.train != "lora":
+        return
+    targets = lora_targets(config, default_targets)
+    key = "model.lm.lora.targets" if config.lm.lora.targets else "model.lm.lora_targets"
+    missing = sorted(set(targets) - set(linear))
+    if missing:
+        raise ConfigError(
+            f"{config.source}: {key} = {sorted(set(targets))}: {missing} are not linear modules of "
+            f"{config.lm.name!r}; its linear modules are {sorted(set(linear))}",
+            key=key,
+        )

@@ -23,21 +23,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch.utils.data import Dataset
 
 from zoo.chat import ChatEncoder
-from zoo.config import _check_keys, config_from_dict
-from zoo.errors import ConfigError, ZooError
+from zoo.data_config import DataConfig, check_room_for_an_image, parse_data_config
+from zoo.errors import ZooError
 from zoo.images import open_image
 from zoo.limits import brief
 from zoo.multimodal import IGNORE_INDEX
-from zoo.prompt import TEMPLATE_DEFAULT, parse_end_token, parse_system_prompt
-from zoo.records import ON_ERROR, Conversation, DataError, RecordList, check_records, read_json_records, read_records
+from zoo.records import Conversation, DataError, RecordList, check_records, read_json_records, read_records
 
 if TYPE_CHECKING:
     from zoo.anyres import AnyResLayout
@@ -56,75 +54,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 BLANK_RGB = (128, 128, 128)  # mid-grey
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """The ``data:`` section of a training file (paths already resolved against the file's folder).
-
-    Attributes:
-        train: LLaVA conversation JSON (a list) or JSONL.
-        eval: held-out records in the same format (optional).
-        image_folder: where relative image paths resolve; ``None``: the folder of each JSON file.
-        max_length: ids per sample after image expansion (longer samples are truncated).
-        on_error: ``error`` stops at the first bad record; ``skip`` drops bad records and reports the count.
-        group_by_modality_length: batch image and text-only samples apart, by length (LLaVA's sampler).
-        num_workers: dataloader worker processes (images are opened in them).
-        system_prompt: the system turn of every sample (a string; ``None``: none; absent: the tokenizer
-            template's default). Recorded in the checkpoint, so eval / generate / chat render the same way.
-        end_token: the token that ends every assistant turn and is supervised with its content, in place of
-            the template's end-of-turn marker (``<|endoftext|>``: the VLM-learning reference; ``None``: the
-            template's, ``<|im_end|>`` for ChatML). Recorded in the checkpoint; generation stops at it.
-    """
-
-    train: str
-    eval: str | None = None
-    image_folder: str | None = None
-    max_length: int = 2048
-    on_error: str = "error"
-    group_by_modality_length: bool = False
-    num_workers: int = 0
-    system_prompt: Any = TEMPLATE_DEFAULT  # str | None | TEMPLATE_DEFAULT (zoo.prompt)
-    end_token: str | None = None
-
-    choices: ClassVar[dict[str, tuple[str, ...]]] = {"on_error": ON_ERROR}
-
-    def image_folder_for(self, data_file: str | Path) -> Path:
-        """The folder that relative image paths of ``data_file`` resolve against."""
-        return Path(self.image_folder) if self.image_folder is not None else Path(data_file).parent
-
-
-def parse_data_config(data: Any, *, source: str = "<config>", base_dir: Path | None = None) -> DataConfig:
-    """Validate the ``data:`` mapping; relative paths resolve against ``base_dir`` (the YAML's folder).
-
-    Example:
-        >>> parse_data_config({"train": "train.json"}, source="run.yaml", base_dir=Path("/runs")).train
-        '/runs/train.json'
-    """
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: data = {brief(data)}: expected a mapping with at least 'train'")
-    _check_keys(data, [f for f in DataConfig.__dataclass_fields__ if f != "choices"], "data", source, ("train",))
-    config = config_from_dict(DataConfig, data, "data", source)
-    if config.max_length < 1:
-        raise ConfigError(f"{source}: data.max_length = {config.max_length!r} is not valid; it must be >= 1")
-    if config.num_workers < 0:
-        raise ConfigError(f"{source}: data.num_workers = {config.num_workers!r} is not valid; it must be >= 0")
-    parse_system_prompt(config.system_prompt, key="data.system_prompt", source=source)
-    parse_end_token(config.end_token, key="data.end_token", source=source)
-    for key in ("train", "eval", "image_folder"):
-        value = getattr(config, key)
-        if value is not None and not value.strip():
-            raise ConfigError(f"{source}: data.{key} = {brief(value)}: expected a path")
-    base = Path(base_dir) if base_dir is not None else None
-
-    def resolve(value: str | None) -> str | None:
-        if value is None or base is None or Path(value).is_absolute():
-            return value
-        return str(base / value)
-
-    return DataConfig(
-        **{**config.__dict__, **{k: resolve(getattr(config, k)) for k in ("train", "eval", "image_folder")}}
-    )
 
 
 def blank_like(image: Any) -> Any:
@@ -180,7 +109,8 @@ class LlavaDataset(Dataset):
                                    end_token=getattr(model, "end_token", None))  # fmt: skip
         self.preprocessor = model.vision.preprocessor
         self.anyres = model.anyres  # any-resolution tiling: per-image counts and tiles (zoo.anyres)
-        _check_room_for_an_image(max_length, model.anyres, model.contract.image_tokens)
+        tokens = model.anyres.tokens_by_pinpoint() if model.anyres is not None else model.contract.image_tokens
+        check_room_for_an_image(max_length, tokens)
         self.max_length = max_length
         self.on_error = on_error
         self.blank_images = blank_images
@@ -286,22 +216,6 @@ class LlavaDataset(Dataset):
     def modality_lengths(self) -> list[int]:
         """``lengths`` signed as LLaVA's ``modality_lengths``: positive with images, negative text-only."""
         return [n if c.images else -n for n, c in zip(self.lengths, self.conversations)]
-
-
-def _check_room_for_an_image(max_length: int, anyres: AnyResLayout | None, tokens_per_image: int) -> None:
-    """A ``max_length`` that one image can outgrow drops such images, and every answer after them, silently."""
-    if anyres is None:
-        most, what = tokens_per_image, "every image"
-    else:
-        by_pinpoint = anyres.tokens_by_pinpoint()
-        shape = max(by_pinpoint, key=lambda k: by_pinpoint[k])
-        most, what = by_pinpoint[shape], f"an image shaped like {shape} (model.vision.anyres)"
-    if max_length < most:
-        raise ConfigError(
-            f"data.max_length = {max_length} is less than the {most} positions {what} takes: truncation would "
-            f"drop such images with everything after them (their answers too); set data.max_length to at least "
-            f"{most} plus the text (LLaVA-NeXT trains with 4096)"
-        )
 
 
 def _words(conversation: Conversation) -> int:

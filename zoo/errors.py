@@ -23,7 +23,15 @@ __all__ = [
 
 
 class ZooError(Exception):
-    """Base class of every error zoo raises for bad input or a broken environment."""
+    """Base class of every error zoo raises for bad input or a broken environment.
+
+    ``key``: the YAML key path the error is about (``model.projector.name``), when the raiser knows it;
+    ``zoo validate`` lists it beside the message.
+    """
+
+    def __init__(self, *args: object, key: str | None = None) -> None:
+        super().__init__(*args)
+        self.key = key
 
 
 class ConfigError(ZooError):

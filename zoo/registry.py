@@ -158,14 +158,20 @@ class Registry:
         """Find the spec for ``name`` and the config values its name implies (pattern groups).
 
         Raises ``UnknownNameError`` naming ``key``, the bad name, close matches and the listing command.
+        ``key`` may start with the file it is in (``"model.yaml: model.lm.name"``).
         """
+        path = key.rsplit(": ", 1)[-1] or None  # the error's key path, without the file
         if kind not in KINDS:
             raise ConfigError(f"unknown component kind {kind!r}; {suggest(kind, KINDS)}")
         table = self._specs[kind]
         if not isinstance(name, str) or not name:
-            raise ConfigError(f"{key or kind}: expected a {KIND_TITLES[kind]} name (a string), got {brief(name)}")
+            raise ConfigError(
+                f"{key or kind}: expected a {KIND_TITLES[kind]} name (a string), got {brief(name)}", key=path
+            )
         if len(name) > MAX_NAME_LENGTH:
-            raise ConfigError(f"{key or kind} = {brief(name)} is not a name (over {MAX_NAME_LENGTH} characters)")
+            raise ConfigError(
+                f"{key or kind} = {brief(name)} is not a name (over {MAX_NAME_LENGTH} characters)", key=path
+            )
         if name in table and not table[name].pattern:
             return table[name], {}
         for spec in table.values():
@@ -179,14 +185,16 @@ class Registry:
             if prefix not in sources:
                 raise UnknownNameError(
                     f"{where}: unknown source {prefix!r} for a {KIND_TITLES[kind]}; valid sources: "
-                    f"{', '.join(sources) or 'none registered'} (see 'zoo list {kind}')"
+                    f"{', '.join(sources) or 'none registered'} (see 'zoo list {kind}')",
+                    key=path,
                 )
         plain = [n for n, s in table.items() if not s.pattern]
         forms = [n for n, s in table.items() if s.pattern]
         also = f"; names of the form {', '.join(forms)} work too" if forms else ""
         raise UnknownNameError(
             f"{where} is not a registered {KIND_TITLES[kind]}; {suggest(name, plain)}{also} "
-            f"(see 'zoo list {kind}'){self.missing_plugins_note()}"
+            f"(see 'zoo list {kind}'){self.missing_plugins_note()}",
+            key=path,
         )
 
     def missing_plugins_note(self) -> str:

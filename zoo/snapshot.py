@@ -18,15 +18,16 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import CheckpointError
 from zoo.manifest import MANIFEST, MAX_MANIFEST_BYTES, parse_manifest
 from zoo.safe_paths import fd_path, open_member, open_root
 
-__all__ = ["GENERATION_KEY", "Snapshot"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["GENERATION_KEY", "Snapshot", "check_snapshot", "verify"]
 
 GENERATION_KEY = "zoo.generation"
 _ATTEMPTS = 50
@@ -194,6 +195,39 @@ class Snapshot:
                     f"{name}: sha256 {digest.hexdigest()[:16]}... differs from the manifest's {expected[:16]}..."
                 )
         return problems
+
+
+def check_snapshot(snapshot: Snapshot) -> None:
+    """Raise a ``CheckpointError`` naming (up to five of) the files whose sha256 differs from the manifest."""
+    problems = snapshot.verify()
+    if problems:
+        raise CheckpointError(f"{snapshot.where} failed verification: {'; '.join(problems[:5])}")
+
+
+def verify(directory: str | os.PathLike) -> dict[str, Any]:
+    """Check every file of a checkpoint against the sha256 its manifest records.
+
+    Only hashes bytes: no model library and no plugin is imported (``zoo verify`` runs this).
+
+    Returns:
+        ``{"directory", "files", "bytes", "generation"}`` when every file matches.
+
+    Raises:
+        CheckpointError: naming each file whose bytes differ, or that the manifest lists without a hash.
+
+    Example:
+        >>> zoo.checkpoint.verify("runs/ckpt")["files"]
+        9
+    """
+    with Snapshot.open(directory) as snapshot:
+        check_snapshot(snapshot)
+        files = snapshot.manifest["files"]
+        return {
+            "directory": str(directory),
+            "files": len(files),
+            "bytes": sum(e["size"] if isinstance(e, Mapping) else e for e in files.values()),
+            "generation": snapshot.manifest.get("generation"),
+        }
 
 
 class _Swapped(Exception):

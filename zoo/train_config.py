@@ -6,7 +6,7 @@ data: {train: data/train.json, eval: data/eval.json, max_length: 512}
 train: {output_dir: runs/demo, max_steps: 300, batch_size: 32, lr: 1.0e-3, save_steps: 100}
 ```
 
-``model:`` is parsed by :func:`zoo.config.parse_model_config`, ``data:`` by :func:`zoo.data.parse_data_config`
+``model:`` is parsed by :func:`zoo.config.parse_model_config`, ``data:`` by :func:`zoo.data_config.parse_data_config`
 (paths relative to the file's folder), ``train:`` here. Every error names the key path, the bad value and
 the valid choices. ``output_dir`` is relative to the working directory, as with transformers' Trainer.
 """
@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from zoo.config import ModelConfig, config_from_dict, parse_model_config, read_yaml
 from zoo.errors import ConfigError, suggest
+from zoo.limits import brief
+from zoo.problems import Problems, Reported, attempt, report
 
 if TYPE_CHECKING:
-    from zoo.data import DataConfig
+    from zoo.data_config import DataConfig
 
 __all__ = ["SCHEDULERS", "TrainConfig", "TrainSettings", "load_train_config", "parse_train_config"]
 
@@ -91,9 +93,14 @@ def load_train_config(target: str | Path | Mapping[str, Any], *, base_dir: str |
     return parse_train_config(read_yaml(path), source=str(path), base_dir=Path(base_dir or path.parent))
 
 
-def parse_train_config(data: Any, *, source: str = "<config>", base_dir: str | Path = ".") -> TrainConfig:
-    """Validate a training mapping ``{plugins, model, data, train}``; see the module docstring."""
-    from zoo.data import parse_data_config
+def parse_train_config(
+    data: Any, *, source: str = "<config>", base_dir: str | Path = ".", problems: Problems | None = None
+) -> TrainConfig:
+    """Validate a training mapping ``{plugins, model, data, train}``; see the module docstring.
+
+    ``problems``: record every problem of every section instead of raising the first (``zoo.problems``).
+    """
+    from zoo.data_config import parse_data_config
 
     if not isinstance(data, Mapping):
         raise ConfigError(
@@ -101,45 +108,77 @@ def parse_train_config(data: Any, *, source: str = "<config>", base_dir: str | P
         )
     for key in data:
         if key not in TOP_KEYS:
-            raise ConfigError(f"{source}: unknown key {key!r}; {suggest(str(key), TOP_KEYS)}")
+            report(problems, ConfigError(f"{source}: unknown key {brief(key)}; {suggest(str(key)[:100], TOP_KEYS)}",
+                                         key=str(key)[:100]))  # fmt: skip
     for key in ("model", "data", "train"):
         if key not in data:
-            raise ConfigError(f"{source}: missing required section {key!r} (a training file has model, data and train)")
-    model = parse_model_config({"model": data["model"], "plugins": data.get("plugins") or []}, source=source)
-    data_config = parse_data_config(data["data"], source=source, base_dir=Path(base_dir))
-    settings = parse_train_settings(data["train"], source=source)
+            report(problems, ConfigError(f"{source}: missing required section {key!r} (a training file has model, "
+                                         "data and train)", key=key))  # fmt: skip
+    model_data = {"model": data.get("model"), "plugins": data.get("plugins") or []}
+    model = (
+        attempt(problems, parse_model_config, model_data, source=source, problems=problems) if "model" in data else None
+    )
+    data_config = (
+        attempt(problems, parse_data_config, data["data"], source=source, base_dir=Path(base_dir), problems=problems)
+        if "data" in data
+        else None
+    )
+    settings = (
+        attempt(problems, parse_train_settings, data["train"], source=source, problems=problems)
+        if "train" in data
+        else None
+    )
+    if (
+        settings is not None
+        and settings.eval_steps is not None
+        and data_config is not None
+        and data_config.eval is None
+    ):
+        report(problems, ConfigError(f"{source}: train.eval_steps = {settings.eval_steps} but data.eval is not set; "
+                                     "add data.eval", key="train.eval_steps"))  # fmt: skip
+    if model is None or data_config is None or settings is None:
+        raise Reported(f"{source}: a section cannot be read")  # its problems are recorded
     if settings.gradient_checkpointing and not model.gradient_checkpointing:
         model = dataclasses.replace(model, gradient_checkpointing=True)
-    if settings.eval_steps is not None and getattr(data_config, "eval", None) is None:
-        raise ConfigError(f"{source}: train.eval_steps = {settings.eval_steps} but data.eval is not set; add data.eval")
     return TrainConfig(model=model, data=data_config, train=settings, source=source)
 
 
-def parse_train_settings(data: Any, *, source: str = "<config>") -> TrainSettings:
-    """Validate the ``train:`` section alone (types, choices, ranges, exclusive keys)."""
+def parse_train_settings(data: Any, *, source: str = "<config>", problems: Problems | None = None) -> TrainSettings:
+    """Validate the ``train:`` section alone (types, choices, ranges, exclusive keys).
+
+    ``problems``: record every problem instead of raising the first; a bad value keeps its default.
+    """
     if data is None:
         data = {}
-    settings: TrainSettings = config_from_dict(TrainSettings, data, "train", source)
+    mark = len(problems) if problems is not None else 0
+    settings: TrainSettings = config_from_dict(TrainSettings, data, "train", source, problems)
+    told = {error.key for error in problems.errors[mark:]} if problems is not None else set()
+
+    def bad(message: str, key: str, *about: str) -> None:
+        """Report a rule's problem, unless a value it is about was bad already (and replaced by its default)."""
+        if not told & {f"train.{name}" for name in about}:
+            report(problems, ConfigError(f"{source}: {message}", key=key))
+
     if (settings.max_steps is None) == (settings.epochs is None):
         both = "both are set" if settings.max_steps is not None else "neither is set"
-        raise ConfigError(f"{source}: train needs exactly one of 'max_steps' and 'epochs' ({both})")
+        bad(f"train needs exactly one of 'max_steps' and 'epochs' ({both})", "train.max_steps", "max_steps", "epochs")
     positive = ("max_steps", "epochs", "batch_size", "eval_batch_size", "grad_accum", "lr", "save_steps",
                 "save_total_limit", "eval_steps", "logging_steps")  # fmt: skip
     for key in positive:
         value = getattr(settings, key)
         if value is not None and value <= 0:
-            raise ConfigError(f"{source}: train.{key} = {value!r} is not valid; it must be positive")
+            bad(f"train.{key} = {value!r} is not valid; it must be positive", f"train.{key}", key)
     for key, low, high in (("warmup_ratio", 0.0, 1.0), ("weight_decay", 0.0, None), ("max_grad_norm", 0.0, None)):
         value = getattr(settings, key)
         if value < low or (high is not None and value >= high):
             rule = f"in [{low}, {high})" if high is not None else f">= {low}"
-            raise ConfigError(f"{source}: train.{key} = {value!r} is not valid; it must be {rule}")
+            bad(f"train.{key} = {value!r} is not valid; it must be {rule}", f"train.{key}", key)
     if settings.bf16 and settings.fp16:
-        raise ConfigError(f"{source}: train.bf16 and train.fp16 are both true; choose one mixed-precision dtype")
+        bad("train.bf16 and train.fp16 are both true; choose one mixed-precision dtype", "train.fp16", "bf16", "fp16")
     if settings.fsdp_config is not None and not settings.fsdp:
-        raise ConfigError(f"{source}: train.fsdp_config is set but train.fsdp is not true; set train.fsdp: true")
+        bad("train.fsdp_config is set but train.fsdp is not true; set train.fsdp: true", "train.fsdp_config", "fsdp")
     if settings.fsdp and settings.deepspeed:
-        raise ConfigError(f"{source}: train.fsdp and train.deepspeed are both set; choose one sharding engine")
+        bad("train.fsdp and train.deepspeed are both set; choose one sharding engine", "train.deepspeed", "fsdp")
     if isinstance(settings.deepspeed, str) and not Path(settings.deepspeed).is_file():
-        raise ConfigError(f"{source}: train.deepspeed = {settings.deepspeed!r}: no such DeepSpeed JSON file")
+        bad(f"train.deepspeed = {brief(settings.deepspeed)}: no such DeepSpeed JSON file", "train.deepspeed")
     return settings

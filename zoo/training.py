@@ -7,13 +7,14 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from zoo.config import ModelConfig
+from zoo.contract import check_lora_targets, lora_targets
 from zoo.errors import ConfigError
 
 if TYPE_CHECKING:
     from zoo.interfaces import LanguageModel
     from zoo.multimodal import MultiModal
 
-__all__ = ["apply_training_policy", "lora_config", "param_groups"]
+__all__ = ["add_lora", "apply_training_policy", "linear_module_names", "lora_config", "param_groups"]
 
 SLOTS = ("vision", "projector", "lm")
 
@@ -27,10 +28,15 @@ def lora_config(model_config: ModelConfig, default_targets: tuple[str, ...]):
         r=settings.r,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
-        target_modules=list(settings.targets or default_targets),
+        target_modules=lora_targets(model_config, default_targets),
         bias="none",
         task_type="CAUSAL_LM",
     )
+
+
+def linear_module_names(module: nn.Module) -> list[str]:
+    """The last name parts of ``module``'s ``nn.Linear`` submodules, sorted (what LoRA targets name)."""
+    return sorted({name.rsplit(".", 1)[-1] for name, m in module.named_modules() if isinstance(m, nn.Linear)})
 
 
 def apply_training_policy(model: MultiModal, config: ModelConfig) -> None:
@@ -51,15 +57,8 @@ def add_lora(lm: LanguageModel, config: ModelConfig) -> None:
     """Wrap the LM's transformers model with peft LoRA adapters (base weights frozen)."""
     from peft import get_peft_model
 
+    check_lora_targets(config, lm.lora_targets, linear_module_names(lm.model))
     peft_config = lora_config(config, lm.lora_targets)
-    key = "model.lm.lora.targets" if config.lm.lora.targets else "model.lm.lora_targets"
-    linear = sorted({name.rsplit(".", 1)[-1] for name, m in lm.model.named_modules() if isinstance(m, nn.Linear)})
-    missing = sorted(set(peft_config.target_modules) - set(linear))
-    if missing:
-        raise ConfigError(
-            f"{config.source}: {key} = {sorted(peft_config.target_modules)}: {missing} are not linear modules of "
-            f"{config.lm.name!r}; its linear modules are {linear}"
-        )
     try:
         lm.model = get_peft_model(lm.model, peft_config)
     except ValueError as error:

@@ -1,4 +1,8 @@
-"""``zoo verify DIR``: check every file of a zoo checkpoint against the sha256 its manifest records."""
+"""``zoo verify DIR``: check every file of a zoo checkpoint against the sha256 its manifest records.
+
+A hash check needs no model code: it imports no plugin (no built-in, no entry point, no ``--plugin``:
+a checkpoint under suspicion must not get to run anything) and no model library.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Hash every file; print a summary, or fail (exit 2) naming the files that differ."""
-    from zoo.checkpoint import verify
+    from zoo.snapshot import verify
 
     report = verify(args.directory)
     if args.json:

@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any
 
 from zoo.config import DTYPES, ModelConfig, _check_keys, parse_model_config, read_yaml
 from zoo.errors import ConfigError, ZooError, suggest
+from zoo.limits import brief
+from zoo.problems import Problems, Reported, attempt, report
 
 if TYPE_CHECKING:
     from zoo.bench.quality import QualitySpec
@@ -240,52 +242,91 @@ def registered_benches() -> dict[str, Any]:
     return dict(benches)
 
 
-def parse_bench(data: Any, *, source: str = "<bench>", base_dir: str | Path = ".") -> BenchSpec:
+def parse_bench(
+    data: Any, *, source: str = "<bench>", base_dir: str | Path = ".", problems: Problems | None = None
+) -> BenchSpec:
     """Validate a bench mapping: keys, types and component names (unknown ones fail here, with choices).
 
     ``base_dir``: where relative ``data:`` paths resolve (``load_bench`` passes the file's folder).
+    ``problems``: record every problem instead of raising the first (``zoo validate``; ``zoo.problems``).
     """
     from zoo.bench.quality import parse_quality
 
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping with a 'grid' key, got {type(data).__name__}")
+    mark = len(problems) if problems is not None else 0
     for old, new in _REPLACED.items():
         if old in data:
-            raise ConfigError(f"{source}: {old} = {data[old]!r}: no longer read; timings are set by {new}")
-    _check_keys(data, BENCH_KEYS, "", source, required=("grid",))
-    grid = data["grid"]
+            report(problems, ConfigError(f"{source}: {old} = {brief(data[old])}: no longer read; timings are set by "
+                                         f"{new}", key=old))  # fmt: skip
+    current = {key: value for key, value in data.items() if key not in _REPLACED}  # told above
+    _check_keys(current, BENCH_KEYS, "", source, required=("grid",), problems=problems)
+    grid = data.get("grid", {})
     if not isinstance(grid, Mapping):
-        raise ConfigError(f"{source}: grid = {grid!r}: expected a mapping with vision, projector and lm lists")
-    _check_keys(grid, GRID_KEYS, "grid", source, required=SLOTS)
+        report(problems, ConfigError(f"{source}: grid = {brief(grid)}: expected a mapping with vision, projector "
+                                     "and lm lists", key="grid"))  # fmt: skip
+        grid = {}
+    elif "grid" in data:
+        _check_keys(grid, GRID_KEYS, "grid", source, required=SLOTS, problems=problems)
     plugins = data.get("plugins") or []
     if not isinstance(plugins, list) or not all(isinstance(p, str) for p in plugins):
-        raise ConfigError(f"{source}: plugins = {plugins!r}: expected a list of module names or .py paths")
-    quality = parse_quality(data, source=source, base_dir=Path(base_dir))
-    slots = {kind: tuple(_slot_entries(grid[kind], kind, source, quality is not None)) for kind in SLOTS}
-    _check_names(slots, tuple(plugins), source)
+        report(problems, ConfigError(f"{source}: plugins = {brief(plugins)}: expected a list of module names or .py "
+                                     "paths", key="plugins"))  # fmt: skip
+        plugins = []
+    quality = attempt(problems, parse_quality, data, source=source, base_dir=Path(base_dir), problems=problems)
+    slots: dict[str, Any] = {
+        kind: tuple(
+            attempt(
+                problems,
+                _slot_entries,
+                grid[kind],
+                kind,
+                source,
+                "data" in data or "train" in data,
+                problems,
+                default=(),
+            )
+        )
+        for kind in SLOTS
+        if kind in grid
+    }
+    attempt(problems, _check_names, slots, tuple(plugins), source, problems)
     image_sizes = grid.get("image_size")
     sizes: tuple[int | None, ...] = (
-        (None,) if image_sizes is None else tuple(_ints(image_sizes, "grid.image_size", source, minimum=1))
+        (None,)
+        if image_sizes is None
+        else tuple(attempt(problems, _ints, image_sizes, "grid.image_size", source, minimum=1, default=[None]))
     )
-    batch_sizes = tuple(_ints(grid.get("batch_size", [1]), "grid.batch_size", source, minimum=1))
-    dtypes = tuple(_dtypes(grid.get("dtype", ["float32"]), source))
+    batch_sizes = tuple(
+        attempt(problems, _ints, grid.get("batch_size", [1]), "grid.batch_size", source, minimum=1, default=[1])
+    )
+    dtypes = tuple(attempt(problems, _dtypes, grid.get("dtype", ["float32"]), source, default=["float32"]))
     description = data.get("description", "")
     if not isinstance(description, str):
-        raise ConfigError(f"{source}: description = {description!r} has the wrong type; expected a string")
+        report(problems, ConfigError(f"{source}: description = {brief(description)} has the wrong type; expected "
+                                     "a string", key="description"))  # fmt: skip
     reference = data.get("reference", True)
     if not isinstance(reference, bool):
-        raise ConfigError(f"{source}: reference = {reference!r} has the wrong type; expected true/false")
+        report(problems, ConfigError(f"{source}: reference = {brief(reference)} has the wrong type; expected "
+                                     "true/false", key="reference"))  # fmt: skip
+    scalars: dict[str, Any] = {
+        "min_run_time": attempt(problems, _positive, data.get("min_run_time", 0.1), "min_run_time", source),
+        "rounds": attempt(problems, _int, data.get("rounds", 4), "rounds", source, minimum=1),
+        "noise_threshold": attempt(problems, _positive, data.get("noise_threshold", 0.1), "noise_threshold", source),
+        "threads": None
+        if data.get("threads") is None
+        else attempt(problems, _int, data["threads"], "threads", source, minimum=1),
+        "max_new_tokens": attempt(problems, _int, data.get("max_new_tokens", 8), "max_new_tokens", source, minimum=2),
+        "prompt_len": attempt(problems, _int, data.get("prompt_len", 16), "prompt_len", source, minimum=1),
+    }
+    if problems is not None and len(problems) > mark:
+        raise Reported(f"{source}: the bench file has problems")  # recorded, each with its key
     return BenchSpec(
         **slots,
         image_sizes=sizes,
         batch_sizes=batch_sizes,
         dtypes=dtypes,
-        min_run_time=_positive(data.get("min_run_time", 0.1), "min_run_time", source),
-        rounds=_int(data.get("rounds", 4), "rounds", source, minimum=1),
-        noise_threshold=_positive(data.get("noise_threshold", 0.1), "noise_threshold", source),
-        threads=None if data.get("threads") is None else _int(data["threads"], "threads", source, minimum=1),
-        max_new_tokens=_int(data.get("max_new_tokens", 8), "max_new_tokens", source, minimum=2),
-        prompt_len=_int(data.get("prompt_len", 16), "prompt_len", source, minimum=1),
+        **scalars,
         plugins=tuple(plugins),
         reference=reference,
         description=description,
@@ -296,59 +337,78 @@ def parse_bench(data: Any, *, source: str = "<bench>", base_dir: str | Path = ".
     )
 
 
-def _slot_entries(value: Any, kind: str, source: str, allow_policy: bool) -> list[dict[str, Any]]:
+def _slot_entries(
+    value: Any, kind: str, source: str, allow_policy: bool, problems: Problems | None = None
+) -> list[dict[str, Any]]:
     key = f"grid.{kind}"
     if isinstance(value, str | Mapping):
         value = [value]
     if not isinstance(value, list) or not value:
-        raise ConfigError(f"{source}: {key} = {value!r}: expected a non-empty list of names or {{name: ...}} mappings")
+        raise ConfigError(
+            f"{source}: {key} = {brief(value)}: expected a non-empty list of names or {{name: ...}} mappings", key=key
+        )
     entries = []
     for index, item in enumerate(value):
         where = f"{key}[{index}]"
         if isinstance(item, str):
             item = {"name": item}
         if not isinstance(item, Mapping) or not isinstance(item.get("name"), str) or not item["name"]:
-            raise ConfigError(f"{source}: {where} = {item!r}: expected a name or a mapping with a 'name' key")
+            report(problems, ConfigError(f"{source}: {where} = {brief(item)}: expected a name or a mapping with a "
+                                         "'name' key", key=where))  # fmt: skip
+            continue
         if "label" in item and not isinstance(item["label"], str):
-            raise ConfigError(f"{source}: {where}.label = {item['label']!r}: expected a string (the name shown)")
+            report(problems, ConfigError(f"{source}: {where}.label = {brief(item['label'])}: expected a string (the "
+                                         "name shown)", key=f"{where}.label"))  # fmt: skip
         for forbidden in () if allow_policy else POLICY_KEYS:
             if forbidden in item:
-                raise ConfigError(
+                report(problems, ConfigError(
                     f"{source}: {where}.{forbidden}: a training policy (train, lr, lora) means something only "
-                    "in a grid that trains: add data: and train: sections, or drop it"
-                )
+                    "in a grid that trains: add data: and train: sections, or drop it", key=f"{where}.{forbidden}"
+                ))  # fmt: skip
         entries.append(dict(item))
     return entries
 
 
-def _check_names(slots: Mapping[str, Sequence[dict[str, Any]]], plugins: tuple[str, ...], source: str) -> None:
+def _check_names(
+    slots: Mapping[str, Sequence[dict[str, Any]]],
+    plugins: tuple[str, ...],
+    source: str,
+    problems: Problems | None = None,
+) -> None:
     """Resolve every name and validate every entry's options now: a typo fails before any build."""
     from zoo.anyres import parse_anyres
-    from zoo.builder import component_config
+    from zoo.config import component_config
     from zoo.registry import get_registry
 
     registry = get_registry(plugins)
     for kind in SLOTS:
-        for index, entry in enumerate(slots[kind]):
+        for index, entry in enumerate(slots.get(kind, ())):
             where = f"grid.{kind}[{index}]"
-            spec, implied = registry.resolve(kind, entry["name"], key=f"{source}: {where}.name")
+            try:
+                spec, implied = registry.resolve(kind, entry["name"], key=f"{source}: {where}.name")
+            except ZooError as error:
+                report(problems, error)
+                continue
             options = {k: v for k, v in _options(entry).items() if k not in (*POLICY_KEYS, "anyres")}
             if "anyres" in entry:  # a slot option like train (zoo.config), not the tower's
                 if kind != "vision":
-                    raise ConfigError(f"{source}: {where}.anyres: any-resolution tiling is an option of grid.vision")
-                parse_anyres(entry["anyres"], key=f"{where}.anyres", source=source)
-            component_config(spec, options, implied=implied, key=where, source=source)
+                    report(problems, ConfigError(f"{source}: {where}.anyres: any-resolution tiling is an option of "
+                                                 "grid.vision", key=f"{where}.anyres"))  # fmt: skip
+                else:
+                    attempt(problems, parse_anyres, entry["anyres"], key=f"{where}.anyres", source=source)
+            attempt(problems, component_config, spec, options, implied=implied, key=where, source=source,
+                    problems=problems)  # fmt: skip
 
 
 def _int(value: Any, key: str, source: str, *, minimum: int) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{source}: {key} = {value!r}: expected an integer >= {minimum}")
+        raise ConfigError(f"{source}: {key} = {brief(value)}: expected an integer >= {minimum}", key=key)
     return value
 
 
 def _positive(value: Any, key: str, source: str) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < math.inf:
-        raise ConfigError(f"{source}: {key} = {value!r}: expected a finite number > 0")
+        raise ConfigError(f"{source}: {key} = {brief(value)}: expected a finite number > 0", key=key)
     return float(value)
 
 
@@ -356,7 +416,9 @@ def _ints(value: Any, key: str, source: str, *, minimum: int) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, list) or not value:
-        raise ConfigError(f"{source}: {key} = {value!r}: expected a non-empty list of integers >= {minimum}")
+        raise ConfigError(
+            f"{source}: {key} = {brief(value)}: expected a non-empty list of integers >= {minimum}", key=key
+        )
     return [_int(v, f"{key}[{i}]", source, minimum=minimum) for i, v in enumerate(value)]
 
 
@@ -364,14 +426,17 @@ def _dtypes(value: Any, source: str) -> list[str]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list) or not value:
-        raise ConfigError(f"{source}: grid.dtype = {value!r}: expected a non-empty list of dtype names")
+        raise ConfigError(
+            f"{source}: grid.dtype = {brief(value)}: expected a non-empty list of dtype names", key="grid.dtype"
+        )
     found = []
     for index, name in enumerate(value):
         canonical = DTYPES.get(str(name).lower())
         if canonical is None:
             raise ConfigError(
-                f"{source}: grid.dtype[{index}] = {name!r} is not a dtype; "
-                f"{suggest(str(name), sorted(set(DTYPES.values())))}"
+                f"{source}: grid.dtype[{index}] = {brief(name)} is not a dtype; "
+                f"{suggest(str(name)[:100], sorted(set(DTYPES.values())))}",
+                key=f"grid.dtype[{index}]",
             )
         found.append(canonical)
     return found

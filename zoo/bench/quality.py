@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from zoo.errors import ConfigError
+from zoo.problems import Problems, Reported, attempt, report
 
 if TYPE_CHECKING:
     from zoo.bench.grid import Case
-    from zoo.data import DataConfig
+    from zoo.data_config import DataConfig
     from zoo.train_config import TrainSettings
 
 __all__ = ["QUALITY_FIELDS", "QualitySpec", "parse_quality", "rank", "train_and_evaluate"]
@@ -48,26 +49,38 @@ class QualitySpec:
     raw: dict[str, Any]
 
 
-def parse_quality(data: Mapping[str, Any], *, source: str, base_dir: Path) -> QualitySpec | None:
+def parse_quality(
+    data: Mapping[str, Any], *, source: str, base_dir: Path, problems: Problems | None = None
+) -> QualitySpec | None:
     """Validate a bench file's ``data:`` and ``train:`` sections (both or neither; ``data.eval`` required).
 
     ``train.output_dir`` is not accepted: each combination trains in its own folder of the run.
+    ``problems``: record every problem instead of raising the first (``zoo.problems``).
     """
     if "data" not in data and "train" not in data:
         return None
     for key in ("data", "train"):
         if key not in data:
             other = "train" if key == "data" else "data"
-            raise ConfigError(f"{source}: {other}: is set but {key}: is not; a quality grid needs both sections")
-    from zoo.data import parse_data_config
+            raise ConfigError(
+                f"{source}: {other}: is set but {key}: is not; a quality grid needs both sections", key=key
+            )
+    from zoo.data_config import parse_data_config
     from zoo.train_config import parse_train_settings
 
-    data_config = parse_data_config(data["data"], source=source, base_dir=base_dir)
-    if data_config.eval is None:
-        raise ConfigError(f"{source}: data.eval is not set; a quality grid scores every combination on held-out data")
+    mark = len(problems) if problems is not None else 0
+    data_config = attempt(
+        problems, parse_data_config, data["data"], source=source, base_dir=base_dir, problems=problems
+    )
+    if data_config is not None and data_config.eval is None:
+        report(problems, ConfigError(f"{source}: data.eval is not set; a quality grid scores every combination on "
+                                     "held-out data", key="data.eval"))  # fmt: skip
     if isinstance(data["train"], Mapping) and "output_dir" in data["train"]:
-        raise ConfigError(f"{source}: train.output_dir: each combination trains under the run's --train-dir; drop it")
-    settings = parse_train_settings(data["train"], source=source)
+        report(problems, ConfigError(f"{source}: train.output_dir: each combination trains under the run's "
+                                     "--train-dir; drop it", key="train.output_dir"))  # fmt: skip
+    settings = attempt(problems, parse_train_settings, data["train"], source=source, problems=problems)
+    if problems is not None and len(problems) > mark:
+        raise Reported(f"{source}: the data: or train: section has problems")
     return QualitySpec(data_config, settings, {"data": dict(data["data"]), "train": dict(data["train"] or {})})
 
 
