@@ -437,6 +437,9 @@ def _quiet_libraries() -> None:
         transformers_logging.disable_progress_bar()
 
 
+PLUGIN_FREE = frozenset({"verify"})
+"""Commands that import no plugin at all, ``--plugin`` included (a hash check runs no one's code)."""
+
 FAST_EXIT = frozenset({"plugins", "list", "show", "validate", "build", "verify"})
 """Commands after which the console script skips the interpreter's teardown (see :func:`console`)."""
 
@@ -505,8 +508,8 @@ def _main(argv: list[str]) -> int:
         _quiet_libraries()
     interrupted = False
     try:
-        if getattr(args, "plugin", None):  # load them first, so that every command reports them as --plugin
-            _registry(args)
+        if getattr(args, "plugin", None) and args.command not in PLUGIN_FREE:
+            _registry(args)  # load them first, so that every command reports them as --plugin
         return int(args.func(args) or 0)
     except (ZooError, OSError) as error:
         if args.debug:
