@@ -28,8 +28,7 @@ from zoo.sdk import (
     building_on_meta,
     check_arch_fields,
     check_arch_sizes,
-    checkpoint_directory,
-    confined_directory,
+    lm_directories,
     make_hf_config,
     read_generation_config,
     read_json_file,
@@ -49,18 +48,7 @@ KEY = "model.lm"
 def build_qwen1(config: LanguageModelConfig, *, name: str) -> LanguageModel:
     """Build preset ``name`` (see the module docstring); its directories are read confined (``zoo.foreign``)."""
     with contextlib.ExitStack() as stack:
-        directory = tokenizer = None
-        if config.checkpoint is not None:
-            found = checkpoint_directory(
-                config.checkpoint, f"{KEY}.checkpoint", example="Qwen/Qwen-7B", layout="a Qwen-1"
-            )
-            what = f"{KEY}.checkpoint = {config.checkpoint!r}"
-            directory = stack.enter_context(confined_directory(found, what=what))
-        if config.tokenizer is not None:
-            source = Path(config.tokenizer).expanduser()
-            if not source.is_dir():
-                raise CheckpointError(f"{KEY}.tokenizer = {config.tokenizer!r}: no such directory")
-            tokenizer = stack.enter_context(confined_directory(source, what=f"{KEY}.tokenizer = {config.tokenizer!r}"))
+        directory, tokenizer = lm_directories(config, stack, key=KEY, example="Qwen/Qwen-7B", layout="a Qwen-1")
         return _build(config, name, directory, tokenizer)
 
 

@@ -58,6 +58,7 @@ SNAPSHOT = [
     "hf_tower_factory",
     "hookimpl",
     "hub_offline",
+    "lm_directories",
     "lm_spec",
     "load_state_dict_file",
     "loading_problems",

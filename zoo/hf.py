@@ -33,6 +33,7 @@ Example (an LM plugin module; nothing heavy is imported until a model is built):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
@@ -185,6 +186,30 @@ def checkpoint_directory(path: str, key: str, *, example: str = "<repo>", layout
     if not os.path.lexists(directory / "config.json"):  # not followed: the directory is read confined
         raise CheckpointError(f"{key} = {path!r}: no config.json there (expected {layout} directory)")
     return directory
+
+
+def lm_directories(
+    config: LanguageModelConfig,
+    stack: contextlib.ExitStack,
+    *,
+    key: str = "model.lm",
+    example: str = "<repo>",
+    layout: str = "a save_pretrained",
+) -> tuple[Path | None, Path | None]:
+    """An LM's ``checkpoint`` and ``tokenizer`` directories, each read confined (:func:`zoo.foreign.confined_directory`:
+    nothing outside them, no link out): staging paths valid until ``stack`` closes; ``None`` where not set."""
+    from zoo.foreign import confined_directory
+
+    checkpoint = tokenizer = None
+    if config.checkpoint is not None:
+        found = checkpoint_directory(config.checkpoint, f"{key}.checkpoint", example=example, layout=layout)
+        checkpoint = stack.enter_context(confined_directory(found, what=f"{key}.checkpoint = {config.checkpoint!r}"))
+    if config.tokenizer is not None:
+        source = Path(config.tokenizer).expanduser()
+        if not source.is_dir():
+            raise CheckpointError(f"{key}.tokenizer = {config.tokenizer!r}: no such directory")
+        tokenizer = stack.enter_context(confined_directory(source, what=f"{key}.tokenizer = {config.tokenizer!r}"))
+    return checkpoint, tokenizer
 
 
 def tiny_tokenizer_path() -> Path:

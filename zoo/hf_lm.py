@@ -20,12 +20,12 @@ from typing import Any
 from torch import nn
 
 from zoo.errors import CheckpointError, ConfigError, ZooError
-from zoo.foreign import confined_directory, read_json_file, unstage_name
+from zoo.foreign import read_json_file, unstage_name
 from zoo.generation_config import apply_generation_settings, check_generation_settings, read_generation_config
 from zoo.hf import (
     Family,
     check_arch_fields,
-    checkpoint_directory,
+    lm_directories,
     loading_problems,
     make_hf_config,
     tiny_tokenizer_path,
@@ -50,16 +50,7 @@ def build_language_model(
     The checkpoint and tokenizer directories are read confined (:mod:`zoo.foreign`): nothing outside them.
     """
     with contextlib.ExitStack() as stack:
-        checkpoint = tokenizer = None
-        if config.checkpoint is not None:
-            found = checkpoint_directory(config.checkpoint, f"{KEY}.checkpoint")
-            what = f"{KEY}.checkpoint = {config.checkpoint!r}"
-            checkpoint = stack.enter_context(confined_directory(found, what=what))
-        if config.tokenizer is not None:
-            source = Path(config.tokenizer).expanduser()
-            if not source.is_dir():
-                raise CheckpointError(f"{KEY}.tokenizer = {config.tokenizer!r}: no such directory")
-            tokenizer = stack.enter_context(confined_directory(source, what=f"{KEY}.tokenizer = {config.tokenizer!r}"))
+        checkpoint, tokenizer = lm_directories(config, stack, key=KEY)
         return _build(config, name, family, requires_checkpoint, checkpoint, tokenizer)
 
 
