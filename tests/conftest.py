@@ -12,6 +12,15 @@ from zoo.registry import reset_registry
 PLUGIN_FILES = Path(__file__).parent / "plugin_files"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _feature_cache_in_a_temporary_folder(tmp_path_factory):
+    """Trainings of the tests fill a feature cache (train.feature_cache: auto); never the user's ~/.cache."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("ZOO_CACHE_DIR", str(tmp_path_factory.mktemp("zoo-cache")))
+    yield
+    patch.undo()
+
+
 @pytest.fixture
 def fresh_registry(monkeypatch):
     """Reset the process-wide registry before and after the test (for plugin-loading tests)."""

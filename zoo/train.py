@@ -8,6 +8,10 @@ environment and the ``train:`` section. What a run leaves in ``output_dir``::
     final/            the model at the end (a zoo checkpoint)
     log.jsonl         one line per log: loss, lr per component, grad_norm, samples/s, tokens/s, eval loss
     loss.png          the loss curve
+
+A frozen tower's features are computed once per image and kept in the feature cache
+(``train.feature_cache``, :mod:`zoo.feature_fill`); at the end the run prints where a step's time went
+(data, tower, projector, LM forward, backward, optimizer: :mod:`zoo.step_profile`).
 """
 
 from __future__ import annotations
@@ -42,6 +46,8 @@ class TrainResult:
     loss_plot: Path | None
     metrics: dict[str, Any]
     is_main_process: bool = True
+    time_shares: dict[str, Any] = dataclasses.field(default_factory=dict)
+    feature_cache: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``zoo train --json``)."""
@@ -54,6 +60,7 @@ def train(
     output_dir: str | Path | None = None,
     max_steps: int | None = None,
     resume: bool | str | Path = False,
+    stop_at: int | None = None,
 ) -> TrainResult:
     """Build the composition, read the data and train it with ``ZooTrainer``.
 
@@ -63,16 +70,25 @@ def train(
         max_steps: overrides ``train.max_steps`` (and ``train.epochs``).
         resume: ``True`` continues from the latest ``checkpoint-N`` of ``output_dir``; a path continues
             from that checkpoint. The loss curve is the one of an uninterrupted run.
+        stop_at: stop (and save ``checkpoint-N``) after this many steps, keeping the learning-rate schedule
+            of the whole ``max_steps``; a later ``resume=True`` continues as if never stopped (successive
+            halving in ``zoo bench`` trains this way).
+
+    The tower's features come from the feature cache when ``train.feature_cache`` allows it
+    (:mod:`zoo.feature_fill`); where a step's time goes is measured (:mod:`zoo.step_profile`) and printed.
 
     Example:
         >>> result = zoo.train.train("examples/shapes/train.yaml", max_steps=20)
         >>> zoo.load(result.final_checkpoint)
     """
     import transformers
+    from accelerate import PartialState
 
     from zoo.builder import build
     from zoo.data import DataCollator, LlavaDataset
-    from zoo.trainer import LOG_FILE, JsonlLogger, ZooTrainer
+    from zoo.feature_fill import prepare_feature_cache
+    from zoo.step_profile import StepProfiler, format_shares
+    from zoo.trainer import LOG_FILE, JsonlLogger, StopAt, ZooTrainer
 
     parsed = config if isinstance(config, TrainConfig) else load_train_config(config)
     settings = parsed.train
@@ -103,18 +119,34 @@ def train(
         eval_set = LlavaDataset(data.eval, model, image_folder=data.image_folder_for(data.eval),
                                 max_length=data.max_length, on_error=data.on_error)  # fmt: skip
     args = training_arguments(parsed, model, has_eval=eval_set is not None)
+    if args.should_log:
+        _print_parameters(model, train_set, eval_set)
+    cache = prepare_feature_cache(model, settings, [train_set, eval_set], device=args.device,
+                                  process_index=args.process_index, world_size=args.world_size,
+                                  barrier=PartialState().wait_for_everyone, progress=args.should_log)  # fmt: skip
+    if args.should_log:
+        print(cache.line(), file=sys.stderr, flush=True)
+    profiler = StepProfiler(model, skip=1 if (settings.max_steps or 2) > 1 else 0)
+    callbacks: list[Any] = [JsonlLogger(out / LOG_FILE)]
+    if stop_at is not None:
+        callbacks.append(StopAt(stop_at))
     trainer = ZooTrainer(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=DataCollator.from_model(model),
-        callbacks=[JsonlLogger(out / LOG_FILE)],
+        callbacks=callbacks,
         group_by_modality_length=data.group_by_modality_length,
+        profiler=profiler,
     )
+    try:
+        output = trainer.train(resume_from_checkpoint=str(resume) if isinstance(resume, str | Path) else resume or None)
+    finally:
+        profiler.remove()
+    shares = profiler.summary()
     if args.should_log:
-        _print_parameters(model, train_set, eval_set)
-    output = trainer.train(resume_from_checkpoint=str(resume) if isinstance(resume, str | Path) else resume or None)
+        print(format_shares(shares), file=sys.stderr, flush=True)
     final = out / "final"
     trainer.save_model(str(final))
     plot = out / "loss.png"
@@ -127,6 +159,8 @@ def train(
         loss_plot=plot if plot.is_file() else None,
         metrics=dict(output.metrics),
         is_main_process=trainer.is_world_process_zero(),
+        time_shares=shares,
+        feature_cache=cache.to_dict(),
     )
 
 
