@@ -21,7 +21,6 @@ through ``/proc/self/clear_refs`` before each block) over each kind's blocks, on
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
