@@ -280,7 +280,7 @@ def _tree_size(path: Path) -> tuple[int, int, int]:
 
 def _towers(root: Path) -> list[tuple[Path, dict[str, Any]]]:
     """The fingerprint folders zoo wrote under ``root`` (a ``tower.json`` of this format), with it."""
-    found = []
+    found: list[tuple[Path, dict[str, Any]]] = []
     if not root.is_dir():
         return found
     for child in sorted(root.iterdir()):

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from transformers import TrainerCallback
 
 if TYPE_CHECKING:
-    from torch import nn
+    from zoo.multimodal import MultiModal
 
 __all__ = ["PARTS", "StepProfiler", "format_shares"]
 
@@ -43,7 +43,7 @@ class StepProfiler(TrainerCallback):
         steps: steps measured after those.
     """
 
-    def __init__(self, model: nn.Module, *, skip: int = 1, steps: int = 50) -> None:
+    def __init__(self, model: MultiModal, *, skip: int = 1, steps: int = 50) -> None:
         import torch
 
         self.skip, self.window = skip, steps
