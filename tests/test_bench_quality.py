@@ -228,3 +228,22 @@ def test_successive_halving_prunes_and_trains_at_most_half_the_steps(tmp_path, z
     report = (out / "report.md").read_text()
     assert "Successive halving (eta 4, budgets [5, 20]): step 5: 4 -> 1; step 20: 1 -> 1." in report
     assert "pruned at step 5 (" in report
+
+
+def test_bootstrap_intervals_are_reproducible_and_mark_ties():
+    from zoo.bench.halving import budgets
+    from zoo.bench.intervals import bootstrap_interval, mark_ties
+
+    scores = [[1, 0, 1, 1, 0, 1, 1, 1], [1, 1, 0, 1, 1, 1, 0, 1], [0, 1, 1, 1, 1, 0, 1, 1]]
+    mean, low, high = bootstrap_interval(scores)
+    assert (mean, low, high) == bootstrap_interval(scores)  # a fixed bootstrap seed
+    assert mean == pytest.approx(18 / 24) and low < mean < high <= 1
+    assert bootstrap_interval([[1, 1, 1]]) == (1.0, 1.0, 1.0)
+    wider = bootstrap_interval(scores, confidence=0.99)
+    assert wider[1] <= low and wider[2] >= high
+    rows = [{"quality_status": "ok", "eval_accuracy_low": lo, "eval_accuracy_high": hi} for lo, hi in
+            [(0.7, 0.9), (0.65, 0.75), (0.5, 0.69)]]  # fmt: skip
+    rows.append({"quality_status": "pruned", "eval_accuracy_low": 0.8, "eval_accuracy_high": 0.9})
+    mark_ties(rows)
+    assert [r.get("tied_with_best") for r in rows] == ["best", True, False, None]
+    assert budgets(30, 3, 270) == [30, 90, 270] and budgets(5, 4, 20) == [5, 20] and budgets(10, 2, 25) == [10, 20, 25]
