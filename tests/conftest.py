@@ -13,12 +13,14 @@ PLUGIN_FILES = Path(__file__).parent / "plugin_files"
 
 
 @pytest.fixture(autouse=True, scope="session")
-def _plan_cache_of_this_run(tmp_path_factory):
-    """``zoo.plan_cache`` writes to a folder of this test run, never to the user's ``~/.cache``."""
-    import os
-
-    os.environ["ZOO_CACHE_DIR"] = str(tmp_path_factory.mktemp("zoo-cache"))
-    os.environ.pop("ZOO_NO_CACHE", None)
+def _feature_cache_in_a_temporary_folder(tmp_path_factory):
+    """zoo's caches (the plan cache, the feature cache of trainings) go to a folder of this test run, never
+    to the user's ``~/.cache``."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("ZOO_CACHE_DIR", str(tmp_path_factory.mktemp("zoo-cache")))
+    patch.delenv("ZOO_NO_CACHE", raising=False)
+    yield
+    patch.undo()
 
 
 @pytest.fixture

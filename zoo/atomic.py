@@ -54,6 +54,7 @@ __all__ = [
     "OwnedFiles",
     "atomic_directory",
     "atomic_file",
+    "atomic_write_bytes",
     "check_target",
     "mark_output",
     "marked_files",
@@ -190,6 +191,39 @@ def atomic_file(target: str | os.PathLike, *, what: str = "output file") -> Iter
 
 
 # -- ownership -------------------------------------------------------------------------------------
+def atomic_write_bytes(target: str | os.PathLike, data: bytes, *, sync_dir: bool = False) -> Path:
+    """Write one file atomically: a temporary sibling (``.NAME.part-*``), written, fsynced, renamed over ``target``.
+
+    A reader sees the old file, no file, or the complete new one, never part of it; two writers racing
+    on the same ``target`` each rename a complete file (the last one wins). The file gets the mode the
+    umask asks for. ``sync_dir`` also fsyncs the folder, so that the rename itself survives a power loss
+    (a cache can skip it: a lost entry is recomputed).
+
+    Example:
+        >>> atomic_write_bytes("cache/ab/abcd.safetensors", payload)
+    """
+    target = Path(target)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.part-")
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, 0o666 & ~_umask())
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(name, target)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise
+    if sync_dir:
+        _fsync_dir(target.parent)
+    return target
+
+
 def _through_symlink(target: Path) -> Path:
     if target.is_symlink():
         return Path(os.path.realpath(target))

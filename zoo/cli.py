@@ -37,6 +37,7 @@ EXTRA_COMMANDS["data"] = "zoo.data_command"
 EXTRA_COMMANDS["eval"] = "zoo.eval_command"
 EXTRA_COMMANDS["verify"] = "zoo.verify_command"
 EXTRA_COMMANDS["demo"] = "zoo.demo_command"
+EXTRA_COMMANDS["cache"] = "zoo.cache_command"
 
 
 def _registry(args: argparse.Namespace):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch.utils.data import Dataset
@@ -39,6 +39,7 @@ from zoo.records import Conversation, DataError, RecordList, check_records, read
 
 if TYPE_CHECKING:
     from zoo.anyres import AnyResLayout
+    from zoo.feature_cache import CachedImage, FeatureCache
 
 __all__ = [
     "BLANK_RGB",
@@ -115,6 +116,8 @@ class LlavaDataset(Dataset):
         self.on_error = on_error
         self.blank_images = blank_images
         self.supervise = supervise
+        self.feature_cache: FeatureCache | None = None  # attach_feature_cache: the tower's features, computed earlier
+        self.image_digests: dict[str, str] = {}
 
     def _with_existing_images(self, conversations: RecordList, on_error: str) -> list[Conversation]:
         kept = []
@@ -138,6 +141,45 @@ class LlavaDataset(Dataset):
         """Where an image named in a record lives (absolute paths stay as they are)."""
         return self.image_folder / name
 
+    def image_files(self) -> list[Path]:
+        """Every image file the records name (repeats included)."""
+        return [self.image_path(name) for conversation in self.conversations for name in conversation.images]
+
+    def attach_feature_cache(self, cache: FeatureCache, digests: Mapping[str, str]) -> None:
+        """Yield ``vision_features`` from ``cache`` in place of ``pixel_values`` (:mod:`zoo.feature_fill`).
+
+        Args:
+            cache: the feature cache of the model's tower, filled for these images.
+            digests: ``{str(image path): sha256 of its bytes}`` for every image of :meth:`image_files`.
+        """
+        if self.blank_images:
+            raise ZooError("a blank-image dataset cannot read a feature cache (its images are not the files)")
+        self.feature_cache = cache
+        self.image_digests = dict(digests)
+
+    def cached_image(self, conversation: Conversation, name: str) -> CachedImage:
+        """The cached tower features of image ``name`` of ``conversation`` (a ``DataError`` when absent)."""
+        cache = self.feature_cache
+        path = str(self.image_path(name))
+        digest = self.image_digests.get(path)
+        entry = cache.load(digest) if cache is not None and digest is not None else None
+        if entry is None:
+            raise DataError(
+                f"{conversation.where}: image {path!r} has no usable entry in the feature cache "
+                f"{str(cache.directory) if cache else ''!r} (cleared during training, or the image could not be read "
+                "when the cache was filled); run again, or set train.feature_cache: off"
+            )
+        return entry
+
+    def _vision_features(self, conversation: Conversation, names: Sequence[str]) -> torch.Tensor:
+        """Cached features of ``names``: ``[n_img, N, D]``."""
+        cache = cast("FeatureCache", self.feature_cache)
+        features = [self.cached_image(conversation, name).features for name in names]  # each [N, D]
+        if not features:
+            dtype = cache.store_dtype or torch.float32
+            return torch.empty(0, *cache.feature_shape, dtype=dtype)  # [0, N, D]
+        return torch.stack(features)  # [n_img, N, D]
+
     def __len__(self) -> int:
         return len(self.conversations)
 
@@ -157,11 +199,16 @@ class LlavaDataset(Dataset):
         if self.anyres is not None:
             return self._encode_anyres(conversation, self.anyres, prompt=False)
         encoded = self.encoder.encode(conversation.messages, supervise=self.supervise, max_length=self.max_length)
-        return {
+        item = {
             "input_ids": torch.tensor(encoded.input_ids, dtype=torch.long),  # [T]
             "labels": torch.tensor(encoded.labels, dtype=torch.long),  # [T]
-            "pixel_values": self.pixel_values(conversation, conversation.images[: encoded.num_images]),
         }
+        names = conversation.images[: encoded.num_images]
+        if self.feature_cache is not None:
+            item["vision_features"] = self._vision_features(conversation, names)  # [n_img, N, D]
+        else:
+            item["pixel_values"] = self.pixel_values(conversation, names)  # [n_img, 3, H, W]
+        return item
 
     def encode_prompt(self, conversation: Conversation) -> dict[str, torch.Tensor]:
         """The messages before the last assistant turn plus the generation prompt, with their images."""
@@ -174,7 +221,10 @@ class LlavaDataset(Dataset):
     def _encode_anyres(
         self, conversation: Conversation, layout: AnyResLayout, *, prompt: bool
     ) -> dict[str, torch.Tensor]:
-        """Any-res: every image's own count of positions, its tiles ``[n, T, 3, S, S]`` and ``image_sizes``."""
+        """Any-res: every image's own count of positions, its tiles ``[n, T, 3, S, S]`` and ``image_sizes``
+        (with a feature cache: its tiles' features ``[sum T_i, N, D]`` in place of the tiles)."""
+        if self.feature_cache is not None and not prompt:
+            return self._encode_anyres_cached(conversation, layout)
         images = self.open_images(conversation, conversation.images)
         counts = [layout.image_tokens(image.height, image.width) for image in images]
         if prompt:
@@ -189,6 +239,22 @@ class LlavaDataset(Dataset):
         if not prompt:
             item["labels"] = torch.tensor(encoded.labels, dtype=torch.long)
         return item
+
+    def _encode_anyres_cached(self, conversation: Conversation, layout: AnyResLayout) -> dict[str, torch.Tensor]:
+        entries = [self.cached_image(conversation, name) for name in conversation.images]
+        counts = [layout.image_tokens(entry.height, entry.width) for entry in entries]
+        encoded = self.encoder.encode(conversation.messages, supervise=self.supervise,
+                                      max_length=self.max_length, image_tokens=counts)  # fmt: skip
+        kept = entries[: encoded.num_images]
+        cache = cast("FeatureCache", self.feature_cache)
+        features = (
+            torch.cat([entry.features for entry in kept])  # [sum T_i, N, D]
+            if kept
+            else torch.empty(0, *cache.feature_shape, dtype=cache.store_dtype or torch.float32)
+        )
+        sizes = torch.tensor([[entry.height, entry.width] for entry in kept], dtype=torch.long).reshape(-1, 2)
+        return {"input_ids": torch.tensor(encoded.input_ids, dtype=torch.long), "vision_features": features,
+                "image_sizes": sizes, "labels": torch.tensor(encoded.labels, dtype=torch.long)}  # fmt: skip
 
     def pixel_values(self, conversation: Conversation, names: Sequence[str]) -> torch.Tensor:
         """The preprocessed images ``names`` of ``conversation``, ``[n_img, 3, H, W]`` (blank in blank mode)."""
@@ -226,7 +292,8 @@ class DataCollator:
     """Pads a list of dataset items into the keyword arguments of ``MultiModal.forward``.
 
     ``input_ids`` are padded with ``pad_token_id``, ``labels`` (when present) with ``IGNORE_INDEX``;
-    ``attention_mask`` marks real tokens; ``pixel_values`` of the items are concatenated in order.
+    ``attention_mask`` marks real tokens; ``pixel_values`` (or, from a feature cache, ``vision_features``)
+    of the items are concatenated in order.
 
     Args:
         pad_token_id: the id padding positions get (masked out; never supervised).
@@ -266,6 +333,14 @@ class DataCollator:
             batch["attention_mask"][row, span] = 1
             if with_labels:
                 batch["labels"][row, span] = item["labels"]
+        cached = ["vision_features" in item for item in items]
+        if any(cached):  # the tower's features from a feature cache: concatenated in order
+            if not all(cached):
+                raise ZooError("a batch mixes items with vision_features (feature cache) and pixel_values")
+            batch["vision_features"] = torch.cat([item["vision_features"] for item in items])  # [N_img or tiles, N, D]
+            if any("image_sizes" in item for item in items):
+                batch["image_sizes"] = torch.cat([item["image_sizes"] for item in items])  # [N_img, 2]
+            return batch
         if any("image_sizes" in item for item in items):  # any-res: tiles padded to the batch's most
             tiles = max(item["pixel_values"].shape[1] for item in items)
             batch["pixel_values"] = torch.cat(

@@ -150,24 +150,51 @@ class MultiModal(nn.Module):
         return MultiModalProcessor.from_model(self, **kwargs)
 
     # -- compute --------------------------------------------------------------------------------
-    def encode_images(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor | None = None) -> torch.Tensor:
+    def encode_images(
+        self,
+        pixel_values: torch.Tensor | None,
+        image_sizes: torch.Tensor | None = None,
+        *,
+        vision_features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Tower + projector: ``[N_img, 3, H, W] -> [N_img, tokens_per_image, H_lm]``.
 
         With any-resolution tiling: ``pixel_values`` ``[N_img, tiles, 3, S, S]`` (padded, as
         transformers' LLaVA-NeXT processor makes them) or ``[all tiles, 3, S, S]``, and ``image_sizes``
         ``[N_img, 2]`` (height, width); returns every image's positions in order, ``[sum tokens, H_lm]``.
+
+        ``vision_features``: the tower's output computed earlier (a frozen tower's feature cache,
+        :mod:`zoo.feature_cache`), ``[N_img, N, D]`` (any-res: every image's tiles in order, ``[sum T_i, N,
+        D]``), in place of ``pixel_values``: the tower is skipped and the rest is the same computation.
         """
         if self.anyres is not None:
-            return self._encode_tiles(pixel_values, image_sizes)
+            return self._encode_tiles(pixel_values, image_sizes, vision_features)
         if image_sizes is not None:
             raise ZooError(
                 "image_sizes were given (LLaVA-NeXT inputs) but the model has no model.vision.anyres; make the inputs "
                 "with model.processor(), or compose the model with model.vision.anyres"
             )
-        features = self.vision(pixel_values)  # [N_img, N, D]
+        if vision_features is not None:
+            features = self._check_vision_features(vision_features, None)  # [N_img, N, D]
+        else:
+            features = self.vision(pixel_values)  # [N_img, N, D]
         return self.projector(features.to(_param_dtype(self.projector, features.dtype)))  # [N_img, M, H_lm]
 
-    def _encode_tiles(self, pixel_values: torch.Tensor, image_sizes: torch.Tensor | None) -> torch.Tensor:
+    def _check_vision_features(self, features: torch.Tensor, tiles: int | None) -> torch.Tensor:
+        """Precomputed tower features must have the tower's shape (a stale or foreign cache cannot slip in)."""
+        tokens, width = self.contract.vision_tokens, self.contract.vision_hidden_size
+        rows_ok = tiles is None or features.shape[0] == tiles
+        if features.dim() != 3 or tuple(features.shape[1:]) != (tokens, width) or not rows_ok:
+            expected = f"[{'images' if tiles is None else tiles}, {tokens}, {width}]"
+            raise ZooError(
+                f"vision_features {list(features.shape)} do not fit the tower {self.composition.vision.name!r}: expected "
+                f"{expected} (its tokens and width at select_layer {self.vision.select_layer}, after select)"
+            )
+        return features
+
+    def _encode_tiles(
+        self, pixel_values: torch.Tensor | None, image_sizes: torch.Tensor | None, vision_features: torch.Tensor | None
+    ) -> torch.Tensor:
         layout = cast("AnyResLayout", self.anyres)
         if image_sizes is None:
             raise ZooError(
@@ -176,8 +203,12 @@ class MultiModal(nn.Module):
             )
         checked = layout.check_sizes(image_sizes)  # [N_img, 2]
         sizes = [(int(h), int(w)) for h, w in checked.tolist()]
-        tiles = layout.tiles_of(pixel_values, checked)  # [sum T_i, 3, S, S]
-        features = self.vision(tiles)  # [sum T_i, N, D]
+        if vision_features is not None:
+            total = sum(layout.num_tiles(h, w) for h, w in sizes)
+            features = self._check_vision_features(vision_features, total)  # [sum T_i, N, D]
+        else:
+            tiles = layout.tiles_of(cast("torch.Tensor", pixel_values), checked)  # [sum T_i, 3, S, S]
+            features = self.vision(tiles)  # [sum T_i, N, D]
         projected = self.projector(features.to(_param_dtype(self.projector, features.dtype)))  # [sum T_i, M, H]
         newline = getattr(self.projector, "image_newline", None)
         per_image = projected.split([layout.num_tiles(h, w) for h, w in sizes])  # each [T_i, M, H]
@@ -192,12 +223,19 @@ class MultiModal(nn.Module):
         pixel_values: torch.Tensor | None = None,
         image_features: torch.Tensor | None = None,
         image_sizes: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Token embeddings with image features scattered in at placeholder positions, ``[B, T, H]``."""
+        """Token embeddings with image features scattered in at placeholder positions, ``[B, T, H]``.
+
+        The images come as ``pixel_values``, as the tower's output ``vision_features`` (see
+        :meth:`encode_images`) or as projected ``image_features`` ``[N_img, M, H]`` (any-res ``[sum tokens, H]``).
+        """
         image_mask = self._image_mask(input_ids)  # [B, T]
         embeds = self.lm.embed(input_ids.masked_fill(image_mask, 0))  # [B, T, H]
         positions = int(image_mask.sum())
-        if image_features is None and pixel_values is not None and pixel_values.shape[0] > 0:
+        if image_features is None and vision_features is not None and vision_features.shape[0] > 0:
+            image_features = self.encode_images(None, image_sizes, vision_features=vision_features)  # [N_img, M, H]
+        elif image_features is None and pixel_values is not None and pixel_values.shape[0] > 0:
             image_features = self.encode_images(pixel_values, image_sizes)  # [N_img, M, H] or [sum tokens, H]
         if self.anyres is not None:
             return self._scatter_anyres(embeds, image_mask, positions, image_features, image_sizes)
@@ -248,6 +286,7 @@ class MultiModal(nn.Module):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         image_sizes: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> Any:
         """Loss (when ``labels`` are given) and logits, like transformers' Llava.
@@ -259,11 +298,16 @@ class MultiModal(nn.Module):
             attention_mask: ``[B, T]``, 1 for real tokens (left or right padding).
             labels: ``[B, T]`` targets; image positions are ignored in the loss automatically.
             image_sizes: any-res only: ``[N_img, 2]``, each image's original height and width.
+            vision_features: the tower's output for the images, computed earlier (a frozen tower's feature
+                cache, :mod:`zoo.feature_cache`), ``[N_img, N, D]`` (any-res: ``[sum tiles, N, D]``), in place
+                of ``pixel_values``: the tower is skipped, the rest is the same computation.
             **kwargs: passed to the LM (``cache``, ``use_cache``, ``position_ids``, ``logits_to_keep``).
         """
         if input_ids is None:
             raise ZooError("MultiModal.forward needs input_ids (use model.processor() to make them)")
-        embeds = self.embed_inputs(input_ids, pixel_values, image_sizes=image_sizes)  # [B, T, H]
+        embeds = self.embed_inputs(
+            input_ids, pixel_values, image_sizes=image_sizes, vision_features=vision_features
+        )  # [B, T, H]
         if labels is not None:
             labels = labels.masked_fill(self._image_mask(input_ids), IGNORE_INDEX)  # [B, T]
             if attention_mask is not None:

@@ -15,6 +15,10 @@ environment and the ``train:`` section. What a run leaves in ``output_dir``::
 A run claims ``output_dir`` before it builds anything: a directory holding other files is refused unless
 ``overwrite`` (``--overwrite``) or ``resume`` finds a run there; a directory another run is writing is
 refused, naming that run; the lock of a run that died is taken over, with a note naming it.
+
+A frozen tower's features are computed once per image and kept in the feature cache
+(``train.feature_cache``, :mod:`zoo.feature_fill`); at the end the run prints where a step's time went
+(data, tower, projector, LM forward, backward, optimizer: :mod:`zoo.step_profile`).
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ class TrainResult:
     loss_plot: Path | None
     metrics: dict[str, Any]
     is_main_process: bool = True
+    time_shares: dict[str, Any] = dataclasses.field(default_factory=dict)
+    feature_cache: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``zoo train --json``)."""
@@ -68,6 +74,7 @@ def train(
     max_steps: int | None = None,
     resume: bool | str | Path = False,
     overwrite: bool = False,
+    stop_at: int | None = None,
 ) -> TrainResult:
     """Build the composition, read the data and train it with ``ZooTrainer``.
 
@@ -83,6 +90,12 @@ def train(
             from that checkpoint. The loss curve is the one of an uninterrupted run.
         overwrite: write into an ``output_dir`` holding files zoo train did not write (they are kept,
             except a ``log.jsonl`` or ``loss.png``, which the run writes).
+        stop_at: stop (and save ``checkpoint-N``) after this many steps, keeping the learning-rate schedule
+            of the whole ``max_steps``; a later ``resume=True`` continues as if never stopped (successive
+            halving in ``zoo bench`` trains this way).
+
+    The tower's features come from the feature cache when ``train.feature_cache`` allows it
+    (:mod:`zoo.feature_fill`); where a step's time goes is measured (:mod:`zoo.step_profile`) and printed.
 
     Example:
         >>> result = zoo.train.train("examples/shapes/train.yaml", max_steps=20)
@@ -106,7 +119,7 @@ def train(
     out = Path(settings.output_dir).absolute()
     parsed = dataclasses.replace(parsed, train=settings)
     if not _is_launch_main_process():  # the main process holds the claim for every process of the run
-        return _train(parsed, out, resume)
+        return _train(parsed, out, resume, stop_at)
     adopt = (lambda path: any(checkpoint_dirs(path))) if resume else None  # a run from before the marker
     hint = "or --resume to continue the run there"
     with claim_directory(out, kind=OUTPUT_KIND, key=key, overwrite=overwrite, adopt=adopt, hint=hint) as claim:
@@ -120,15 +133,18 @@ def train(
         if claim.stale is not None:  # once the run goes ahead: an error stays one line
             print(f"zoo: {key} = {str(out)!r} was left by a run that did not finish ({claim.stale.describe()}); "
                   "taking it over", file=sys.stderr, flush=True)  # fmt: skip
-        return _train(parsed, out, resume)
+        return _train(parsed, out, resume, stop_at)
 
 
-def _train(parsed: TrainConfig, out: Path, resume: bool | str | Path) -> TrainResult:
+def _train(parsed: TrainConfig, out: Path, resume: bool | str | Path, stop_at: int | None) -> TrainResult:
     import transformers
+    from accelerate import PartialState
 
     from zoo.builder import build
     from zoo.data import DataCollator, LlavaDataset
-    from zoo.trainer import LOG_FILE, JsonlLogger, ZooTrainer
+    from zoo.feature_fill import prepare_feature_cache
+    from zoo.step_profile import StepProfiler, format_shares
+    from zoo.trainer import LOG_FILE, JsonlLogger, StopAt, ZooTrainer
 
     settings = parsed.train
     transformers.set_seed(settings.seed)  # the random init of tiny / new components is part of the run
@@ -143,20 +159,36 @@ def _train(parsed: TrainConfig, out: Path, resume: bool | str | Path) -> TrainRe
         eval_set = LlavaDataset(data.eval, model, image_folder=data.image_folder_for(data.eval),
                                 max_length=data.max_length, on_error=data.on_error)  # fmt: skip
     args = training_arguments(parsed, model, has_eval=eval_set is not None)
+    if args.should_log:
+        _print_parameters(model, train_set, eval_set)
+    cache = prepare_feature_cache(model, settings, [train_set, eval_set], device=args.device,
+                                  process_index=args.process_index, world_size=args.world_size,
+                                  barrier=PartialState().wait_for_everyone, progress=args.should_log)  # fmt: skip
+    if args.should_log:
+        print(cache.line(), file=sys.stderr, flush=True)
+    profiler = StepProfiler(model, skip=1 if (settings.max_steps or 2) > 1 else 0)
+    callbacks: list[Any] = [JsonlLogger(out / LOG_FILE)]
+    if stop_at is not None:
+        callbacks.append(StopAt(stop_at))
     trainer = ZooTrainer(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=DataCollator.from_model(model),
-        callbacks=[JsonlLogger(out / LOG_FILE)],
+        callbacks=callbacks,
         group_by_modality_length=data.group_by_modality_length,
+        profiler=profiler,
     )
     if args.disable_tqdm:  # JsonlLogger's progress lines (stderr) and log.jsonl say what Trainer would print
         trainer.remove_callback(transformers.PrinterCallback)
+    try:
+        output = trainer.train(resume_from_checkpoint=str(resume) if isinstance(resume, str | Path) else resume or None)
+    finally:
+        profiler.remove()
+    shares = profiler.summary()
     if args.should_log:
-        _print_parameters(model, train_set, eval_set)
-    output = trainer.train(resume_from_checkpoint=str(resume) if isinstance(resume, str | Path) else resume or None)
+        print(format_shares(shares), file=sys.stderr, flush=True)
     final = out / "final"
     trainer.save_model(str(final))
     plot = out / "loss.png"
@@ -169,6 +201,8 @@ def _train(parsed: TrainConfig, out: Path, resume: bool | str | Path) -> TrainRe
         loss_plot=plot if plot.is_file() else None,
         metrics=dict(output.metrics),
         is_main_process=trainer.is_world_process_zero(),
+        time_shares=shares,
+        feature_cache=cache.to_dict(),
     )
 
 

@@ -35,6 +35,8 @@ SCHEDULERS = (
 )  # fmt: skip
 OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adafactor", "sgd", "adagrad", "rmsprop", "adamw_8bit", "lion_32bit")
 TOP_KEYS = ("plugins", "model", "data", "train")
+FEATURE_CACHE_MODES = ("auto", "on", "off")  # zoo.feature_fill
+FEATURE_CACHE_DTYPES = ("bfloat16", "float16")
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,15 @@ class TrainSettings:
     fsdp: bool = False
     fsdp_config: dict[str, Any] | None = None
     deepspeed: str | dict[str, Any] | None = None
+    feature_cache: str = "auto"
+    feature_cache_dir: str | None = None
+    feature_cache_dtype: str | None = None
+    feature_cache_max_gb: float | None = None
 
-    choices: ClassVar[dict[str, tuple[str, ...]]] = {"scheduler": SCHEDULERS, "optim": OPTIMIZERS}
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {
+        "scheduler": SCHEDULERS, "optim": OPTIMIZERS, "feature_cache": FEATURE_CACHE_MODES,
+        "feature_cache_dtype": FEATURE_CACHE_DTYPES,
+    }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -150,6 +159,8 @@ def parse_train_settings(data: Any, *, source: str = "<config>", problems: Probl
     """
     if data is None:
         data = {}
+    if isinstance(data, Mapping) and isinstance(data.get("feature_cache"), bool):  # YAML 1.1 reads on / off as booleans
+        data = {**data, "feature_cache": "on" if data["feature_cache"] else "off"}
     mark = len(problems) if problems is not None else 0
     settings: TrainSettings = config_from_dict(TrainSettings, data, "train", source, problems)
     told = {error.key for error in problems.errors[mark:]} if problems is not None else set()
@@ -163,7 +174,7 @@ def parse_train_settings(data: Any, *, source: str = "<config>", problems: Probl
         both = "both are set" if settings.max_steps is not None else "neither is set"
         bad(f"train needs exactly one of 'max_steps' and 'epochs' ({both})", "train.max_steps", "max_steps", "epochs")
     positive = ("max_steps", "epochs", "batch_size", "eval_batch_size", "grad_accum", "lr", "save_steps",
-                "save_total_limit", "eval_steps", "logging_steps")  # fmt: skip
+                "save_total_limit", "eval_steps", "logging_steps", "feature_cache_max_gb")  # fmt: skip
     for key in positive:
         value = getattr(settings, key)
         if value is not None and value <= 0:
@@ -179,6 +190,11 @@ def parse_train_settings(data: Any, *, source: str = "<config>", problems: Probl
         bad("train.fsdp_config is set but train.fsdp is not true; set train.fsdp: true", "train.fsdp_config", "fsdp")
     if settings.fsdp and settings.deepspeed:
         bad("train.fsdp and train.deepspeed are both set; choose one sharding engine", "train.deepspeed", "fsdp")
+    if settings.feature_cache_dir is not None and not settings.feature_cache_dir.strip():
+        bad(
+            f"train.feature_cache_dir = {settings.feature_cache_dir!r}: expected a folder path",
+            "train.feature_cache_dir",
+        )
     if isinstance(settings.deepspeed, str) and not Path(settings.deepspeed).is_file():
         bad(f"train.deepspeed = {brief(settings.deepspeed)}: no such DeepSpeed JSON file", "train.deepspeed")
     return settings

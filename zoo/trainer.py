@@ -18,6 +18,7 @@ accumulation, RNG and optimizer state on resume are transformers' and accelerate
   checkpoints (Trainer's rotation would remove any ``checkpoint-*`` folder).
 - ``group_by_modality_length``: LLaVA's sampler (image and text-only samples in separate mega-batches,
   each sorted by length).
+- ``profiler``: a :class:`zoo.step_profile.StepProfiler` times the wait for data and each training step.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ from zoo.training import param_groups
 
 if TYPE_CHECKING:
     from zoo.multimodal import MultiModal
+    from zoo.step_profile import StepProfiler
 
-__all__ = ["LOG_FILE", "JsonlLogger", "ModalityLengthSampler", "ZooTrainer", "plot_losses", "save_sharded"]
+__all__ = ["LOG_FILE", "JsonlLogger", "ModalityLengthSampler", "StopAt", "ZooTrainer", "plot_losses", "save_sharded"]
 
 LOG_FILE = "log.jsonl"
 
@@ -59,10 +61,35 @@ class ZooTrainer(Trainer):
         **kwargs: as ``transformers.Trainer``.
     """
 
-    def __init__(self, *args: Any, group_by_modality_length: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, group_by_modality_length: bool = False, profiler: StepProfiler | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.group_by_modality_length = group_by_modality_length
         self._zoo_save_total_limit: int | None = None  # args.save_total_limit while train() runs (zoo rotates)
+        self.profiler = profiler
+        if profiler is not None:
+            self.add_callback(profiler)
+
+    def get_batch_samples(self, epoch_iterator: Any, num_batches: int, device: Any) -> Any:
+        """Trainer's, timed for the step profile (the wait for data: dataset, collator, feature cache)."""
+        if self.profiler is None:
+            return super().get_batch_samples(epoch_iterator, num_batches, device)
+        start = self.profiler.data_begin()
+        try:
+            return super().get_batch_samples(epoch_iterator, num_batches, device)
+        finally:
+            self.profiler.data_end(start)
+
+    def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Trainer's, timed for the step profile (forward and backward of one micro-batch)."""
+        if self.profiler is None:
+            return super().training_step(*args, **kwargs)
+        start = self.profiler.train_step_begin()
+        try:
+            return super().training_step(*args, **kwargs)
+        finally:
+            self.profiler.train_step_end(start)
 
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
         """AdamW (or ``args.optim``) over per-component groups with their own learning rates."""
@@ -315,6 +342,20 @@ def _number(value: Any) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return None
+
+
+class StopAt(TrainerCallback):
+    """Stop training after ``step`` optimizer steps and save a checkpoint there; the schedule (warm-up, decay)
+    stays the one of the whole ``max_steps``, so resuming later continues exactly where it stopped."""
+
+    def __init__(self, step: int) -> None:
+        self.step = int(step)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+            control.should_save = True
+        return control
 
 
 def _step(line: str) -> float:

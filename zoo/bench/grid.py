@@ -19,6 +19,7 @@ listed with its reason instead of crashing the run midway::
     prompt_len: 16              # text tokens besides the image positions
     data: {train: train.json, eval: eval.json}   # optional, with train: quality too (zoo.bench.quality)
     train: {max_steps: 200, batch_size: 16, lr: 2.0e-3, seed: 0}
+    quality: {seeds: 3, schedule: halving, eta: 3, min_steps: 25}   # optional: seeds, intervals, halving
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ __all__ = [
 
 GRID_KEYS = ("vision", "projector", "lm", "image_size", "batch_size", "dtype")
 _SCALARS = ("min_run_time", "rounds", "noise_threshold", "threads", "max_new_tokens", "prompt_len", "reference")
-BENCH_KEYS = ("grid", *_SCALARS, "plugins", "description", "data", "train")
+BENCH_KEYS = ("grid", *_SCALARS, "plugins", "description", "data", "train", "quality")
 _REPLACED = {"repeats": "min_run_time and rounds", "warmup": "min_run_time (torch.utils.benchmark warms up itself)"}
 SLOTS = ("vision", "projector", "lm")
 POLICY_KEYS = ("train", "lr", "lora")  # a slot's training policy: only with a train: section
@@ -130,7 +131,7 @@ class BenchSpec:
             plugins=tuple(data.get("plugins", ())),
             description=str(data.get("description", "")),
             source=source,
-            sections={key: data[key] for key in ("data", "train") if key in data},
+            sections={key: data[key] for key in ("data", "train", "quality") if key in data},
             **scalars,
         )
 

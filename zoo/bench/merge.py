@@ -52,6 +52,7 @@ def load_run(directory: str | Path) -> BenchRun:
         shard=(int(shard[0]), int(shard[1])) if shard else None,
         parts=record.get("parts") or [],
         loss_curves=record.get("loss_curves") or {},
+        quality_summary=record.get("quality_summary") or {},
     )
 
 
@@ -60,7 +61,7 @@ def _parts(run: BenchRun) -> list[dict[str, Any]]:
     if run.parts:
         return run.parts
     record = run.record()
-    drop = ("spec", "parts", "component_builds", "loss_curves")
+    drop = ("spec", "parts", "component_builds", "loss_curves", "quality_summary")
     return [{key: value for key, value in record.items() if key not in drop}]
 
 
@@ -109,7 +110,23 @@ def merge_runs(runs: Sequence[BenchRun], *, names: Sequence[str] = ()) -> BenchR
         component_builds=dict(builds),
         parts=sorted(parts, key=_shard_key),
         loss_curves={label: curve for run in runs for label, curve in run.loss_curves.items()},
+        quality_summary=_merged_summary(runs),
     )
+
+
+def _merged_summary(runs: Sequence[BenchRun]) -> dict[str, Any]:
+    """The shards' quality summaries: steps added up, each shard's own (halving rounds run per shard)."""
+    summaries = [run.quality_summary for run in runs if run.quality_summary]
+    if not summaries:
+        return {}
+    if len(summaries) == 1:
+        return summaries[0]
+    merged: dict[str, Any] = {"schedule": summaries[0].get("schedule"), "shards": summaries,
+                              "steps_total": sum(s.get("steps_total", 0) for s in summaries)}  # fmt: skip
+    if all("steps_full_grid" in s for s in summaries):
+        merged["steps_full_grid"] = sum(s["steps_full_grid"] for s in summaries)
+        merged["steps_fraction"] = round(merged["steps_total"] / max(merged["steps_full_grid"], 1), 4)
+    return merged
 
 
 def _shard_key(part: dict[str, Any]) -> int:

@@ -11,6 +11,20 @@ it). A combination whose loss turns NaN or infinite is kept and marked ``diverge
     grid: {vision: [...], projector: [...], lm: [...]}
     data: {train: data/train.json, eval: data/eval.json, max_length: 128}
     train: {max_steps: 200, batch_size: 16, lr: 2.0e-3, seed: 0}
+    quality: {seeds: 3, schedule: halving, eta: 3, min_steps: 50}   # optional
+
+``quality:`` (optional):
+
+- ``seeds: N`` trains each combination ``N`` times, with ``train.seed``, ``train.seed + 1``, ... (the seed
+  sets the random init of new weights and the data order). The row gives the mean held-out accuracy
+  over seeds and items with a bootstrap interval (:mod:`zoo.bench.intervals`; ``confidence``, default
+  0.95, ``bootstrap`` resamples, default 2000), the accuracy of each seed, and ``tied_with_best`` for the
+  combinations whose interval overlaps the best one's. The blank-image control is scored once per
+  combination, on the first seed's model.
+- ``schedule: halving`` (successive halving, :mod:`zoo.bench.halving`) trains every combination
+  ``min_steps``, keeps the best ``1/eta`` (at least one), continues the survivors to ``min_steps * eta``,
+  and so on up to ``train.max_steps``; pruned combinations are listed with the step and score at which
+  they stopped. ``schedule: full`` (the default) trains every combination the whole budget.
 """
 
 from __future__ import annotations
@@ -20,7 +34,7 @@ import json
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,32 +46,64 @@ if TYPE_CHECKING:
     from zoo.data_config import DataConfig
     from zoo.train_config import TrainSettings
 
-__all__ = ["QUALITY_FIELDS", "QualitySpec", "parse_quality", "rank", "train_and_evaluate"]
+__all__ = [
+    "QUALITY_FIELDS",
+    "QUALITY_KEYS",
+    "SCHEDULES",
+    "TIME_FIELDS",
+    "QualitySpec",
+    "SeedRun",
+    "aggregate",
+    "parse_quality",
+    "rank",
+    "score",
+    "train_and_evaluate",
+    "train_seed",
+]
 
 QUALITY_FIELDS = (
-    "eval_accuracy", "eval_loss", "blank_image_accuracy", "majority_baseline", "eval_n", "train_loss_final",
-    "train_steps", "train_seconds", "train_samples_per_s", "trainable_params", "diverged", "quality_status",
+    "eval_accuracy", "eval_accuracy_low", "eval_accuracy_high", "eval_accuracy_per_seed", "tied_with_best",
+    "eval_loss", "blank_image_accuracy", "majority_baseline", "eval_n", "seeds", "train_loss_final",
+    "train_steps", "train_steps_total", "train_seconds", "train_samples_per_s", "trainable_params", "diverged",
+    "quality_status", "pruned_at_step", "pruned_score", "feature_cache",
 )  # fmt: skip
+TIME_FIELDS = ("time_step_ms", "time_data", "time_tower", "time_projector", "time_lm_forward", "time_backward",
+               "time_optimizer")  # fmt: skip
+QUALITY_KEYS = ("seeds", "schedule", "eta", "min_steps", "confidence", "bootstrap")
+SCHEDULES = ("full", "halving")
 
 
 @dataclass(frozen=True)
 class QualitySpec:
-    """The validated ``data:`` and ``train:`` sections of a bench file (``raw``: as written, for the report)."""
+    """The validated ``data:``, ``train:`` and ``quality:`` sections of a bench file (``raw``: as written)."""
 
     data: DataConfig
     train: TrainSettings
     raw: dict[str, Any]
+    seeds: int = 1
+    schedule: str = "full"
+    eta: int = 3
+    min_steps: int | None = None
+    confidence: float = 0.95
+    bootstrap: int = 2000
+
+    def seed_values(self) -> list[int]:
+        """The ``train.seed`` of each of the ``seeds`` runs of a combination."""
+        return [self.train.seed + i for i in range(self.seeds)]
 
 
 def parse_quality(
     data: Mapping[str, Any], *, source: str, base_dir: Path, problems: Problems | None = None
 ) -> QualitySpec | None:
-    """Validate a bench file's ``data:`` and ``train:`` sections (both or neither; ``data.eval`` required).
+    """Validate a bench file's ``data:``, ``train:`` and ``quality:`` sections (``data`` and ``train`` both or
+    neither; ``data.eval`` required; ``quality`` only with them).
 
     ``train.output_dir`` is not accepted: each combination trains in its own folder of the run.
     ``problems``: record every problem instead of raising the first (``zoo.problems``).
     """
     if "data" not in data and "train" not in data:
+        if "quality" in data:
+            raise ConfigError(f"{source}: quality: is set but data: and train: are not; a quality grid needs both")
         return None
     for key in ("data", "train"):
         if key not in data:
@@ -81,7 +127,58 @@ def parse_quality(
     settings = attempt(problems, parse_train_settings, data["train"], source=source, problems=problems)
     if problems is not None and len(problems) > mark:
         raise Reported(f"{source}: the data: or train: section has problems")
-    return QualitySpec(data_config, settings, {"data": dict(data["data"]), "train": dict(data["train"] or {})})
+    raw = {"data": dict(data["data"]), "train": dict(data["train"] or {})}
+    options = _quality_options(data.get("quality"), settings, source)
+    if "quality" in data:
+        raw["quality"] = dict(data["quality"] or {})
+    return QualitySpec(data_config, settings, raw, **options)
+
+
+def _quality_options(value: Any, settings: TrainSettings, source: str) -> dict[str, Any]:
+    from zoo.config import _check_keys
+    from zoo.errors import suggest
+
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{source}: quality = {value!r}: expected a mapping with keys {', '.join(QUALITY_KEYS)}")
+    _check_keys(value, QUALITY_KEYS, "quality", source)
+    options: dict[str, Any] = {}
+    for key, low in (("seeds", 1), ("eta", 2), ("min_steps", 1), ("bootstrap", 100)):
+        if key in value:
+            number = value[key]
+            if not isinstance(number, int) or isinstance(number, bool) or number < low:
+                raise ConfigError(f"{source}: quality.{key} = {number!r}: expected an integer >= {low}")
+            options[key] = number
+    if "confidence" in value:
+        level = value["confidence"]
+        if not isinstance(level, int | float) or isinstance(level, bool) or not 0 < level < 1:
+            raise ConfigError(f"{source}: quality.confidence = {level!r}: expected a number in (0, 1), e.g. 0.95")
+        options["confidence"] = float(level)
+    schedule = value.get("schedule", "full")
+    if schedule not in SCHEDULES:
+        raise ConfigError(
+            f"{source}: quality.schedule = {schedule!r} is not valid; {suggest(str(schedule), SCHEDULES)}"
+        )
+    options["schedule"] = schedule
+    if schedule == "halving":
+        if settings.max_steps is None:
+            raise ConfigError(f"{source}: quality.schedule = 'halving' needs train.max_steps (not train.epochs)")
+        if "min_steps" not in options:
+            raise ConfigError(
+                f"{source}: quality.schedule = 'halving' needs quality.min_steps (the first round's steps)"
+            )
+        if options["min_steps"] >= settings.max_steps:
+            raise ConfigError(
+                f"{source}: quality.min_steps = {options['min_steps']} is not below train.max_steps = "
+                f"{settings.max_steps}: halving would have one round; lower min_steps or use schedule: full"
+            )
+    elif "min_steps" in options or "eta" in options:
+        key = "min_steps" if "min_steps" in options else "eta"
+        raise ConfigError(
+            f"{source}: quality.{key} is set but quality.schedule is not 'halving'; add schedule: halving"
+        )
+    return options
 
 
 def _slug(label: str) -> str:
@@ -105,74 +202,199 @@ def _loss_curve(log_file: Path) -> list[list[float | None]]:
     return curve
 
 
+@dataclass
+class SeedRun:
+    """One training run of a combination (one seed, up to one budget) and its held-out score."""
+
+    seed: int
+    steps: int
+    seconds: float
+    samples_per_s: float
+    curve: list[list[float | None]]
+    final_loss: float | None
+    scored: dict[str, Any]
+    checkpoint: Path
+    time_shares: dict[str, Any] = field(default_factory=dict)
+    feature_cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def correct(self) -> list[float]:
+        """1.0 / 0.0 per held-out item, in file order."""
+        return [1.0 if p["correct"] else 0.0 for p in self.scored["predictions"]]
+
+    @property
+    def diverged(self) -> bool:
+        """A NaN / infinite training or held-out loss."""
+        return any(loss is None for loss in [*(p[1] for p in self.curve), self.final_loss]) or not math.isfinite(
+            self.scored["loss"]
+        )
+
+
+def _config(case: Case, quality: QualitySpec, out: Path, seed: int, plugins: tuple[str, ...]) -> Any:
+    from zoo.config import parse_model_config
+    from zoo.train_config import TrainConfig
+
+    model_config = parse_model_config(case.combination.model_dict(plugins, policy=True), source=case.config.source)
+    settings = dataclasses.replace(quality.train, output_dir=str(out), seed=seed)
+    return TrainConfig(model=model_config, data=quality.data, train=settings, source=case.config.source)
+
+
+def run_dir(work_dir: Path, case: Case, seed: int, seeds: int) -> Path:
+    """Where a combination's run for ``seed`` trains (one folder per seed when there are several)."""
+    out = work_dir / _slug(case.combination.label)
+    return out / f"seed-{seed}" if seeds > 1 else out
+
+
+def train_seed(
+    case: Case,
+    quality: QualitySpec,
+    *,
+    work_dir: Path,
+    plugins: tuple[str, ...],
+    max_new_tokens: int,
+    seed: int,
+    stop_at: int | None = None,
+    resume: bool = False,
+) -> SeedRun:
+    """Train ``case`` with ``seed`` (up to ``stop_at`` steps, or resuming an earlier stop) and score it held out."""
+    from zoo.checkpoint import load
+    from zoo.train import train
+
+    out = run_dir(work_dir, case, seed, quality.seeds)
+    result = train(_config(case, quality, out, seed, plugins), resume=resume, stop_at=stop_at)
+    curve = _loss_curve(result.log_file)
+    metrics = result.metrics
+    final = curve[-1][1] if curve else _finite(result.train_loss)
+    scored = score(load(result.final_checkpoint), quality, max_new_tokens=max_new_tokens)
+    return SeedRun(seed, result.global_step, float(metrics.get("train_runtime", math.nan)),
+                   float(metrics.get("train_samples_per_second", math.nan)), curve, final, scored,
+                   result.final_checkpoint, result.time_shares, result.feature_cache)  # fmt: skip
+
+
+def score(model: Any, quality: QualitySpec, *, max_new_tokens: int, blank_images: bool = False) -> dict[str, Any]:
+    """:func:`zoo.evaluate.evaluate` on ``data.eval`` with the grid's settings."""
+    from zoo.evaluate import evaluate
+
+    data, settings = quality.data, quality.train
+    return evaluate(model, data.eval, image_folder=data.image_folder_for(data.eval),  # type: ignore[arg-type]
+                    max_new_tokens=max_new_tokens, batch_size=settings.eval_batch_size or settings.batch_size,
+                    max_length=data.max_length, blank_images=blank_images)  # fmt: skip
+
+
+def aggregate(runs: list[SeedRun], quality: QualitySpec, blank: dict[str, Any] | None) -> dict[str, Any]:
+    """Row fields of a combination from its seeds' runs (mean accuracy with a bootstrap interval)."""
+    from zoo.bench.intervals import bootstrap_interval
+
+    first = runs[0]
+    mean, low, high = bootstrap_interval([r.correct for r in runs], samples=quality.bootstrap,
+                                         confidence=quality.confidence)  # fmt: skip
+    losses = [r.scored["loss"] for r in runs]
+    finals = [r.final_loss for r in runs]
+    row: dict[str, Any] = {
+        "eval_accuracy": round(mean, 4),
+        "eval_accuracy_low": round(low, 4),
+        "eval_accuracy_high": round(high, 4),
+        "eval_accuracy_per_seed": [round(r.scored["accuracy"], 4) for r in runs],
+        "seeds": [r.seed for r in runs],
+        "eval_loss": round(sum(losses) / len(losses), 4) if all(map(math.isfinite, losses)) else None,
+        "majority_baseline": round(first.scored["majority_baseline"], 4),
+        "eval_n": first.scored["n"],
+        "train_loss_final": None if None in finals else round(sum(finals) / len(finals), 4),  # type: ignore[arg-type]
+        "train_steps": first.steps,
+        "train_steps_total": sum(r.steps for r in runs),
+        "train_seconds": round(sum(r.seconds for r in runs), 3),
+        "train_samples_per_s": round(sum(r.samples_per_s for r in runs) / len(runs), 3),
+        "diverged": any(r.diverged for r in runs),
+        "feature_cache": _cache_note(runs),
+        **_time_fields(runs),
+    }
+    if blank is not None:
+        row["blank_image_accuracy"] = round(blank["accuracy"], 4)
+    row["quality_status"] = "diverged" if row["diverged"] else "ok"
+    return row
+
+
+def _cache_note(runs: list[SeedRun]) -> str:
+    """``on: 6000 images, 12 computed`` / ``off: <reason>`` over a combination's runs."""
+    reports = [r.feature_cache for r in runs if r.feature_cache]
+    if not reports:
+        return "-"
+    if not reports[0].get("enabled"):
+        return f"off: {reports[0].get('reason')}"
+    computed = sum(int(r.get("computed", 0)) for r in reports)
+    return f"on: {reports[0].get('images')} images, {computed} computed"
+
+
+def _time_fields(runs: list[SeedRun]) -> dict[str, Any]:
+    """Mean step time and shares (data, tower, projector, LM forward, backward, optimizer) over the runs."""
+    shares = [r.time_shares for r in runs if r.time_shares]
+    if not shares:
+        return {}
+    fields = {"time_step_ms": round(sum(s["step_ms"] for s in shares) / len(shares), 3)}
+    for name in TIME_FIELDS[1:]:
+        part = name.removeprefix("time_")
+        fields[name] = round(sum(s[part] for s in shares) / len(shares), 4)
+    return fields
+
+
 def train_and_evaluate(
     case: Case, quality: QualitySpec, *, work_dir: Path, plugins: tuple[str, ...], max_new_tokens: int
 ) -> tuple[dict[str, Any], list[list[float | None]]]:
-    """Train ``case``'s composition with the grid's budget, score it held out; return row fields and loss curve.
+    """Train ``case``'s composition with the grid's budget (once per seed), score it held out; return row fields
+    and the first seed's loss curve.
 
     A failure (an error while training or scoring) is returned as ``quality_status: failed`` with its reason,
     so that the grid goes on.
     """
-    from zoo.builder import build
     from zoo.checkpoint import load
-    from zoo.config import parse_model_config
-    from zoo.evaluate import evaluate
-    from zoo.train import train
-    from zoo.train_config import TrainConfig
 
-    label = case.combination.label
-    out = work_dir / _slug(label)
-    model_config = parse_model_config(case.combination.model_dict(plugins, policy=True), source=case.config.source)
-    settings = dataclasses.replace(quality.train, output_dir=str(out))
-    config = TrainConfig(model=model_config, data=quality.data, train=settings, source=case.config.source)
     row: dict[str, Any] = {}
-    curve: list[list[float | None]] = []
+    runs: list[SeedRun] = []
     try:
-        counts = build(model_config, meta=True).parameter_counts()
-        row["trainable_params"] = sum(c["trainable"] for c in counts.values())
-        result = train(config)
-        curve = _loss_curve(result.log_file)
-        metrics = result.metrics
-        row["train_steps"] = result.global_step
-        row["train_seconds"] = round(float(metrics.get("train_runtime", math.nan)), 3)
-        row["train_samples_per_s"] = round(float(metrics.get("train_samples_per_second", math.nan)), 3)
-        final = curve[-1][1] if curve else _finite(result.train_loss)
-        model = load(result.final_checkpoint)
-        data = quality.data
-        kwargs = {
-            "image_folder": data.image_folder_for(data.eval),  # type: ignore[arg-type]
-            "max_new_tokens": max_new_tokens,
-            "batch_size": settings.eval_batch_size or settings.batch_size,
-            "max_length": data.max_length,
-        }
-        scored = evaluate(model, data.eval, **kwargs)  # type: ignore[arg-type]
-        blank = evaluate(model, data.eval, blank_images=True, **kwargs)  # type: ignore[arg-type]
+        row["trainable_params"] = _counts(case, plugins)
+        for seed in quality.seed_values():
+            runs.append(train_seed(case, quality, work_dir=work_dir, plugins=plugins, max_new_tokens=max_new_tokens,
+                                   seed=seed))  # fmt: skip
+        blank = score(load(runs[0].checkpoint), quality, max_new_tokens=max_new_tokens, blank_images=True)
     except Exception as error:  # noqa: BLE001 - one combination that fails must not stop the grid
         row.update(quality_status="failed", quality_reason=f"{type(error).__name__}: {error}", diverged=False)
-        return row, curve
-    row["train_loss_final"] = None if final is None else round(final, 4)
-    row["eval_accuracy"] = round(scored["accuracy"], 4)
-    row["eval_loss"] = round(scored["loss"], 4) if math.isfinite(scored["loss"]) else None
-    row["blank_image_accuracy"] = round(blank["accuracy"], 4)
-    row["majority_baseline"] = round(scored["majority_baseline"], 4)
-    row["eval_n"] = scored["n"]
-    row["diverged"] = any(loss is None for loss in [*(p[1] for p in curve), final, row["eval_loss"]])
-    row["quality_status"] = "diverged" if row["diverged"] else "ok"
-    return row, curve
+        return row, runs[0].curve if runs else []
+    row.update(aggregate(runs, quality, blank))
+    return row, runs[0].curve
+
+
+def _counts(case: Case, plugins: tuple[str, ...]) -> int:
+    """Trainable parameters of the combination with its training policy (built on ``meta``)."""
+    from zoo.builder import build
+    from zoo.config import parse_model_config
+
+    config = parse_model_config(case.combination.model_dict(plugins, policy=True), source=case.config.source)
+    return sum(c["trainable"] for c in build(config, meta=True).parameter_counts().values())
+
+
+_STATUS_ORDER = {"ok": 0, "pruned": 1, "diverged": 2, "failed": 3}
 
 
 def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per combination with quality results, best first: accuracy, then eval loss; diverged and
-    failed combinations last (kept, not dropped)."""
+    """One row per combination with quality results, best first: accuracy, then eval loss; then the combinations
+    pruned by successive halving (latest round first, then by score), diverged and failed ones last (kept, not
+    dropped). Rows of a grid with intervals get ``tied_with_best`` (:func:`zoo.bench.intervals.mark_ties`)."""
+    from zoo.bench.intervals import mark_ties
+
     seen: dict[str, dict[str, Any]] = {}
     for row in rows:
         if row.get("quality_status") and row["combination"] not in seen:
             seen[row["combination"]] = row
 
-    def key(row: dict[str, Any]) -> tuple[int, float, float]:
-        if row["quality_status"] != "ok":
-            return (1 if row["quality_status"] == "diverged" else 2, 0.0, 0.0)
+    def key(row: dict[str, Any]) -> tuple[int, float, float, float]:
+        status = row["quality_status"]
+        if status == "pruned":
+            return (1, -float(row.get("pruned_at_step") or 0), -float(row.get("pruned_score") or 0), 0.0)
+        if status != "ok":
+            return (_STATUS_ORDER.get(status, 3), 0.0, 0.0, 0.0)
         loss = row.get("eval_loss")
-        return (0, -row["eval_accuracy"], math.inf if loss is None else loss)
+        return (0, 0.0, -row["eval_accuracy"], math.inf if loss is None else loss)
 
-    return sorted(seen.values(), key=key)
+    ranked = sorted(seen.values(), key=key)
+    mark_ties(ranked)
+    return ranked

@@ -150,7 +150,7 @@ def explain_missing_timings(results: Sequence[dict[str, Any]]) -> None:
 
 
 QUALITY_COLUMNS: list[tuple[str, Any]] = [
-    ("acc", lambda r: _pct(r.get("eval_accuracy"))),
+    ("acc", lambda r: _accuracy_cell(r)),
     ("blank acc", lambda r: _pct(r.get("blank_image_accuracy"))),
     ("eval loss", lambda r: _num(r.get("eval_loss"), 3)),
     ("quality", lambda r: r.get("quality_status", "-")),
@@ -398,7 +398,13 @@ def plot_quality(run: BenchRun, out: str | Path) -> list[Path]:
     fig.set_size_inches(14, 5.5)
     _pareto(axes[0][0], ranked, "flops_per_sample", "forward FLOPs per sample", log=True)
     _pareto(axes[0][1], ranked, "forward_ms_median", "forward latency, ms (median)", log=False)
-    save(fig, plt, "pareto.png", "held-out accuracy against cost (line: the Pareto front)")
+    title = "held-out accuracy against cost (line: the Pareto front"
+    title += (
+        "; bars: intervals over seeds and items)"
+        if any(r.get("eval_accuracy_low") is not None for r in ranked)
+        else ")"
+    )
+    save(fig, plt, "pareto.png", title)
     plt, fig, axes = _figure(0)
     fig.set_size_inches(10, 5)
     ax = axes[0][0]
@@ -430,12 +436,18 @@ def _pareto(ax, rows: list[dict[str, Any]], cost: str, xlabel: str, *, log: bool
     placements = [((5, 5), "left"), ((5, -10), "left"), ((-5, 5), "right"), ((-5, -10), "right")]
     for index, (x, y, row) in enumerate(sorted(points, key=lambda p: (p[1], p[0]))):
         diverged = row["quality_status"] == "diverged"
-        ax.scatter([x], [y], color="tab:red" if diverged else "tab:blue", marker="x" if diverged else "o", zorder=3)
+        color = "tab:red" if diverged else "tab:grey" if row["quality_status"] == "pruned" else "tab:blue"
+        ax.scatter([x], [y], color=color, marker="x" if diverged else "o", zorder=3)
+        if row.get("eval_accuracy_low") is not None:  # the interval over seeds and items: an error bar
+            error = [[y - row["eval_accuracy_low"]], [row["eval_accuracy_high"] - y]]
+            ax.errorbar([x], [y], yerr=error, color=color, capsize=3, linewidth=1, zorder=2)
         offset, align = placements[index % len(placements)]
-        text = "+".join(row[kind] for kind in ("vision", "projector", "lm")) + (" (diverged)" if diverged else "")
+        note = " (diverged)" if diverged else f" (pruned at {row.get('pruned_at_step')})" if color == "tab:grey" else ""
+        text = "+".join(row[kind] for kind in ("vision", "projector", "lm")) + note
         ax.annotate(text, (x, y), xytext=offset, textcoords="offset points", fontsize=6, ha=align)
     front, best = [], -1.0
-    for x, y, _ in sorted(points, key=lambda p: (p[0], -p[1])):
+    full = [p for p in points if p[2]["quality_status"] != "pruned"]  # a pruned score is at a smaller budget
+    for x, y, _ in sorted(full, key=lambda p: (p[0], -p[1])):
         if y > best:
             front.append((x, y))
             best = y
@@ -498,29 +510,102 @@ def _noise_section(run: BenchRun) -> list[str]:
     return lines
 
 
+def _accuracy_cell(row: dict[str, Any]) -> str:
+    """``81.2% [78.0, 84.1]`` (mean over seeds with its interval) or ``81.2%``."""
+    text = _pct(row.get("eval_accuracy"))
+    low, high = row.get("eval_accuracy_low"), row.get("eval_accuracy_high")
+    if low is None or high is None:
+        return text
+    return f"{text} [{100 * low:.1f}, {100 * high:.1f}]"
+
+
+def _status_cell(row: dict[str, Any]) -> str:
+    status = row["quality_status"]
+    if status == "pruned":
+        return f"pruned at step {row.get('pruned_at_step')} ({_pct(row.get('pruned_score'))})"
+    return status + (f": {row['quality_reason']}" if row.get("quality_reason") else "")
+
+
+def _tie_cell(row: dict[str, Any]) -> str:
+    return {"best": "best", True: "tied", False: ""}.get(row.get("tied_with_best"), "")  # type: ignore[arg-type]
+
+
 def ranking_markdown(run: BenchRun) -> list[str]:
-    """The ``## Quality ranking`` section of ``report.md`` (empty without quality results)."""
+    """The ``## Quality ranking`` section of ``report.md`` (empty without quality results), then where each
+    combination's training step time goes."""
     ranked = rank(run.results)
     if not ranked:
         return []
-    train = run.spec.sections.get("train", {})
+    sections = run.spec.sections
+    train = sections.get("train", {})
+    summary = run.quality_summary
+    seeds = summary.get("seeds", 1)
     lines = ["", "## Quality ranking", ""]
     lines.append(
         "Every combination trained with the same `train:` settings (seed, data order, steps) on `data.train`, "
         "then scored on `data.eval` by exact match, once with the images and once with blank ones; ranked by "
         f"held-out accuracy, then held-out loss; diverged (NaN) and failed combinations last. Budget: {train}."
     )
+    if seeds > 1:
+        confidence = (sections.get("quality") or {}).get("confidence", 0.95)
+        lines += ["", f"Each combination trained with {seeds} seeds (`train.seed` + 0..{seeds - 1}: random init and "
+                  f"data order); accuracy is the mean over seeds and held-out items with its {100 * confidence:.0f}% "
+                  "bootstrap interval (seeds and items resampled, fixed bootstrap seed); `tied` marks the "
+                  "combinations whose interval overlaps the best one's. The blank-image control is the first "
+                  "seed's model."]  # fmt: skip
+    if summary.get("schedule") == "halving":
+        lines += ["", _halving_text(summary)]
     lines.append("")
     table = [
-        [str(i + 1), r["combination"], _pct(r.get("eval_accuracy")), _pct(r.get("blank_image_accuracy")),
+        [str(i + 1), r["combination"], _accuracy_cell(r), _tie_cell(r), _pct(r.get("blank_image_accuracy")),
          _pct(r.get("majority_baseline")), _num(r.get("eval_loss"), 3), _num(r.get("train_loss_final"), 3),
          _si(r.get("trainable_params")), _si(r.get("flops_per_sample")), _num(r.get("forward_ms_median")),
-         _num(r.get("train_seconds"), 1), _num(r.get("train_samples_per_s"), 1),
-         r["quality_status"] + (f": {r['quality_reason']}" if r.get("quality_reason") else "")]
+         str(r.get("train_steps_total", r.get("train_steps", "-"))), _num(r.get("train_seconds"), 1),
+         _num(r.get("train_samples_per_s"), 1), _status_cell(r)]
         for i, r in enumerate(ranked)
     ]  # fmt: skip
-    header = ["rank", "combination", "accuracy", "blank-image acc", "majority", "eval loss", "final train loss",
-              "trainable", "FLOP/sample", "forward ms", "train s", "samples/s", "status"]  # fmt: skip
+    header = ["rank", "combination", "accuracy", "tie", "blank-image acc", "majority", "eval loss",
+              "final train loss", "trainable", "FLOP/sample", "forward ms", "train steps", "train s", "samples/s",
+              "status"]  # fmt: skip
+    lines.append(_markdown_table(header, table))
+    return lines + _time_section(ranked)
+
+
+def _halving_text(summary: dict[str, Any]) -> str:
+    if "shards" in summary:
+        parts = [_halving_text(s) for s in summary["shards"]]
+        return " ".join(f"Shard {i + 1}: {text}" for i, text in enumerate(parts)) + (
+            f" In all: {summary['steps_total']} training steps of the full grid's {summary.get('steps_full_grid')}."
+        )
+    rounds = "; ".join(f"step {r['step']}: {len(r['combinations'])} -> {len(r['kept'])}" for r in summary["rounds"])
+    return (
+        f"Successive halving (eta {summary['eta']}, budgets {summary['budgets']}): {rounds}. "
+        f"{summary['steps_total']} training steps over all combinations and seeds, against "
+        f"{summary['steps_full_grid']} for the full grid ({100 * (summary.get('steps_fraction') or 0):.0f}%)."
+    )
+
+
+def _time_section(ranked: list[dict[str, Any]]) -> list[str]:
+    """Where a training step's time goes, per combination (``zoo.step_profile``), and the feature cache."""
+    timed = [r for r in ranked if r.get("time_step_ms") is not None]
+    if not timed:
+        return []
+    lines = ["", "## Where a training step's time goes", ""]
+    lines.append(
+        "Share of a training step (steps 2-51 of each run, mean over seeds): waiting for the batch (data), the "
+        "tower's forward, the projector's forward, the LM's forward with the loss, the backward pass, and the "
+        "optimizer step. With the feature cache the tower's share is 0 and reading the features is data."
+    )
+    lines.append("")
+    table = [
+        [r["combination"], _num(r["time_step_ms"], 1),
+         *(f"{100 * r[f'time_{p}']:.0f}%" for p in ("data", "tower", "projector", "lm_forward", "backward",
+                                                   "optimizer")),
+         r.get("feature_cache", "-")]
+        for r in timed
+    ]  # fmt: skip
+    header = ["combination", "step ms", "data", "tower", "projector", "LM forward", "backward", "optimizer",
+              "feature cache"]  # fmt: skip
     lines.append(_markdown_table(header, table))
     return lines
 

@@ -61,6 +61,7 @@ class BenchRun:
     shard: tuple[int, int] | None = None
     parts: list[dict[str, Any]] = field(default_factory=list)
     loss_curves: dict[str, list[list[float | None]]] = field(default_factory=dict)
+    quality_summary: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> list[dict[str, Any]]:
@@ -88,6 +89,7 @@ class BenchRun:
             "component_builds": self.component_builds,
             "parts": self.parts,
             "loss_curves": self.loss_curves,
+            "quality_summary": self.quality_summary,
         }
 
 
@@ -327,24 +329,38 @@ def run_bench(
 
 
 def _quality(run: BenchRun, cases: list[Case], work: Path, progress: bool) -> None:
-    """Train and score every case with the grid's budget; the fields go onto each of its rows."""
+    """Train and score every case with the grid's budget (every seed; successive halving if asked); the fields
+    go onto each of its rows."""
+    from zoo.bench.halving import successive_halving
     from zoo.bench.quality import train_and_evaluate
 
     spec = run.spec
-    if spec.quality is None:
+    quality = spec.quality
+    if quality is None:
         return
-    bar = _tqdm(cases, progress, desc="zoo bench: train + eval", unit="combo")
-    for case in bar:
-        label = case.combination.label
-        bar.set_postfix_str(label, refresh=False)
-        with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its logs; stdout is for --json results
-            fields, curve = train_and_evaluate(
-                case, spec.quality, work_dir=work, plugins=spec.plugins, max_new_tokens=spec.max_new_tokens
-            )
-        run.loss_curves[label] = curve
-        for row in run.results:
-            if row["combination"] == label:
-                row.update(fields)
+    if quality.schedule == "halving":
+        fields_by, curves, summary = successive_halving(cases, quality, work_dir=work, plugins=spec.plugins,
+                                                        max_new_tokens=spec.max_new_tokens, progress=progress)  # fmt: skip
+    else:
+        fields_by, curves = {}, {}
+        bar = _tqdm(cases, progress, desc="zoo bench: train + eval", unit="combo")
+        for case in bar:
+            label = case.combination.label
+            bar.set_postfix_str(label, refresh=False)
+            with contextlib.redirect_stdout(sys.stderr):  # Trainer prints its logs; stdout is for --json results
+                fields_by[label], curves[label] = train_and_evaluate(
+                    case, quality, work_dir=work, plugins=spec.plugins, max_new_tokens=spec.max_new_tokens
+                )
+        total = sum(int(f.get("train_steps_total", 0)) for f in fields_by.values())
+        summary = {"schedule": "full", "seeds": quality.seeds, "steps_total": total}
+    run.quality_summary = summary
+    run.loss_curves.update(curves)
+    for row in run.results:
+        if row["combination"] in fields_by:
+            row.update(fields_by[row["combination"]])
+    from zoo.bench.quality import rank
+
+    rank(run.results)  # sets tied_with_best on the rows
 
 
 def _run(run: BenchRun, device: torch.device, use_reference: bool, progress: bool) -> list[Case]:
