@@ -149,7 +149,9 @@ def test_a_changed_image_or_a_damaged_entry_is_a_miss_never_a_stale_hit(tmp_path
 
     with torch.no_grad():
         expected = model.vision(model.vision.preprocessor([Image.open(tmp_path / "images" / "0.png")]))[0]
-    torch.testing.assert_close(dataset[0]["vision_features"][0], expected, rtol=0, atol=0)
+    # recomputed for the new pixels (a stale hit would be another image's features); a batched forward may
+    # differ from this single one in the last bits, hence the tolerance
+    torch.testing.assert_close(dataset[0]["vision_features"][0], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_two_processes_filling_one_cache_leave_only_complete_entries(tmp_path):
@@ -185,7 +187,8 @@ def test_two_processes_filling_one_cache_leave_only_complete_entries(tmp_path):
         entry = cache.load(hash_file(image))
         with torch.no_grad():
             expected = model.vision(model.vision.preprocessor([Image.open(image)]))[0]
-        assert entry is not None and torch.equal(entry.features, expected)
+        assert entry is not None  # complete and readable; the values are this image's (to batching's last bits)
+        torch.testing.assert_close(entry.features, expected, rtol=1e-5, atol=1e-5)
     print(f"the reader loaded {len(seen)} entries while the two writers ran")
 
 

@@ -42,7 +42,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
-MAX_SKIPPED = 8
+MAX_SKIPPED = 9
 MARKER = re.compile(r"<!-- readme-test: skip \((?P<reason>[^)]+)\) -->")
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)\s*$")
 # command prefix in a bash block -> options the test appends (documented in the module docstring)
