@@ -9,7 +9,7 @@ schedule, with the same ``data.system_prompt``; both are then scored by ``zoo.ev
 match) on the same held-out questions. The plain loop is what a user writes: ``LlavaDataset`` +
 ``DataCollator`` in a shuffled ``DataLoader``, ``param_groups`` into AdamW, transformers' cosine schedule.
 
-    pip install scikit-learn   # only this script needs it
+    pip install -e '.[bench]'   # scikit-learn: only this script needs it
     python benchmarks/train_vs_loop.py [--steps 600] [--seeds 0 1 2] [--tasks shapes digits] [--json]
 
 Prints mean and spread of held-out accuracy per task and trainer, with the machine and its load.
