@@ -220,11 +220,12 @@ def test_what_a_re_save_adds_is_no_more_open_than_the_directory_it_goes_into(mod
 
 # -- concurrency -------------------------------------------------------------------------------------
 def test_two_concurrent_first_saves_queue_and_leave_one_complete_checkpoint(model, tmp_path):
+    from zoo.atomic import save_lock
+
     target = tmp_path / "ckpt"
-    barrier, errors = threading.Barrier(2), []
+    errors: list[BaseException] = []
 
     def one_save() -> None:
-        barrier.wait()
         try:
             save(model, target)
         except BaseException as error:  # noqa: BLE001 - the test reports any
@@ -233,8 +234,13 @@ def test_two_concurrent_first_saves_queue_and_leave_one_complete_checkpoint(mode
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         threads = [threading.Thread(target=one_save) for _ in range(2)]
-        for thread in threads:
-            thread.start()
+        with save_lock(target):  # a writer is busy: both first saves must wait for it, then for each other
+            for thread in threads:
+                thread.start()
+            deadline = time.monotonic() + 300
+            while sum("another process is writing" in str(w.message) for w in caught) < 2:
+                assert time.monotonic() < deadline and not errors, errors
+                time.sleep(0.05)
         for thread in threads:
             thread.join(timeout=300)
     assert errors == []
