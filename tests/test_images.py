@@ -65,3 +65,21 @@ def test_a_decompression_bomb_is_refused_before_decoding(tmp_path):
     Image.new("1", (side, side)).save(tmp_path / "bomb.png")  # tiny file, huge canvas
     with pytest.raises(ImageError, match="pixel"):
         open_image(tmp_path / "bomb.png")
+
+
+def test_a_truncated_file_is_refused_even_where_another_library_made_pil_lenient(tmp_path, monkeypatch):
+    """lmms-eval sets PIL's process-wide LOAD_TRUNCATED_IMAGES on import; zoo's checks must not follow it."""
+    from PIL import ImageFile
+
+    import zoo
+
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)
+    path = tmp_path / "cut.png"
+    Image.frombytes("RGB", (96, 96), os.urandom(96 * 96 * 3)).save(path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 7 // 10])  # the header is whole, the pixels are not
+    with pytest.raises(ImageError, match="truncated"):
+        open_image(path)
+    processor = zoo.build("tiny-clip-mlp-qwen2", meta=True).processor()
+    with pytest.raises(ImageError, match=r"images\[0\] .*cut\.png.* is corrupt or truncated"):
+        processor("<image> what is it?", images=[Image.open(path)])
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # the caller's setting is given back

@@ -468,15 +468,9 @@ def _fully_saved(record: Mapping[str, Any]) -> bool:
     return record["weights"]["mode"] == "saved" and not record.get("lora") and not _names_a_checkpoint(config)
 
 
-def _names_a_checkpoint(node: Any, depth: int = 0) -> bool:
+def _names_a_checkpoint(config: Mapping[str, Any]) -> bool:
     """A ``checkpoint`` option at any depth (a fused tower's sub-tower reads its base while it is built)."""
-    if depth > 32:
-        return True
-    if isinstance(node, dict):
-        return bool(node.get("checkpoint")) or any(_names_a_checkpoint(v, depth + 1) for v in node.values())
-    if isinstance(node, list):
-        return any(_names_a_checkpoint(v, depth + 1) for v in node)
-    return False
+    return any(key == "checkpoint" and container[key] for _, container, key in _options(dict(config), "config"))
 
 
 def _load_component(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import stat
+import threading
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -20,7 +21,7 @@ from zoo.errors import ZooError
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-__all__ = ["MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "ImageError", "open_image", "to_rgb"]
+__all__ = ["MAX_IMAGE_BYTES", "MAX_IMAGE_PIXELS", "ImageError", "load_strictly", "open_image", "to_rgb"]
 
 MAX_IMAGE_BYTES = 256 * 1024 * 1024  # larger files are refused before they are read
 MAX_IMAGE_PIXELS = 178_956_970  # PIL's own bomb threshold (its warning level x 2), made an error
@@ -62,7 +63,7 @@ def open_image(path: str | os.PathLike, *, what: str = "image") -> PILImage.Imag
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 _check_size(image, where)
-                image.load()  # read every byte now: a truncated file fails here, not inside a tower
+                load_strictly(image)  # read every byte now: a truncated file fails here, not inside a tower
                 return to_rgb(image, where=where)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
         raise ImageError(f"{where} is a decompression bomb ({error})") from error
@@ -70,6 +71,24 @@ def open_image(path: str | os.PathLike, *, what: str = "image") -> PILImage.Imag
         raise ImageError(f"{where} is not an image file PIL can read") from error
     except (OSError, SyntaxError, ValueError) as error:  # truncated / corrupt data
         raise ImageError(f"{where} is corrupt or truncated ({error})") from error
+
+
+_STRICT_LOADING = threading.Lock()
+
+
+def load_strictly(image: PILImage.Image) -> None:
+    """Read every pixel of ``image``; a truncated file raises ``OSError`` even where another library has set
+    PIL's process-wide ``ImageFile.LOAD_TRUNCATED_IMAGES`` (lmms-eval does on import), which would otherwise
+    fill the missing rows with grey and say nothing."""
+    from PIL import ImageFile
+
+    with _STRICT_LOADING:
+        lenient = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+        try:
+            image.load()
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = lenient
 
 
 def to_rgb(image: PILImage.Image, *, where: str = "image") -> PILImage.Image:

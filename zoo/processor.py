@@ -216,7 +216,7 @@ def _check_images(images: list[Any]) -> None:
     truncated file would otherwise fail inside the preprocessor with a bare ``OSError``)."""
     from PIL import Image
 
-    from zoo.images import ImageError
+    from zoo.images import ImageError, load_strictly
 
     for index, image in enumerate(images):
         if not isinstance(image, Image.Image):
@@ -227,7 +227,7 @@ def _check_images(images: list[Any]) -> None:
         if image.width < 1 or image.height < 1:
             raise ZooError(f"images[{index}] is empty ({image.width}x{image.height} pixels)")
         try:
-            image.load()
+            load_strictly(image)
         except (OSError, SyntaxError, ValueError) as error:  # truncated or corrupt data
             name = getattr(image, "filename", "") or ""
             where = f"images[{index}]" + (f" ({brief(str(name))})" if name else "")
