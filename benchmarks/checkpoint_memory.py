@@ -9,7 +9,7 @@ vocabulary; about 185M parameters, ~710 MB in float32) is saved four ways with t
 - ``vision/`` and ``lm/``: the tower and the LM as transformers ``save_pretrained`` directories (the way
   a user points ``model.vision.checkpoint`` / ``model.lm.checkpoint`` at downloaded weights);
 - ``zoo/``: ``MultiModal.save`` (every weight is random, so every weight is saved);
-- ``hf-llava/``: ``zoo.hf_llava.save_hf_llava`` (transformers' Llava layout, the same weights).
+- ``hf-llava/``: ``zoo.interop.llava.save_hf_llava`` (transformers' Llava layout, the same weights).
 
 Each loader then runs in a fresh process (so nothing is shared or cached between them) that imports
 everything first, loads, then reads every weight once (a loader may map the file and fault pages in
@@ -53,7 +53,7 @@ def weights_bytes(*directories: Path) -> int:
 def setup(root: Path) -> None:
     """Build the random composition once and save it in the four layouts."""
     import zoo
-    from zoo.hf_llava import save_hf_llava
+    from zoo.interop.llava import save_hf_llava
 
     torch.manual_seed(0)
     model = zoo.build(composition(VISION, LM)).eval()
@@ -78,8 +78,8 @@ def child(mode: str, root: Path) -> None:
     from transformers import LlavaForConditionalGeneration
 
     import zoo
-    from zoo.builder import plan
-    from zoo.registry import get_registry
+    from zoo.core.builder import plan
+    from zoo.core.registry import get_registry
 
     get_registry()
     config = composition(

@@ -7,7 +7,7 @@ Each command runs ``--repeats`` times with ``python -m zoo``; the CPU time is th
 (``os.wait4``), so the load of other jobs on a shared machine moves it much less than wall time.
 ``cold`` is the first run with an empty plan cache (``ZOO_CACHE_DIR`` set to a new temporary folder),
 ``warm`` the median of the later runs (zoo's plan cache holds what planning on ``meta`` found, see
-``zoo.plan_cache``). The floor lines are the imports alone: what any command that builds a
+``zoo.core.plan_cache``). The floor lines are the imports alone: what any command that builds a
 transformers component on ``meta`` pays before zoo does anything.
 
     python benchmarks/cli_startup.py [--repeats 3] [--json]

@@ -11,7 +11,7 @@ reaches 2 only where the tower takes as long as the LM's forward and backward to
 
 One process, one model, one optimizer (AdamW over the projector). Two views of the same records: a
 ``LlavaDataset`` that opens and preprocesses the images, and one attached to the feature cache
-(:func:`zoo.feature_fill.prepare_feature_cache`, filled first: its time is the one-time cost). A step
+(:func:`zoo.train.feature_fill.prepare_feature_cache`, filled first: its time is the one-time cost). A step
 is what Trainer's is: collate a batch from the dataset (images opened and preprocessed, or entries
 read from the cache), forward, loss, backward, optimizer step. The two kinds of step run in
 interleaved blocks (with, without, without, with, ...) so that both see the same machine load; reported:
@@ -36,9 +36,9 @@ import torch
 from _common import MID_QWEN2, machine_line, median, report
 
 import zoo
-from zoo.data import DataCollator, LlavaDataset
-from zoo.feature_fill import prepare_feature_cache
-from zoo.train_config import parse_train_settings
+from zoo.train.config import parse_train_settings
+from zoo.train.data import DataCollator, LlavaDataset
+from zoo.train.feature_fill import prepare_feature_cache
 
 SMALL_QWEN2 = {"name": "tiny-qwen2", "arch": {"hidden_size": 256, "intermediate_size": 704, "num_hidden_layers": 4,
                                               "num_attention_heads": 4, "num_key_value_heads": 2}}  # fmt: skip

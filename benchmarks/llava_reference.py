@@ -4,7 +4,7 @@ Goals: ``forward_latency_ratio`` (zoo / transformers forward latency) <= 1.0 and
 ``generate_throughput_ratio`` (zoo / transformers generated tokens per second) >= 1.0.
 
 Runs ``zoo bench`` on ``grids/llava-reference.yaml`` (mid-size random compositions in the Llava
-layout, batch 1 and 4): each model is exported with ``zoo.hf_llava.to_hf_llava`` (shared weights) and
+layout, batch 1 and 4): each model is exported with ``zoo.interop.llava.to_hf_llava`` (shared weights) and
 both sides are timed in interleaved rounds (torch.utils.benchmark). Prints each combination's ratios and their medians,
 and writes the full bench outputs to ``--out``.
 

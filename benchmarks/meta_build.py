@@ -33,7 +33,7 @@ start = time.perf_counter()
 import torch
 torch_done = time.perf_counter()
 import zoo
-from zoo.registry import get_registry
+from zoo.core.registry import get_registry
 get_registry()
 registry_done = time.perf_counter()
 model = zoo.build({CONFIG!r}, meta=True)
@@ -52,7 +52,7 @@ def main() -> None:
     cold = json.loads(subprocess.run([sys.executable, "-c", COLD], capture_output=True, text=True,
                                      check=True).stdout.strip().splitlines()[-1])  # fmt: skip
     import zoo
-    from zoo.registry import get_registry
+    from zoo.core.registry import get_registry
 
     get_registry()
     warm, summary = [], {}

@@ -25,7 +25,7 @@ from _common import machine_line, report
 
 from zoo.bench import parse_bench, run_bench, write_outputs
 from zoo.bench.quality import rank
-from zoo.shapes import write_shapes
+from zoo.train.shapes import write_shapes
 
 HERE = Path(__file__).parent
 GRID = HERE / "grids" / "quality-shapes.yaml"

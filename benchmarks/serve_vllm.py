@@ -111,7 +111,7 @@ def export_and_generate(out: Path, labels: list[str]) -> list[dict[str, Any]]:
     import torch
 
     import zoo
-    from zoo.images import open_image
+    from zoo.sdk.images import open_image
 
     images = _images(out / "images")
     jobs = []

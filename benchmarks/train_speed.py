@@ -4,10 +4,10 @@ Goals: ``samples_per_second_ratio`` (zoo / transformers) >= 1.0 and ``peak_memor
 
 Both models compute the same function with the same weights: the zoo model (CLIP-layout tower 384 x 6,
 224 px, mlp2x-gelu, Qwen2-layout LM 512 x 6; LLaVA stage 2 without LoRA: tower frozen, projector and LM
-trained) is exported with ``zoo.hf_llava.to_hf_llava`` and deep-copied, so each side has its own
+trained) is exported with ``zoo.interop.llava.to_hf_llava`` and deep-copied, so each side has its own
 weights and optimizer. Each side is a Trainer (``ZooTrainer`` and ``transformers.Trainer``, the same
 ``TrainingArguments``), and a step is Trainer's own ``training_step`` (forward, loss, backward through
-accelerate) plus the optimizer step, on the same collated batches of ``zoo.data.LlavaDataset``. Steps
+accelerate) plus the optimizer step, on the same collated batches of ``zoo.train.data.LlavaDataset``. Steps
 are timed in interleaved blocks (zoo, transformers, transformers, zoo, ...), medians compared. Peak
 memory: on a GPU ``max_memory_allocated`` around each side's steps; on CPU (Linux) the peak RSS growth
 over the steps (``VmHWM`` reset through ``/proc/self/clear_refs``) of one fresh process per side that holds
@@ -31,7 +31,7 @@ import torch
 from _common import MID_CLIP, MID_QWEN2, machine_line, median, report
 
 import zoo
-from zoo.hf_llava import to_hf_llava
+from zoo.interop.llava import to_hf_llava
 
 QUESTIONS = ("What is in the picture?", "Describe the colours.", "Is there a square?", "Where is the shape?")
 
@@ -53,7 +53,7 @@ def batches(model: zoo.MultiModal, folder: Path, batch_size: int, count: int) ->
     """``count`` collated batches of LLaVA records with random 224 px images and 20-60-word answers."""
     from PIL import Image
 
-    from zoo.data import DataCollator, LlavaDataset
+    from zoo.train.data import DataCollator, LlavaDataset
 
     generator = torch.Generator().manual_seed(0)
     records = []
@@ -72,7 +72,7 @@ def batches(model: zoo.MultiModal, folder: Path, batch_size: int, count: int) ->
 def trainer(model: torch.nn.Module, out: Path, device: str) -> object:
     from transformers import Trainer, TrainingArguments
 
-    from zoo.trainer import ZooTrainer
+    from zoo.train.trainer import ZooTrainer
 
     args = TrainingArguments(output_dir=str(out), report_to="none", learning_rate=1e-5, use_cpu=device == "cpu",
                              max_steps=1, save_strategy="no", disable_tqdm=True)  # fmt: skip

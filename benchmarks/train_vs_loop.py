@@ -1,11 +1,11 @@
 """zoo train against a plain PyTorch loop on zoo's Python API: same composition, data, budget and seeds.
 
-Two tasks: the shapes task zoo generates (``zoo.shapes``) and handwritten digits from a data set zoo did
+Two tasks: the shapes task zoo generates (``zoo.train.shapes``) and handwritten digits from a data set zoo did
 not make (scikit-learn's ``load_digits``, 1797 real 8x8 scans shipped inside the package, upscaled to
 32 px; 1400 for training, the rest held out; question "Which digit is this?", answer the digit's name).
 For each task and seed both trainers start from the same random init (``torch.manual_seed(seed)``
 before ``zoo.build``) and run the same steps, batch size, AdamW learning rate, warm-up and cosine
-schedule, with the same ``data.system_prompt``; both are then scored by ``zoo.evaluate`` (greedy, exact
+schedule, with the same ``data.system_prompt``; both are then scored by ``zoo.train.evaluate`` (greedy, exact
 match) on the same held-out questions. The plain loop is what a user writes: ``LlavaDataset`` +
 ``DataCollator`` in a shuffled ``DataLoader``, ``param_groups`` into AdamW, transformers' cosine schedule.
 
@@ -29,7 +29,7 @@ import torch
 from _common import machine_line, report
 
 import zoo
-from zoo.evaluate import evaluate
+from zoo.train.evaluate import evaluate
 
 HERE = Path(__file__).parent
 DATA = HERE / "grids" / "data"
@@ -66,7 +66,7 @@ def write_task(task: str) -> tuple[Path, Path]:
     if not (folder / "eval.json").is_file():
         if task == "digits":
             return write_digits(folder)
-        from zoo.shapes import write_shapes
+        from zoo.train.shapes import write_shapes
 
         write_shapes(folder, train=3000, eval=300, seed=0, image_size=64, overwrite=True)
     return folder / "train.json", folder / "eval.json"
@@ -78,7 +78,7 @@ def settings(steps: int, seed: int) -> dict[str, Any]:
 
 
 def with_zoo_train(train_file: Path, out: Path, steps: int, seed: int, system_prompt: Any) -> Any:
-    from zoo.train import train
+    from zoo.train.run import train
 
     data = {"train": str(train_file), "max_length": 128, "system_prompt": system_prompt}
     result = train({"model": MODEL, "data": data, "train": {**settings(steps, seed), "output_dir": str(out)}})
@@ -89,8 +89,8 @@ def with_plain_loop(train_file: Path, steps: int, seed: int, system_prompt: Any)
     from torch.utils.data import DataLoader
     from transformers import get_cosine_schedule_with_warmup
 
-    from zoo.data import DataCollator, LlavaDataset
-    from zoo.training import param_groups
+    from zoo.core.train_policy import param_groups
+    from zoo.train.data import DataCollator, LlavaDataset
 
     torch.manual_seed(seed)
     model = zoo.build({"model": MODEL})

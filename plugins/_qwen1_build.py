@@ -46,7 +46,7 @@ KEY = "model.lm"
 
 
 def build_qwen1(config: LanguageModelConfig, *, name: str) -> LanguageModel:
-    """Build preset ``name`` (see the module docstring); its directories are read confined (``zoo.foreign``)."""
+    """Build preset ``name`` (see the module docstring); its directories are read confined (``zoo.sdk.foreign``)."""
     with contextlib.ExitStack() as stack:
         directory, tokenizer = lm_directories(config, stack, key=KEY, example="Qwen/Qwen-7B", layout="a Qwen-1")
         return _build(config, name, directory, tokenizer)

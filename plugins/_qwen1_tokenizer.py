@@ -79,7 +79,7 @@ _CONVERTED: dict[tuple[int, int, int, int], str] = {}
 
 def _cached_json(file: Path) -> str:
     """:func:`_converted_json` of ``file``, cached by the file's identity (device, inode, size, mtime), not its
-    path: a checkpoint is read through a new confined staging on every build (``zoo.foreign``)."""
+    path: a checkpoint is read through a new confined staging on every build (``zoo.sdk.foreign``)."""
     info = file.stat()
     key = (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
     if key not in _CONVERTED:

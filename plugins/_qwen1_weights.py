@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from zoo.errors import CheckpointError
+from zoo.errors import CheckpointError, few
 from zoo.sdk import load_state_dict_file
 
 __all__ = ["LAYER_RENAMES", "qwen2_state_dict", "read_qwen1_state", "split_qkv", "weight_files"]
@@ -137,8 +137,8 @@ def qwen2_state_dict(
     unused = sorted(set(qwen1) - used)
     if missing or unused:
         raise CheckpointError(
-            f"{where}: the checkpoint does not match a {num_layers}-layer Qwen-1: missing {_few(missing)}; "
-            f"unused {_few(unused)}"
+            f"{where}: the checkpoint does not match a {num_layers}-layer Qwen-1: missing {few(missing)}; "
+            f"unused {few(unused)}"
         )
     return out
 
@@ -152,10 +152,3 @@ def _check_inv_freq(qwen1: Mapping[str, torch.Tensor], used: set[str], rope_base
         if not torch.allclose(value.double().flatten(), expected, rtol=1e-3):
             raise CheckpointError(f"{where}: {key} does not match rotary_emb_base = {rope_base} of config.json")
         used.add(key)
-
-
-def _few(keys: list[str], limit: int = 4) -> str:
-    if not keys:
-        return "none"
-    more = f" (and {len(keys) - limit} more)" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more

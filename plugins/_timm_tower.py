@@ -101,7 +101,7 @@ def square_patch_size(model: nn.Module, name: str) -> int:
 
 def find_weight_file(path: str, key: str, names: Sequence[str]) -> Path:
     """``path`` itself if it is a file, else the first of ``names`` inside the directory ``path`` (a symlink
-    there that leads out of the directory is refused, see ``zoo.foreign``)."""
+    there that leads out of the directory is refused, see ``zoo.sdk.foreign``)."""
     found = require_path(path, key)
     if found.is_file():
         return found

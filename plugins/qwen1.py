@@ -40,7 +40,7 @@ QWEN1_PUBLISHED: dict[str, tuple[dict[str, Any], str]] = {
 _TINY = qwen1_config(64, 256, 2, 2, 1088, 512, 10000)
 
 # name -> (arch: Qwen2Config fields plus the family's model_type "qwen", which tells transformers-layout
-# importers (zoo.hf_llava) that these presets are not for model_type qwen2 checkpoints; description)
+# importers (zoo.interop.llava) that these presets are not for model_type qwen2 checkpoints; description)
 PRESETS: dict[str, tuple[dict[str, Any], str]] = {
     name: (
         {"model_type": QWEN1_MODEL_TYPE, **qwen2_arch(config), "bos_token_id": 151643, "eos_token_id": 151643},

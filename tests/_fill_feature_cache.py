@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 
 import zoo
-from zoo.feature_cache import hash_file
-from zoo.feature_fill import fill, open_cache
+from zoo.train.feature_cache import hash_file
+from zoo.train.feature_fill import fill, open_cache
 
 
 def main() -> None:

@@ -13,14 +13,14 @@ import sys
 import torch
 
 import zoo
-import zoo.atomic
+import zoo.checkpoint.atomic
 
 __all__ = ["main"]
 
 
 def main(directory: str, generations: int, swap: str = "exchange") -> None:
     if swap == "aside":
-        zoo.atomic._exchange = lambda a, b: False
+        zoo.checkpoint.atomic._exchange = lambda a, b: False
     torch.manual_seed(0)
     model = zoo.build("tiny-clip-mlp-qwen2").eval()
     for generation in range(1, generations + 1):

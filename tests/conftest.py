@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from zoo.registry import reset_registry
+from zoo.core.registry import reset_registry
 
 PLUGIN_FILES = Path(__file__).parent / "plugin_files"
 

@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import zoo
-from zoo.anyres import AnyResLayout, select_best_resolution
-from zoo.cli import main
+from zoo.cli.app import main
+from zoo.core.anyres import AnyResLayout, select_best_resolution
 from zoo.errors import ConfigError, ContractError, ZooError
-from zoo.hf_llava import from_hf_llava, hf_llava_composition, save_hf_llava, to_hf_llava
+from zoo.interop.llava import from_hf_llava, hf_llava_composition, save_hf_llava, to_hf_llava
 
 TOLERANCE = 1e-5
 PINPOINTS = [[32, 64], [64, 32], [64, 64], [96, 32], [32, 96]]
@@ -34,7 +34,7 @@ PROMPTS = ["<image> what is in it?", "a row without any image", "look: <image> a
 def _tokenizer():
     from transformers import AutoTokenizer
 
-    from zoo.hf import tiny_tokenizer_path
+    from zoo.sdk.hf import tiny_tokenizer_path
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_tokenizer_path()))
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]}, replace_extra_special_tokens=False)
@@ -415,8 +415,8 @@ def _record(ident: str, images: list[str], answer: str) -> dict:
 
 
 def test_training_data_counts_each_image_by_its_size_and_the_loss_goes_down(tmp_path):
-    from zoo.data import DataCollator, LlavaDataset
-    from zoo.evaluate import evaluate
+    from zoo.train.data import DataCollator, LlavaDataset
+    from zoo.train.evaluate import evaluate
 
     for name, (height, width) in {"wide.png": (30, 70), "tall.png": (90, 40)}.items():
         _images((height, width))[0].save(tmp_path / name)

@@ -17,8 +17,8 @@ from PIL import Image
 from test_anyres import ANYRES, _hf_processor, _images, _write_llava_next
 
 import zoo
-from zoo.data import DataCollator
 from zoo.errors import CheckpointError, ConfigError, ContractError, ZooError
+from zoo.train.data import DataCollator
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +67,7 @@ def test_transparent_images_are_put_on_white_like_files_and_transformers(model, 
     """In memory or from a file, zoo's processors see what transformers' processors see (alpha onto white)."""
     from transformers import CLIPImageProcessor
 
-    from zoo.images import open_image
+    from zoo.sdk.images import open_image
 
     image = _transparent()
     image.save(tmp_path / "logo.png")
@@ -121,7 +121,7 @@ def test_batched_left_padded_generation_equals_one_by_one_and_right_padding_is_r
 
 # -- training data ----------------------------------------------------------------------------------
 def test_max_length_below_the_largest_image_is_a_config_error_naming_data_max_length(model, tmp_path):
-    from zoo.data import LlavaDataset
+    from zoo.train.data import LlavaDataset
 
     _images((64, 64))[0].save(tmp_path / "square.png")
     records = [{"id": "a", "image": "square.png", "conversations": [
@@ -135,7 +135,7 @@ def test_max_length_below_the_largest_image_is_a_config_error_naming_data_max_le
 
 
 def test_truncation_at_every_length_keeps_whole_images_of_size_dependent_counts(model, tmp_path):
-    from zoo.data import LlavaDataset
+    from zoo.train.data import LlavaDataset
 
     sizes = [(90, 40), (1, 1), (30, 70)]  # 66, 36 and 60 positions
     for i, size in enumerate(sizes):
@@ -160,7 +160,7 @@ def test_truncation_at_every_length_keeps_whole_images_of_size_dependent_counts(
 
 def test_zoo_eval_json_on_an_any_res_checkpoint_with_and_without_blank_images(model, tmp_path, capsys):
     """Blank images keep each image's size, so its count: both runs score every record."""
-    from zoo.cli import main
+    from zoo.cli.app import main
 
     records = []
     for i, size in enumerate([(30, 70), (90, 40), (1, 1)]):
@@ -230,7 +230,7 @@ _DELETE = object()
     ],
 )  # fmt: skip
 def test_malformed_llava_next_config_is_one_clear_error_naming_the_field(next_dir, tmp_path, key, value, words):
-    from zoo.hf_llava import from_hf_llava
+    from zoo.interop.llava import from_hf_llava
 
     target = tmp_path / "next"
     shutil.copytree(next_dir, target)
@@ -244,7 +244,7 @@ def test_malformed_llava_next_config_is_one_clear_error_naming_the_field(next_di
 
 
 def test_remote_code_named_by_a_sub_config_is_ignored_like_transformers_does(next_dir, tmp_path):
-    from zoo.hf_llava import from_hf_llava, hf_llava_composition
+    from zoo.interop.llava import from_hf_llava, hf_llava_composition
 
     target = tmp_path / "next"
     shutil.copytree(next_dir, target)
@@ -256,7 +256,7 @@ def test_remote_code_named_by_a_sub_config_is_ignored_like_transformers_does(nex
 
 
 def test_missing_pinpoints_say_transformers_default_applies(next_dir, tmp_path):
-    from zoo.hf_llava import from_hf_llava
+    from zoo.interop.llava import from_hf_llava
 
     target = tmp_path / "next"
     shutil.copytree(next_dir, target)
@@ -271,7 +271,7 @@ def test_missing_pinpoints_say_transformers_default_applies(next_dir, tmp_path):
 
 # -- reports ------------------------------------------------------------------------------------------
 def test_demo_model_card_describes_any_res_tokens(model):
-    from zoo.demo import model_card
+    from zoo.cli.demo_app import model_card
 
     card = model_card(model, "anyres")
     assert "; any-res 52..88 (32x64: 52, 64x32: 56, " in card and "tokens per image" in card and "{" not in card
@@ -292,7 +292,7 @@ def test_a_pinpoint_past_the_bound_names_the_bound():
 def test_an_image_processor_that_disagrees_with_the_model_is_refused(next_dir, tmp_path, field, value, words):
     """transformers' processor counts and normalises with processor_config.json; zoo's with the model's own
     layout and the tower's normalisation: a directory where they differ would be imported silently wrong."""
-    from zoo.hf_llava import from_hf_llava
+    from zoo.interop.llava import from_hf_llava
 
     target = tmp_path / "next"
     shutil.copytree(next_dir, target)

@@ -19,13 +19,13 @@ import pytest
 from test_hf_llava import _write_llava
 
 import zoo
-from zoo.checkpoint import MANIFEST, save
-from zoo.cli import main
+from zoo.checkpoint.loading import MANIFEST, save
+from zoo.cli.app import main
 from zoo.errors import ConfigError, ZooError
-from zoo.hf import tiny_tokenizer_path
-from zoo.hf_llava import from_hf_llava
-from zoo.limits import InputLimitError, check_arch_sizes
-from zoo.template_render import render_chat_template
+from zoo.interop.llava import from_hf_llava
+from zoo.sdk.hf import tiny_tokenizer_path
+from zoo.sdk.limits import InputLimitError, check_arch_sizes
+from zoo.sdk.template_render import render_chat_template
 
 MILLION = 1_000_000
 
@@ -113,7 +113,7 @@ def test_heads_that_do_not_divide_the_width_name_the_keys(slot, arch, message):
 
 
 def test_every_registered_preset_fits_the_bounds():
-    from zoo.registry import get_registry
+    from zoo.core.registry import get_registry
 
     for spec in get_registry().list():
         arch = spec.defaults.get("arch")
@@ -154,7 +154,7 @@ MESSAGES = [{"role": "user", "content": "hi"}]
     ],
 )  # fmt: skip
 def test_a_template_that_expands_without_bound_is_one_zoo_error(tokenizer, template, message):
-    from zoo.chat import ChatEncoder
+    from zoo.train.chat import ChatEncoder
 
     tokenizer.chat_template = template
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]}, replace_extra_special_tokens=False)
@@ -188,8 +188,8 @@ CHILD = textwrap.dedent(
         vm = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
     from transformers import AutoTokenizer
     from zoo.errors import ZooError
-    from zoo.hf import tiny_tokenizer_path
-    from zoo.template_render import render_chat_template
+    from zoo.sdk.hf import tiny_tokenizer_path
+    from zoo.sdk.template_render import render_chat_template
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_tokenizer_path()))
     tokenizer.chat_template = "{{ 'x' * 10**12 }}"
     resource.setrlimit(resource.RLIMIT_AS, (vm + 4 * 1024**3, vm + 4 * 1024**3))

@@ -16,10 +16,10 @@ import torch
 
 from zoo.bench import ComponentCache, build_models, expand, load_bench, parse_bench, plan_grid, run_bench
 from zoo.bench.report import format_table, write_outputs
-from zoo.cli import main
+from zoo.cli.app import main
+from zoo.core.registry import get_registry
 from zoo.errors import CheckpointError, ConfigError, UnknownNameError
-from zoo.registry import get_registry
-from zoo.weights import building_on_meta
+from zoo.sdk.weights import building_on_meta
 
 
 def _grid(**grid):
@@ -70,13 +70,17 @@ def test_entry_label_names_the_combination_and_is_not_a_component_option():
         ({**_grid(vision=["tiny-clip"], projector=["linear"], lm=["tiny-qwen2"]), "repeats": 3},
          "repeats = 3: no longer read; timings are set by min_run_time and rounds"),
         ({**_grid(vision=["tiny-clip"], projector=["linear"], lm=["tiny-qwen2"]), "min_run_time": 0},
-         "min_run_time = 0: expected a finite number > 0"),
+         "min_run_time = 0 is not valid; expected a finite number > 0"),
         ({**_grid(vision=["tiny-clip"], projector=["linear"], lm=["tiny-qwen2"]), "noise_threshold": "low"},
          "noise_threshold = 'low'"),
         (_grid(vision=[{"name": "tiny-clip", "selct": "all"}], projector=["linear"], lm=["tiny-qwen2"]),
          "grid.vision[0].selct"),
         (_grid(vision=["tiny-clip"], projector=["linear"], lm=["tiny-qwen2"], batch_size=[0]),
          "grid.batch_size[0] = 0"),
+        (_grid(vision=["tiny-clip"], projector=["linear"], lm=["tiny-qwen2"], batch_size=[10**40]),
+         r"grid.batch_size[0] = <integer of 133 bits> is out of range; expected an integer in [1, 4096]"),
+        ({**_grid(vision=["tiny-clip"], projector=["linear"], lm=["tiny-qwen2"]), "rounds": 10**9},
+         "rounds = 1000000000 is out of range; expected an integer in [1, 1000]"),
         (_grid(vision=["tiny-clip"], projector=["linear"], lm=["tiny-qwen2"], dtype=["fp33"]), "'float32'"),
         (_grid(vision=["tiny-clip"], projector=["linear"], lm=[]), "grid.lm = []"),
         (_grid(vision=["tiny-clip"], projector=["linear"]), "missing required key 'grid.lm'"),

@@ -10,10 +10,10 @@ import pytest
 
 from zoo.bench import parse_bench, plan_grid, run_bench, write_outputs
 from zoo.bench.quality import rank
-from zoo.cli import main
+from zoo.cli.app import main
+from zoo.core.registry import get_registry
 from zoo.errors import ConfigError
-from zoo.registry import get_registry
-from zoo.shapes import write_shapes
+from zoo.train.shapes import write_shapes
 
 
 def _zero_output(module, inputs, output):
@@ -154,7 +154,8 @@ def _colour_grid(data_dir, projectors, steps, **quality):
 def test_quality_section_is_validated(tmp_path):
     base = _quality_grid(tmp_path, ["linear"])
     cases = [
-        ({"seeds": 0}, r"quality\.seeds = 0: expected an integer >= 1"),
+        ({"seeds": 0}, r"quality\.seeds = 0 is out of range; expected an integer in \[1, 1000\]"),
+        ({"seeds": 10**30}, r"quality\.seeds = 1000000000000000000000000000000 is out of range"),
         ({"seed": 2}, r"unknown key 'quality\.seed'; did you mean 'seeds'"),
         ({"schedule": "halfing"}, r"quality\.schedule = 'halfing' is not valid; did you mean 'halving'"),
         ({"schedule": "halving"}, r"needs quality\.min_steps"),

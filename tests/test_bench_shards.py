@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from zoo.bench import parse_shard, shard_of
-from zoo.cli import main
+from zoo.cli.app import main
 from zoo.errors import ConfigError
 
 GRID = """\

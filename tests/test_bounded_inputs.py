@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from zoo.cli import main
-from zoo.config import load_model_config
+from zoo.cli.app import main
+from zoo.core.config import load_model_config
 from zoo.errors import ConfigError
-from zoo.limits import InputLimitError, brief
-from zoo.yaml_io import MAX_YAML_BYTES, load_yaml_text
+from zoo.sdk.limits import InputLimitError, brief
+from zoo.sdk.yaml_io import MAX_YAML_BYTES, load_yaml_text
 
 GOOD = "model:\n  vision: tiny-clip\n  projector: mlp2x-gelu\n  lm: {name: tiny-qwen2%s}\n"
 
@@ -175,12 +175,12 @@ def test_huge_max_new_tokens_says_how_many_fit(capsys):
 CHILD = textwrap.dedent(
     """
     import resource, sys
-    import zoo.builder  # the heavy imports first: the limit is for what the input costs
+    import zoo.core.builder  # the heavy imports first: the limit is for what the input costs
     with open("/proc/self/status") as status:
         vm = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
     limit = vm + 768 * 1024**2
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-    from zoo.cli import main
+    from zoo.cli.app import main
     sys.exit(main(sys.argv[1:]))
     """
 )

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import zoo
-from zoo.builder import plan
+from zoo.core.builder import plan
 from zoo.errors import ContractError
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from zoo.cli import main
-from zoo.multimodal import MultiModal
+from zoo.cli.app import main
+from zoo.core.multimodal import MultiModal
 
 
 @pytest.fixture

@@ -17,12 +17,12 @@ import pytest
 import torch
 
 import zoo
-import zoo.atomic
-import zoo.checkpoint_save
-from zoo.builder import build_component
-from zoo.checkpoint import MANIFEST, canonical_state, load, read_manifest, save
+import zoo.checkpoint.atomic
+import zoo.checkpoint.saving
+from zoo.checkpoint.loading import MANIFEST, canonical_state, load, read_manifest, save
+from zoo.core.builder import build_component
+from zoo.core.train_policy import param_groups
 from zoo.errors import CheckpointError
-from zoo.training import param_groups
 
 HELPER = Path(__file__).with_name("_kill_during_save.py")
 
@@ -50,7 +50,7 @@ def test_frozen_tiny_model_round_trip_and_manifest(tmp_path, tiny_model):
     assert not loaded.training and loaded.image_token_id == tiny_model.image_token_id
 
     manifest = read_manifest(directory)
-    assert manifest["format"] == "zoo.checkpoint" and manifest["format_version"] == 2
+    assert manifest["format"] == "zoo.checkpoint.loading" and manifest["format_version"] == 2
     assert manifest["zoo_version"] == zoo.__version__
     assert {"torch", "transformers", "peft", "safetensors"} <= set(manifest["versions"])
     assert manifest["versions"]["torch"] == torch.__version__
@@ -121,8 +121,8 @@ def test_lora_model_round_trip_after_a_training_step(tmp_path):
 
 def test_load_builds_each_component_once(tmp_path, tiny_model):
     """The reference design built its LM twice at load; zoo builds on meta to plan, then once for real."""
-    from zoo.registry import get_registry
-    from zoo.weights import building_on_meta
+    from zoo.core.registry import get_registry
+    from zoo.sdk.weights import building_on_meta
 
     directory = save(tiny_model, tmp_path / "ckpt")
     registry = get_registry()
@@ -229,7 +229,7 @@ def test_a_failed_save_changes_nothing(tmp_path, tiny_model, monkeypatch):
     def broken(tensors, path, generation):
         raise OSError("disk full")
 
-    monkeypatch.setattr(zoo.checkpoint_save, "_write_safetensors", broken)
+    monkeypatch.setattr(zoo.checkpoint.saving, "_write_safetensors", broken)
     with pytest.raises(OSError, match="disk full"):
         save(tiny_model, target)
     assert {p.name: p.stat().st_mtime_ns for p in target.iterdir()} == before
@@ -239,7 +239,7 @@ def test_a_failed_save_changes_nothing(tmp_path, tiny_model, monkeypatch):
 def test_rename_aside_swap_without_renameat2(tmp_path, tiny_model, monkeypatch):
     target = tmp_path / "ckpt"
     save(tiny_model, target)
-    monkeypatch.setattr(zoo.atomic, "_exchange", lambda a, b: False)  # e.g. not Linux
+    monkeypatch.setattr(zoo.checkpoint.atomic, "_exchange", lambda a, b: False)  # e.g. not Linux
     torch.manual_seed(5)
     other = zoo.build("tiny-clip-mlp-qwen2").eval()
     save(other, target)

@@ -18,8 +18,8 @@ import pytest
 import torch
 
 import zoo
-from zoo.checkpoint import MANIFEST, load, read_manifest, save, verify
-from zoo.cli import main
+from zoo.checkpoint.loading import MANIFEST, load, read_manifest, save, verify
+from zoo.cli.app import main
 from zoo.errors import CheckpointError
 
 HERE = Path(__file__).parent
@@ -49,7 +49,7 @@ def test_a_foreign_directory_with_a_manifest_json_is_refused_or_kept(model, tmp_
     with pytest.warns(UserWarning, match=r"replaced files .* that zoo did not write: manifest.json"):
         save(model, app, overwrite=True)
     assert (app / "index.html").read_text() == "<html></html>"  # kept
-    assert read_manifest(app)["format"] == "zoo.checkpoint"
+    assert read_manifest(app)["format"] == "zoo.checkpoint.loading"
 
 
 def test_user_files_in_a_checkpoint_survive_re_saves(model, tmp_path):
@@ -220,7 +220,7 @@ def test_what_a_re_save_adds_is_no_more_open_than_the_directory_it_goes_into(mod
 
 # -- concurrency -------------------------------------------------------------------------------------
 def test_two_concurrent_first_saves_queue_and_leave_one_complete_checkpoint(model, tmp_path):
-    from zoo.atomic import save_lock
+    from zoo.checkpoint.atomic import save_lock
 
     target = tmp_path / "ckpt"
     errors: list[BaseException] = []
@@ -251,7 +251,7 @@ def test_two_concurrent_first_saves_queue_and_leave_one_complete_checkpoint(mode
 
 
 def test_a_busy_lock_times_out_with_a_clear_message(tmp_path):
-    from zoo.atomic import save_lock
+    from zoo.checkpoint.atomic import save_lock
 
     target = tmp_path / "ckpt"
     with save_lock(target), pytest.raises(CheckpointError, match=r"another process has been writing"):

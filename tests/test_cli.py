@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from zoo.cli import main
+from zoo.cli.app import main
 
 
 def run(capsys, *argv):
@@ -147,7 +147,7 @@ def test_dtype_override_save_with_meta_and_list_typo(capsys, tmp_path):
 
 
 def test_a_failing_config_plugin_is_reported(capsys, write_yaml):
-    from zoo.registry import reset_registry
+    from zoo.core.registry import reset_registry
 
     reset_registry()
     try:
@@ -166,7 +166,7 @@ def test_the_console_script_flushes_its_output_before_the_fast_exit(tmp_path):
     import subprocess
     import sys
 
-    from zoo.cli import FAST_EXIT, _command_of
+    from zoo.cli.app import FAST_EXIT, _command_of
 
     env = {**os.environ, "ZOO_CACHE_DIR": str(tmp_path)}
     result = subprocess.run([sys.executable, "-m", "zoo", "validate", "tiny-clip-mlp-qwen2", "--json"], env=env,

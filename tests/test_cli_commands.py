@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from zoo import cli
+from zoo.cli import app as cli
 from zoo.errors import ZooError
 
 
@@ -18,7 +18,7 @@ def broken_command(monkeypatch, tmp_path):
         "import zoo_h9_missing_dependency\nHELP = 'never shown'\n", encoding="utf-8"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setitem(cli.EXTRA_COMMANDS, "broken", "zoo_h9_broken_command")
+    monkeypatch.setitem(cli.COMMANDS, "broken", "zoo_h9_broken_command")
     yield "broken"
     sys.modules.pop("zoo_h9_broken_command", None)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from zoo.cli import main
+from zoo.cli.app import main
 from zoo.errors import ZooError
 
 
@@ -51,7 +51,7 @@ def test_ctrl_c_anywhere_in_the_cli_exits_130_with_one_line(capsys, monkeypatch,
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(f"zoo.cli.{where}", interrupted)
+    monkeypatch.setattr(f"zoo.cli.app.{where}", interrupted)
     code, out, err = _run(capsys, "list", "projector")
     assert code == 130 and out == "" and err.strip().splitlines() == ["zoo: interrupted"]
 

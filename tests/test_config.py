@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from zoo.builder import plan
-from zoo.config import load_model_config, parse_model_config
+from zoo.core.builder import plan
+from zoo.core.config import load_model_config, parse_model_config
 from zoo.errors import ConfigError, UnknownNameError
 
 GOOD = """

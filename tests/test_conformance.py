@@ -10,11 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from zoo.interfaces import ImagePreprocessor, LanguageModel, Projector, VisionTower
-from zoo.registry import get_registry
-from zoo.specs import LanguageModelSpec, ProjectorSpec, VisionTowerSpec
+from zoo.core.registry import get_registry
+from zoo.sdk.interfaces import ImagePreprocessor, LanguageModel, Projector, VisionTower
+from zoo.sdk.specs import LanguageModelSpec, ProjectorSpec, VisionTowerSpec
+from zoo.sdk.weights import building_on_meta, torch_dtype_of
 from zoo.testing import check_component, check_language_model, check_projector, check_vision_tower
-from zoo.weights import building_on_meta, torch_dtype_of
 
 # A pattern spec lists under its display name; the kit checks one concrete name it accepts.
 PATTERN_EXAMPLES = {"mlp<N>x-gelu": "mlp3x-gelu"}
@@ -196,7 +196,7 @@ def test_a_factory_that_raises_fails_the_kit_without_cli_advice():
 
 
 def test_the_cli_suggests_debug_for_a_factory_that_raises(capsys):
-    from zoo.cli import main
+    from zoo.cli.app import main
 
     spec = ProjectorSpec(name="conformance-raises", factory=_raising_factory)
     code = _register(spec, lambda: main(["show", "conformance-raises"]))

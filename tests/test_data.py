@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 import zoo
-from zoo.data import BLANK_RGB, DataCollator, DataConfig, DataError, LlavaDataset, parse_data_config, read_records
+from zoo.core.multimodal import IGNORE_INDEX
 from zoo.errors import ConfigError
-from zoo.multimodal import IGNORE_INDEX
+from zoo.train.data import BLANK_RGB, DataCollator, DataConfig, DataError, LlavaDataset, parse_data_config, read_records
 
 ANSWERS = ["It is a red square.", "Two.", "Top left, near the edge."]
 

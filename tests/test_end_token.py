@@ -12,9 +12,9 @@ import json
 import pytest
 
 import zoo
-from zoo.chat import ChatEncoder
+from zoo.core.multimodal import IGNORE_INDEX
 from zoo.errors import CheckpointError, ConfigError
-from zoo.multimodal import IGNORE_INDEX
+from zoo.train.chat import ChatEncoder
 
 END = "<|endoftext|>"
 MESSAGES = [
@@ -62,7 +62,7 @@ def test_every_answer_ends_with_the_end_token_and_only_answers_and_it_are_superv
 
 
 def test_an_end_token_the_tokenizer_lacks_is_refused_with_choices(tiny_model, tmp_path):
-    from zoo.data import LlavaDataset, parse_data_config
+    from zoo.train.data import LlavaDataset, parse_data_config
 
     with pytest.raises(
         ConfigError, match=r"data\.end_token = '<\|eot_id\|>' is not a token of the tokenizer .*did you mean"
@@ -86,9 +86,9 @@ def test_an_end_token_the_tokenizer_lacks_is_refused_with_choices(tiny_model, tm
 def test_end_token_is_trained_recorded_and_stops_generation(tmp_path, monkeypatch):
     from test_train import write_colours
 
-    from zoo.cli import main
-    from zoo.data import LlavaDataset
-    from zoo.train import train
+    from zoo.cli.app import main
+    from zoo.train.data import LlavaDataset
+    from zoo.train.run import train
 
     data = write_colours(tmp_path / "data", count=4)
     spec = {"model": {"vision": "tiny-clip", "projector": "mlp2x-gelu", "lm": "tiny-qwen2"},
@@ -149,7 +149,7 @@ def test_a_manifest_with_a_bad_end_token_is_refused(tiny_model, tmp_path):
 
 
 def test_a_llava_export_stops_at_the_end_token(tiny_model):
-    from zoo.hf_llava import to_hf_llava
+    from zoo.interop.llava import to_hf_llava
 
     tok = tiny_model.lm.tokenizer
     end_id, im_end = tok.convert_tokens_to_ids(END), tok.convert_tokens_to_ids("<|im_end|>")

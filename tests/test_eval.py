@@ -1,4 +1,4 @@
-"""``zoo eval`` / ``zoo.evaluate``: exact-match normalisation, batching, blank images, the CLI end to end."""
+"""``zoo eval`` / ``zoo.train.evaluate``: exact-match normalisation, batching, blank images, the CLI end to end."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import pytest
 import torch
 
 import zoo
-from zoo.cli import main
-from zoo.data import BLANK_RGB
-from zoo.evaluate import evaluate
-from zoo.scoring import exact_match, majority_baseline, normalize_answer
-from zoo.shapes import write_shapes
+from zoo.cli.app import main
+from zoo.train.data import BLANK_RGB
+from zoo.train.evaluate import evaluate
+from zoo.train.scoring import exact_match, majority_baseline, normalize_answer
+from zoo.train.shapes import write_shapes
 
 
 @pytest.mark.parametrize(

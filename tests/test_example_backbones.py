@@ -50,7 +50,7 @@ def test_readme_shows_the_example_files_verbatim():
 def test_listing_finds_both_and_imports_no_model_library(site):
     report = _python(
         "import json, sys\n"
-        "from zoo.registry import get_registry\n"
+        "from zoo.core.registry import get_registry\n"
         "registry = get_registry()\n"
         "names = [s.name for s in registry.list('vision', 'tiny-convnext') + registry.list('lm', 'tiny-gemma')]\n"
         "heavy = sorted({'torch', 'transformers', 'timm', 'open_clip'} & set(sys.modules))\n"
@@ -70,7 +70,7 @@ def test_conformance_composition_and_arch_typo(site):
         "typos = []\n"
         "for kind, arch in (('vision', {'hidden_size': [8]}), ('lm', {'hiden_size': 8})):\n"
         "    try:\n"
-        "        zoo.builder.build_component(kind, {'vision': 'tiny-convnext', 'lm': 'tiny-gemma'}[kind],\n"
+        "        zoo.core.builder.build_component(kind, {'vision': 'tiny-convnext', 'lm': 'tiny-gemma'}[kind],\n"
         "                                    {'arch': arch}, meta=True)\n"
         "    except ConfigError as error:\n"
         "        typos.append(str(error))\n"

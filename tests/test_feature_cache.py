@@ -13,15 +13,15 @@ import pytest
 import torch
 
 import zoo
-from zoo.cli import main
-from zoo.data import DataCollator, LlavaDataset
+from zoo.cli.app import main
 from zoo.errors import ConfigError
-from zoo.feature_cache import ENTRY_SUFFIX, FeatureCache, hash_file, tower_fingerprint
-from zoo.feature_fill import decide, fill, open_cache, prepare_feature_cache
-from zoo.interfaces import ImagePreprocessor
-from zoo.step_profile import PARTS, format_shares
-from zoo.train import train
-from zoo.train_config import parse_train_settings
+from zoo.sdk.interfaces import ImagePreprocessor
+from zoo.train.config import parse_train_settings
+from zoo.train.data import DataCollator, LlavaDataset
+from zoo.train.feature_cache import ENTRY_SUFFIX, FeatureCache, hash_file, tower_fingerprint
+from zoo.train.feature_fill import decide, fill, open_cache, prepare_feature_cache
+from zoo.train.run import train
+from zoo.train.step_profile import PARTS, format_shares
 
 CPU = torch.device("cpu")
 HERE = Path(__file__).parent

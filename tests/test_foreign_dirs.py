@@ -1,7 +1,7 @@
 """Directories zoo did not write are read confined: nothing outside them is opened, a link out is one line.
 
 Every importer and every ``checkpoint:`` / ``tokenizer:`` directory goes through
-``zoo.foreign.confined_directory``. The Llava test watches the outside file with inotify
+``zoo.sdk.foreign.confined_directory``. The Llava test watches the outside file with inotify
 (``tests/_inotify.py``), which counts successful opens by any code, the Rust tokenizers library included.
 """
 
@@ -17,11 +17,11 @@ from _inotify import OpenWatch, available
 from test_hf_llava import _write_llava
 
 import zoo
-from zoo.cli import main
+from zoo.cli.app import main
 from zoo.errors import CheckpointError
-from zoo.foreign import confined_directory
-from zoo.hf import tiny_tokenizer_path
-from zoo.hf_llava import from_hf_llava
+from zoo.interop.llava import from_hf_llava
+from zoo.sdk.foreign import confined_directory
+from zoo.sdk.hf import tiny_tokenizer_path
 
 SECRET = "{# SECRET-7f3a: a private file outside the imported directory #}\n"
 

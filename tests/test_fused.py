@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 import zoo
-from zoo.builder import build_component
+from zoo.core.builder import build_component
 from zoo.errors import ConfigError, ContractError
 from zoo.testing import check_vision_tower
 
@@ -121,10 +121,10 @@ def test_a_fused_composition_learns_the_shapes_task(tmp_path):
 
     Measured: 89.7% held out (colour 100%, position 97%, shape 72%), 22.7% with blank images (chance 28%).
     """
-    from zoo.config import read_yaml
-    from zoo.evaluate import evaluate
-    from zoo.shapes import write_shapes
-    from zoo.train import train
+    from zoo.core.config import read_yaml
+    from zoo.train.evaluate import evaluate
+    from zoo.train.run import train
+    from zoo.train.shapes import write_shapes
 
     summary = write_shapes(tmp_path / "data", train=6000, eval=300, seed=0)
     spec = read_yaml(Path(__file__).resolve().parents[1] / "examples" / "shapes" / "train.yaml")

@@ -13,11 +13,11 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from zoo.cli import main
-from zoo.config import parse_model_config
+from zoo.cli.app import main
+from zoo.core.config import parse_model_config
 from zoo.errors import ConfigError, ZooError
-from zoo.limits import check_generation_options
-from zoo.yaml_io import load_yaml_text
+from zoo.sdk.limits import check_generation_options
+from zoo.sdk.yaml_io import load_yaml_text
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])

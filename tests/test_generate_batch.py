@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 import zoo
-from zoo.cli import main
-from zoo.generate_batch import GenerationOptions, generate_answers, read_batch_file
+from zoo.cli.app import main
+from zoo.cli.generate_batch import GenerationOptions, generate_answers, read_batch_file
 
 
 class Setup(NamedTuple):

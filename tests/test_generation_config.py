@@ -16,9 +16,9 @@ from _qwen1_reference import write_qwen1_checkpoint
 from transformers import Qwen2ForCausalLM
 
 import zoo
-from zoo.builder import build_component
-from zoo.chat_command import ChatSession
-from zoo.cli import main
+from zoo.cli.app import main
+from zoo.cli.chat import ChatSession
+from zoo.core.builder import build_component
 from zoo.errors import CheckpointError
 
 SIX = ("max_new_tokens", "top_p", "top_k", "repetition_penalty", "do_sample", "eos_token_id")
@@ -131,7 +131,7 @@ def test_zoo_chat_uses_them_and_options_override(qwen1, calls, monkeypatch):
 
 
 def test_demo_reply_uses_them_and_its_sliders_override(qwen1, calls):
-    from zoo.demo import conversation, stream_reply
+    from zoo.cli.demo_app import conversation, stream_reply
 
     model = zoo.build(qwen1["yaml"])
     chat = conversation([], {"text": "Hello", "files": []}, model.image_token)
@@ -145,7 +145,7 @@ def test_lmms_eval_model_uses_them_and_task_kwargs_override(qwen1, calls):
     pytest.importorskip("lmms_eval")
     from lmms_eval.api.instance import Instance
 
-    from zoo.lmms_eval_model import ZooLMM
+    from zoo.interop.lmms_eval import ZooLMM
 
     def request(kwargs: dict):
         args = ("Describe a cat.", kwargs, None, 0, "t", "test")

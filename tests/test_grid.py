@@ -12,9 +12,9 @@ import pytest
 import torch
 
 import zoo
-from zoo.builder import build, build_component, plan
+from zoo.core.builder import build, build_component, plan
+from zoo.core.registry import get_registry
 from zoo.errors import ContractError
-from zoo.registry import get_registry
 
 REGISTRY = get_registry()
 TOWERS = [s.name for s in REGISTRY.list("vision", "tiny-*")]

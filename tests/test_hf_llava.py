@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 import zoo
-from zoo.builder import build_component
-from zoo.cli import main
+from zoo.cli.app import main
+from zoo.core.builder import build_component
 from zoo.errors import CheckpointError, ZooError
-from zoo.hf_llava import from_hf_llava, hf_llava_composition, save_hf_llava, to_hf_llava
+from zoo.interop.llava import from_hf_llava, hf_llava_composition, save_hf_llava, to_hf_llava
 
 TOLERANCE = 1e-5
 TOKENS = 16  # (32 px / patch 8)^2 patches; CLIP's CLS dropped by 'default', SigLIP has none
@@ -25,7 +25,7 @@ TOKENS = 16  # (32 px / patch 8)^2 patches; CLIP's CLS dropped by 'default', Sig
 def _tokenizer():
     from transformers import AutoTokenizer
 
-    from zoo.hf import tiny_tokenizer_path
+    from zoo.sdk.hf import tiny_tokenizer_path
 
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_tokenizer_path()))
     tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]}, replace_extra_special_tokens=False)

@@ -1,4 +1,4 @@
-"""zoo.images: every unusable image file is one ImageError naming it; odd modes become RGB."""
+"""zoo.sdk.images: every unusable image file is one ImageError naming it; odd modes become RGB."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from zoo.errors import ZooError
-from zoo.images import MAX_IMAGE_PIXELS, ImageError, open_image
+from zoo.sdk.images import MAX_IMAGE_PIXELS, ImageError, open_image
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo.plugin_manager import BUILTIN_PLUGINS
+from zoo.core.plugin_manager import BUILTIN_PLUGINS
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "timm", "open_clip")
@@ -25,7 +25,7 @@ HEAVY = ("torch", "transformers", "timm", "open_clip")
 # code on first call. (A new built-in must keep to this: it is listed in BUILTIN_PLUGINS.)
 TORCH_FREE_PLUGINS = BUILTIN_PLUGINS
 # modules whose public names partly resolve lazily (module ``__getattr__``)
-LAZY_EXPORTERS = (*TORCH_FREE_PLUGINS, "zoo.hf", "zoo.sdk")
+LAZY_EXPORTERS = (*TORCH_FREE_PLUGINS, "zoo.sdk.hf", "zoo.sdk")
 
 
 def _run(code: str, **env: str) -> dict:
@@ -59,7 +59,7 @@ def test_registering_and_listing_imports_no_model_library():
     blocked += [ep.name for ep in importlib.metadata.entry_points(group="zoo")]  # third-party plugins: not ours
     code = f"""
 import json, sys
-from zoo.registry import get_registry
+from zoo.core.registry import get_registry
 registry = get_registry()
 specs = registry.list()
 print(json.dumps({{
@@ -99,9 +99,9 @@ def test_lazy_names_are_the_implementation_objects():
         timm_towers,
     )
 
-    import zoo.hf
-    import zoo.hf_lm
-    import zoo.hf_vision
+    import zoo.sdk.hf
+    import zoo.sdk.hf_lm
+    import zoo.sdk.hf_vision
 
     assert clip.CLIPTower is _clip_tower.CLIPTower
     assert timm_towers.TimmVisionTower is _timm_tower.TimmVisionTower
@@ -110,17 +110,17 @@ def test_lazy_names_are_the_implementation_objects():
     assert open_clip_towers.open_clip_model_config is _open_clip_tower.open_clip_model_config
     assert projectors.sincos_2d is _proj_attention.sincos_2d
     assert projectors.MlpProjector is _proj_mlp.MlpProjector
-    assert zoo.hf.build_language_model is zoo.hf_lm.build_language_model
-    assert zoo.hf.HFVisionTower is zoo.hf_vision.HFVisionTower
+    assert zoo.sdk.hf.build_language_model is zoo.sdk.hf_lm.build_language_model
+    assert zoo.sdk.hf.HFVisionTower is zoo.sdk.hf_vision.HFVisionTower
 
 
 def test_zoo_list_imports_no_model_library():
     """``zoo list`` (the CLI parser included, with every subcommand) answers without importing torch."""
     script = (
         "import contextlib, io, sys\n"
-        "import zoo.cli\n"
+        "import zoo.cli.app\n"
         "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
-        "    assert zoo.cli.main(['list']) == 0\n"
+        "    assert zoo.cli.app.main(['list']) == 0\n"
         "assert 'tiny-clip' in out.getvalue()\n"
         "heavy = sorted({'torch', 'transformers', 'timm', 'open_clip', 'peft'} & set(sys.modules))\n"
         "assert not heavy, heavy\n"
@@ -155,13 +155,13 @@ def _plant_plugins(root: Path) -> dict[str, str]:
 
 VERIFY_CHILD = """
 import contextlib, io, json, sys
-from zoo.cli import main
+from zoo.cli.app import main
 with contextlib.redirect_stdout(io.StringIO()) as out:
     code = main(sys.argv[1:])
 print(json.dumps({"code": code, "out": out.getvalue(),
                   "modules": sorted(m for m in sys.modules if m.split(".")[0] in
                                     ("torch", "transformers", "safetensors", "zoo_plugins", "plugins")
-                                    or m in ("zoo.registry", "zoo.plugin_manager"))}))
+                                    or m in ("zoo.core.registry", "zoo.core.plugin_manager"))}))
 """
 
 
@@ -187,12 +187,12 @@ def test_verify_imports_no_plugin_and_no_model_library(tmp_path, tiny_model):
     report = _zoo_child(env, "--plugin", "cli_marker", "list", "vision")
     assert report["code"] == 0 and "tiny-clip" in report["out"]
     assert sorted(p.name for p in markers.iterdir()) == ["cli_marker", "env_marker", "ep_marker"]
-    assert "zoo.registry" in report["modules"]
+    assert "zoo.core.registry" in report["modules"]
 
 
 def test_verify_still_names_a_changed_file(tmp_path, tiny_model, capsys):
     import zoo
-    from zoo.cli import main
+    from zoo.cli.app import main
 
     checkpoint = tmp_path / "ckpt"
     zoo.save(tiny_model, checkpoint)
@@ -208,7 +208,7 @@ def test_verify_still_names_a_changed_file(tmp_path, tiny_model, capsys):
 # -- zoo validate / zoo show: a checked tiny composition answers without a model library --------------
 HEAVY_CHILD = """
 import contextlib, io, json, sys
-from zoo.cli import main
+from zoo.cli.app import main
 with contextlib.redirect_stdout(io.StringIO()) as out:
     code = main(sys.argv[1:])
 top = {m.split(".")[0] for m in sys.modules}

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from zoo.builder import build_component
+from zoo.core.builder import build_component
 from zoo.errors import CheckpointError, ConfigError
 
 TINY_LMS = ["tiny-qwen2", "tiny-qwen3", "tiny-llama", "tiny-minicpm3"]

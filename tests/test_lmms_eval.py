@@ -120,7 +120,7 @@ def test_lmms_eval_runs_zoo_model_on_local_tasks(offline, checkpoint, task_dir):
     from lmms_eval.models import get_model
     from lmms_eval.tasks import TaskManager
 
-    from zoo.lmms_eval_model import ZooLMM
+    from zoo.interop.lmms_eval import ZooLMM
 
     assert get_model("zoo") is ZooLMM  # found through zoo's entry point, as `--model zoo` finds it
     tasks, rows = task_dir
@@ -161,7 +161,7 @@ def test_lmms_eval_runs_zoo_model_on_local_tasks(offline, checkpoint, task_dir):
 
 def test_lmms_eval_model_args_are_checked(checkpoint):
     from zoo.errors import ZooError
-    from zoo.lmms_eval_model import ZooLMM
+    from zoo.interop.lmms_eval import ZooLMM
 
     with pytest.raises(ZooError, match="batch_size = 'auto'"):
         ZooLMM(target=str(checkpoint), batch_size="auto")
@@ -172,7 +172,7 @@ def test_lmms_eval_model_args_are_checked(checkpoint):
 def test_raw_prompts_score_and_stop_like_lm_eval(checkpoint):
     """Without the chat template: the context's trailing space moves into the continuation (lm-eval's
     convention), text-only requests need no visual, and generation stops at the task's ``until``."""
-    from zoo.lmms_eval_model import ZooLMM
+    from zoo.interop.lmms_eval import ZooLMM
 
     lm = ZooLMM(target=str(checkpoint), chat_template=False, batch_size=2)
     scored = [

@@ -8,8 +8,8 @@ import torch
 from PIL import Image
 
 import zoo
+from zoo.core.train_policy import param_groups
 from zoo.errors import ZooError
-from zoo.training import param_groups
 
 
 def _images(n, seed=0, size=40):

@@ -19,10 +19,10 @@ from PIL import Image
 from test_hf_llava import _write_llava
 
 import zoo
-from zoo.cli import main
-from zoo.images import ImageError
-from zoo.records import DataError, read_records
-from zoo.registry import reset_registry
+from zoo.cli.app import main
+from zoo.core.records import DataError, read_records
+from zoo.core.registry import reset_registry
+from zoo.sdk.images import ImageError
 
 TRAIN = "model: {{vision: tiny-clip, projector: mlp2x-gelu, lm: {{name: tiny-qwen2, train: lora}}}}\n" \
         "data: {{train: '{data}'}}\ntrain: {{max_steps: 1}}\n"  # fmt: skip
@@ -132,7 +132,7 @@ DISK_FULL = textwrap.dedent(
     """
     import resource, sys
     import zoo
-    from zoo.cli import main
+    from zoo.cli.app import main
     model = zoo.build("tiny-clip-mlp-qwen2")
     resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))  # a disk that fills up
     try:

@@ -1,4 +1,4 @@
-"""Output directories are owned (zoo.claim): zoo train, zoo bench --out, zoo data and zoo convert refuse a
+"""Output directories are owned (zoo.checkpoint.claim): zoo train, zoo bench --out, zoo data and zoo convert refuse a
 directory holding the user's files (and keep them), refuse a second run naming the running one, and take
 over the stale lock of a dead run."""
 
@@ -17,17 +17,17 @@ import pytest
 import yaml
 from test_train import config
 
-from zoo.atomic import MARKER
-from zoo.claim import LOCK, claim_directory
-from zoo.cli import main
+from zoo.checkpoint.atomic import MARKER
+from zoo.checkpoint.claim import LOCK, claim_directory
+from zoo.cli.app import main
 from zoo.errors import OutputDirError
-from zoo.train import OUTPUT_KIND
+from zoo.train.run import OUTPUT_KIND
 
 ROOT = Path(__file__).resolve().parent.parent
 HOLDER = textwrap.dedent(
     """
     import sys, time
-    from zoo.claim import claim_directory
+    from zoo.checkpoint.claim import claim_directory
     with claim_directory(sys.argv[1], kind=sys.argv[2], key="train.output_dir", command="zoo train first.yaml"):
         with open(sys.argv[1] + "/log.jsonl", "w") as log:
             log.write('{"step": 1, "loss": 2.5}\\n')
@@ -207,7 +207,7 @@ def test_zoo_bench_out_is_claimed(tmp_path, capsys, write_yaml):
 
 
 def test_zoo_data_out_dir_is_claimed(tmp_path, capsys):
-    from zoo.shapes import OUTPUT_KIND as SHAPES_KIND
+    from zoo.train.shapes import OUTPUT_KIND as SHAPES_KIND
 
     out = tmp_path / "data"
     out.mkdir()

@@ -1,4 +1,4 @@
-"""``zoo.plan_cache``: a checked composition is not planned again, and nothing that matters is missed.
+"""``zoo.core.plan_cache``: a checked composition is not planned again, and nothing that matters is missed.
 
 The key covers the configuration, every local file it names, zoo's own files and the libraries'
 versions; third-party components are planned every time. Each test uses its own cache folder.
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-import zoo.builder
+import zoo.core.builder
+from zoo.cli.validation import check
+from zoo.core.plan_cache import code_listing
 from zoo.errors import ContractError
-from zoo.plan_cache import code_listing
-from zoo.validation import check
 
 PLUGIN_FILES = Path(__file__).parent / "plugin_files"
 TINY = "model:\n  vision: tiny-clip\n  projector: {projector}\n  lm: {lm}\n"
@@ -30,15 +30,15 @@ def cache(tmp_path, monkeypatch):
 
 @pytest.fixture
 def plans(monkeypatch):
-    """Count the real plans (``zoo.builder.plan`` calls)."""
+    """Count the real plans (``zoo.core.builder.plan`` calls)."""
     calls = []
-    real = zoo.builder.plan
+    real = zoo.core.builder.plan
 
     def counting(*args, **kwargs):
         calls.append(args[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(zoo.builder, "plan", counting)
+    monkeypatch.setattr(zoo.core.builder, "plan", counting)
     return calls
 
 
@@ -61,15 +61,15 @@ def test_a_cached_error_comes_back_with_its_type_and_key(cache, plans, write_yam
     (second,) = check(path).problems
     assert len(plans) == 1
     assert first == second and first.error == "ContractError" and "identity" in first.message
-    from zoo.config import load_model_config
-    from zoo.validation import plan_summary
+    from zoo.cli.validation import plan_summary
+    from zoo.core.config import load_model_config
 
     with pytest.raises(ContractError, match="identity"):
         plan_summary(load_model_config(path))
 
 
 def test_an_edited_checkpoint_is_planned_again(cache, plans, tmp_path, write_yaml):
-    from zoo.builder import build_component
+    from zoo.core.builder import build_component
 
     lm = build_component("lm", "tiny-qwen2")
     checkpoint = tmp_path / "lm"
@@ -86,7 +86,7 @@ def test_an_edited_checkpoint_is_planned_again(cache, plans, tmp_path, write_yam
 
 
 def test_third_party_components_are_verified_every_time(cache, plans, fresh_registry):
-    from zoo.config import parse_model_config
+    from zoo.core.config import parse_model_config
 
     data = {"plugins": [str(PLUGIN_FILES / "lying_components.py")],
             "model": {"vision": "lying-tower", "projector": "mlp2x-gelu", "lm": "tiny-qwen2"}}  # fmt: skip

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from zoo.cli import main
+from zoo.cli.app import main
+from zoo.core.registry import get_registry
 from zoo.errors import ContractError, PluginError
-from zoo.registry import get_registry
 
 PLUGIN_FILES = Path(__file__).parent / "plugin_files"
 TINY = ["--projector", "linear", "--lm", "tiny-qwen2"]
@@ -191,7 +191,7 @@ def _fake_distribution(site: Path, dist: str, module: str, body: str) -> None:
 
 CLASH = """
 import zoo
-from zoo.interfaces import Projector
+from zoo.sdk.interfaces import Projector
 
 
 @zoo.hookimpl
@@ -209,7 +209,7 @@ def test_a_name_clash_between_two_installed_plugins_fails_both_and_the_rest_work
     env.pop("ZOO_STRICT_PLUGINS", None)
 
     def zoo(*args):
-        return subprocess.run([sys.executable, "-m", "zoo.cli", *args], capture_output=True, text=True, env=env,
+        return subprocess.run([sys.executable, "-m", "zoo.cli.app", *args], capture_output=True, text=True, env=env,
                               timeout=300)  # fmt: skip
 
     plugins = zoo("plugins", "--json")

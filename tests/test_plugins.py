@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from zoo.cli import main
+from zoo.cli.app import main
+from zoo.core.plugin_manager import BUILTIN_PLUGINS
+from zoo.core.registry import get_registry
 from zoo.errors import PluginError, UnknownNameError
-from zoo.plugin_manager import BUILTIN_PLUGINS
-from zoo.registry import get_registry
 
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_FILES = REPO / "tests" / "plugin_files"
@@ -121,7 +121,7 @@ def test_a_plugin_given_with_dash_dash_plugin_is_reported_as_the_command_line(fr
 
 def _zoo(args, env=None, cwd=None):
     return subprocess.run(
-        [sys.executable, "-m", "zoo.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+        [sys.executable, "-m", "zoo.cli.app", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
     )
 
 

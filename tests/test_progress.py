@@ -1,4 +1,4 @@
-"""Progress lines (zoo.progress) and ``zoo bench`` progress in a redirected stderr."""
+"""Progress lines (zoo.core.progress) and ``zoo bench`` progress in a redirected stderr."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from zoo.cli import main
-from zoo.progress import LineProgress, eta_seconds, format_duration, format_progress
+from zoo.cli.app import main
+from zoo.core.progress import LineProgress, eta_seconds, format_duration, format_progress
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def test_eta_is_the_pace_so_far_times_what_is_left():
 def test_line_progress_prints_one_line_per_update_with_count_and_eta(monkeypatch):
     from types import SimpleNamespace
 
-    import zoo.progress as progress
+    import zoo.core.progress as progress
 
     clock = itertools.count(0.0, 10.0)
     monkeypatch.setattr(progress, "time", SimpleNamespace(perf_counter=lambda: next(clock)))  # this module's clock

@@ -6,9 +6,9 @@ import pytest
 import torch
 from zoo_plugins.projectors import default_num_heads, sincos_2d, space_to_depth
 
-from zoo.builder import build_component
+from zoo.core.builder import build_component
+from zoo.core.registry import get_registry
 from zoo.errors import ConfigError, ContractError
-from zoo.registry import get_registry
 
 IN_DIM, OUT_DIM, TOKENS = 32, 48, 16  # a 4x4 grid, divisible by the pixel-shuffle factor 2
 PROJECTORS = ["identity", "linear", "mlp2x-gelu", "mlp3x-gelu", "resampler", "perceiver", "pixel-shuffle"]

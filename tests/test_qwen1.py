@@ -9,7 +9,7 @@ import torch
 from _qwen1_reference import TINY_QWEN1, qwen1_forward, write_qwen1_checkpoint
 from safetensors.torch import save_file
 
-from zoo.builder import build_component
+from zoo.core.builder import build_component
 from zoo.errors import CheckpointError, ConfigError
 
 PROMPT = "What is in this image? A cat on a mat. 12345"

@@ -12,6 +12,8 @@ Each block runs in a fresh temporary directory, on CPU, with tiny compositions. 
   --max-steps 2``; a model file is validated as ``zoo validate FILE`` does (the contract checked on ``meta``,
   so full-size names allocate nothing), with plugins loaded strictly (a plugin that fails is a failure).
 - ``json``: parsed; ``jsonl``: each line parsed.
+- ``tree``: the layout of ``zoo/`` (README, Architecture): its entries must be exactly the subpackages, public
+  modules and data files at the top of ``zoo/``.
 
 A block that cannot run here (it installs from the network, needs a cluster, a GPU or a served model) is marked
 in the README by an HTML comment on the line directly before its fence, invisible when rendered::
@@ -112,7 +114,7 @@ def _plugin_package(where: Path) -> None:
 
 def _local_qwen2_7b(where: Path) -> None:
     """A transformers directory with Qwen2-7B's config.json only: enough to validate on ``meta``."""
-    from zoo.builder import build_component
+    from zoo.core.builder import build_component
 
     lm = build_component("lm", "qwen2-7b", meta=True)
     folder = where / "path/to/local/dir"
@@ -122,7 +124,7 @@ def _local_qwen2_7b(where: Path) -> None:
 
 def _llava_data(where: Path) -> None:
     """Shapes records whose image paths are relative to ``data/images`` (the block's ``image_folder``)."""
-    from zoo.shapes import write_shapes
+    from zoo.train.shapes import write_shapes
 
     write_shapes(where / "data", train=16, eval=4, seed=0)
     for name in ("train.json", "eval.json"):
@@ -161,7 +163,7 @@ def _python_globals() -> dict[str, object]:
 @contextlib.contextmanager
 def _inside(folder: Path) -> Iterator[None]:
     """Run with ``folder`` as the working directory and first on ``sys.path``; a fresh plugin registry."""
-    from zoo.registry import reset_registry
+    from zoo.core.registry import reset_registry
 
     before, modules = Path.cwd(), set(sys.modules)
     os.chdir(folder)
@@ -222,8 +224,8 @@ def _run_bash(block: Block, folder: Path) -> str | None:
 
 
 def _run_yaml(block: Block, folder: Path) -> str | None:
-    from zoo.builder import plan
-    from zoo.registry import get_registry, reset_registry
+    from zoo.core.builder import plan
+    from zoo.core.registry import get_registry, reset_registry
 
     path = folder / "block.yaml"
     path.write_text(block.text, encoding="utf-8")
@@ -232,7 +234,7 @@ def _run_yaml(block: Block, folder: Path) -> str | None:
         reset_registry()  # the fixtures may have loaded one
         get_registry(strict=True)  # a plugin the block names must load
         if {"model", "data", "train"} <= set(data):
-            from zoo.train import train
+            from zoo.train.run import train
 
             result = train(path, max_steps=2)
             if not (result.final_checkpoint / "manifest.json").is_file():
@@ -264,12 +266,27 @@ def _run_jsonl(block: Block, folder: Path) -> str | None:
     return None
 
 
+def _run_tree(block: Block, folder: Path) -> str | None:
+    lines = block.text.splitlines()
+    if lines[0].strip() != "zoo/":
+        return f"the tree starts with {lines[0]!r}, not 'zoo/'"
+    listed = {line.split()[0] for line in lines[1:] if line.startswith("  ") and not line.startswith("   ")}
+    top = REPO / "zoo"
+    present = {f"{p.name}/" for p in top.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    present |= {p.name for p in top.iterdir() if p.is_file() and p.suffix in (".py", ".yaml")}
+    present -= {"__init__.py", "__main__.py", "_moved.py"}
+    if listed != present:
+        return f"the tree lists {sorted(listed - present)} that zoo/ lacks and lacks {sorted(present - listed)}"
+    return None
+
+
 RUNNERS: dict[str, Callable[[Block, Path], str | None]] = {
     "python": _run_python,
     "bash": _run_bash,
     "yaml": _run_yaml,
     "json": _run_json,
     "jsonl": _run_jsonl,
+    "tree": _run_tree,
 }
 
 
@@ -313,7 +330,8 @@ def test_readme_block_runs(block, tmp_path):
 @pytest.mark.parametrize(
     ("lang", "old", "new", "named"),
     [("python", "zoo.build(", "zoo.biuld(", "biuld"), ("bash", "zoo data shapes", "zoo data shapez", "shapez"),
-     ("yaml", "dinov2-large-14-reg,", "dinov2-large-14-regs,", "dinov2-large-14-regs")],
+     ("yaml", "dinov2-large-14-reg,", "dinov2-large-14-regs,", "dinov2-large-14-regs"),
+     ("tree", "  interop/ ", "  interops/ ", "interops/")],
 )  # fmt: skip
 def test_a_drifted_readme_fails_its_block(lang, old, new, named, tmp_path):
     drifted = README.read_text(encoding="utf-8").replace(old, new)
@@ -368,7 +386,7 @@ def test_the_default_grid_size_in_both_readmes_is_its_expansion():
 
 def test_the_builder_docstring_examples_run():
     """zoo.build / zoo.plan / build_component show real numbers (tiny-clip-mlp-qwen2: 16 tokens per image)."""
-    from zoo import builder
+    from zoo.core import builder
 
     names = {"build": builder.build, "plan": builder.plan, "build_component": builder.build_component}
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 import zoo
+from zoo.core.registry import get_registry, natural_key
 from zoo.errors import PluginError, UnknownNameError
-from zoo.registry import get_registry, natural_key
 
 
 def test_natural_sort_orders_numbers_by_value():
@@ -65,7 +65,7 @@ def test_throwaway_registration_and_removal(fresh_registry):
 
 
 def test_pattern_display_names_do_not_build_and_names_win_over_contradicting_options():
-    from zoo.builder import build_component
+    from zoo.core.builder import build_component
     from zoo.errors import ConfigError
 
     with pytest.raises(

@@ -14,8 +14,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import zoo
-from zoo.builder import build_component
-from zoo.cli import main
+from zoo.cli.app import main
+from zoo.core.builder import build_component
 from zoo.errors import CheckpointError
 
 R, ALPHA = 4, 32
@@ -163,7 +163,7 @@ def test_save_self_contained_keeps_added_vocabulary_rows_and_lora(tmp_path):
 
 
 def test_self_contained_refuses_a_base_it_cannot_copy(tmp_path, monkeypatch):
-    import zoo.checkpoint_save as checkpoint_save
+    import zoo.checkpoint.saving as checkpoint_save
 
     torch.manual_seed(3)
     base = build_component("lm", "tiny-qwen2")

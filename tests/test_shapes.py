@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from zoo.cli import main
+from zoo.cli.app import main
 from zoo.errors import ZooError
-from zoo.shapes import COLOURS, FACTORS, POSITIONS, SHAPES, Scene, draw, write_shapes
+from zoo.train.shapes import COLOURS, FACTORS, POSITIONS, SHAPES, Scene, draw, write_shapes
 
 
 def digest(folder: Path) -> dict[str, str]:

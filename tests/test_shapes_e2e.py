@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from zoo.config import read_yaml
-from zoo.evaluate import evaluate
-from zoo.shapes import write_shapes
-from zoo.train import train
+from zoo.core.config import read_yaml
+from zoo.train.evaluate import evaluate
+from zoo.train.run import train
+from zoo.train.shapes import write_shapes
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "shapes" / "train.yaml"
 

@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from zoo.builder import build_component
+from zoo.core.builder import build_component
+from zoo.core.registry import get_registry
 from zoo.errors import CheckpointError, ConfigError
-from zoo.registry import get_registry
-from zoo.specs import VisionTowerConfig
+from zoo.sdk.specs import VisionTowerConfig
 
 # name -> (hidden, prefix tokens, patch tokens, encoder layer class, registering plugin)
 TINY = {

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from zoo_plugins.open_clip_towers import TINY_OPEN_CLIP_CONFIG
 from zoo_plugins.timm_towers import TINY_TIMM_VIT
 
-from zoo.builder import build_component
+from zoo.core.builder import build_component
 from zoo.errors import CheckpointError, ConfigError, UnknownNameError
 
 torch.manual_seed(0)

@@ -10,10 +10,10 @@ import pytest
 import torch
 
 import zoo
-from zoo.cli import main
+from zoo.cli.app import main
 from zoo.errors import ConfigError, OutputDirError
-from zoo.train import train
-from zoo.train_config import load_train_config, parse_train_settings
+from zoo.train.config import load_train_config, parse_train_settings
+from zoo.train.run import train
 
 COLOURS = {"red": (255, 0, 0), "green": (0, 255, 0), "blue": (0, 0, 255), "yellow": (255, 255, 0)}
 MODEL = {
@@ -104,7 +104,10 @@ def test_a_run_writes_zoo_checkpoints_a_jsonl_log_and_a_loss_plot(run):
     _, result = run
     out = result.output_dir
     assert result.global_step == 4
-    claim = [".zoo-output.json", ".zoo-output.lock"]  # the marker and the lock file of the run's claim (zoo.claim)
+    claim = [
+        ".zoo-output.json",
+        ".zoo-output.lock",
+    ]  # the marker and the lock file of the run's claim (zoo.checkpoint.claim)
     assert sorted(p.name for p in out.iterdir()) == [*claim, "checkpoint-2", "checkpoint-4", "final", "log.jsonl",
                                                      "loss.png"]  # fmt: skip
     for name in ("checkpoint-2", "checkpoint-4"):
@@ -132,7 +135,7 @@ def test_held_out_loss_is_computed_once_at_the_end_unless_eval_steps_is_set(tmp_
     assert [r["step"] for r in logs if "eval_loss" in r] == [4]  # not at every checkpoint as well
     assert sorted(p.name for p in result.output_dir.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4"]
     # train.eval_steps asks for evaluations during the run too (Trainer adds the final one)
-    from zoo.train import training_arguments
+    from zoo.train.run import training_arguments
 
     spec["train"]["eval_steps"] = 2
     parsed = load_train_config(spec)
@@ -204,7 +207,7 @@ def _red():
 
 
 def test_modality_length_sampler_batches_one_modality_at_a_time_and_is_reproducible():
-    from zoo.trainer import ModalityLengthSampler
+    from zoo.train.trainer import ModalityLengthSampler
 
     lengths = [10, -3, 7, -8, 12, 5, -6, 9, -2, 4, 11, -1]  # positive: with images, negative: text only
     sampler = ModalityLengthSampler(batch_size=2, world_size=1, lengths=lengths, seed=3)
@@ -264,8 +267,8 @@ def test_progress_eta_counts_only_the_steps_of_this_run(tmp_path, monkeypatch, c
     """A resumed run's pace comes from its own steps: from step 100 to 140 in 40 s, 160 steps left = 160 s."""
     from types import SimpleNamespace
 
-    import zoo.trainer as trainer_module
-    from zoo.trainer import JsonlLogger
+    import zoo.train.trainer as trainer_module
+    from zoo.train.trainer import JsonlLogger
 
     clock = iter([1000.0, 1040.0])
     monkeypatch.setattr(trainer_module, "time", SimpleNamespace(perf_counter=lambda: next(clock)))

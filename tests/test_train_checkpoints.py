@@ -11,10 +11,10 @@ import yaml
 from test_train import config
 
 import zoo
-from zoo.atomic import MARKER
-from zoo.cli import main
-from zoo.train import train
-from zoo.train_checkpoints import TRAINER_STATE, checkpoint_dirs, incomplete_reason, rotate
+from zoo.checkpoint.atomic import MARKER
+from zoo.cli.app import main
+from zoo.train.checkpoints import TRAINER_STATE, checkpoint_dirs, incomplete_reason, rotate
+from zoo.train.run import train
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
 accelerate (1.x) runs FSDP and DeepSpeed only on accelerators, so Trainer's own FSDP path needs GPUs; on
 CPU the FSDP test shards with torch's ``fully_shard`` by ``MultiModal.fsdp_wrap_classes`` (what
-accelerate's transformer-based wrap policy does) and saves through ``zoo.trainer.save_sharded``, the
+accelerate's transformer-based wrap policy does) and saves through ``zoo.train.trainer.save_sharded``, the
 function ``ZooTrainer`` calls with the state dict Trainer gathers under FSDP.
 """
 
@@ -19,8 +19,8 @@ import torch
 import yaml
 
 import zoo
-from zoo.train import train, training_arguments
-from zoo.train_config import load_train_config
+from zoo.train.config import load_train_config
+from zoo.train.run import train, training_arguments
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_train import MODEL, write_colours

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import zoo
+from zoo.core.train_policy import param_groups
 from zoo.errors import ConfigError
-from zoo.training import param_groups
 
 LORA = {
     "model": {

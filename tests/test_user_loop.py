@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import zoo
-from zoo.config import load_model_config
+from zoo.core.config import load_model_config
+from zoo.core.train_policy import param_groups
 from zoo.errors import ConfigError
-from zoo.training import param_groups
 
 PLUGIN_FILES = Path(__file__).parent / "plugin_files"
 BN_TOWER = str(PLUGIN_FILES / "batchnorm_tower.py")
@@ -115,8 +115,8 @@ def test_a_model_trained_by_the_trainer_after_a_load_saves_and_loads(tmp_path):
     from test_train import write_colours
     from transformers import TrainingArguments
 
-    from zoo.data import DataCollator, LlavaDataset
-    from zoo.trainer import ZooTrainer
+    from zoo.train.data import DataCollator, LlavaDataset
+    from zoo.train.trainer import ZooTrainer
 
     data = write_colours(tmp_path / "data", count=8)
     zoo.save(zoo.build("tiny-openclip-perceiver-qwen2-lora"), tmp_path / "base")
@@ -139,7 +139,7 @@ def test_a_model_trained_by_the_trainer_after_a_load_saves_and_loads(tmp_path):
 def test_llava_export_import_export_keeps_every_tensor_through_the_cli(tmp_path, name):
     from safetensors.torch import load_file
 
-    from zoo.cli import main
+    from zoo.cli.app import main
 
     assert main(["build", name, "--save", str(tmp_path / "zoo-a")]) == 0
     assert main(["convert", "--to-hf-llava", str(tmp_path / "zoo-a"), str(tmp_path / "hf-a")]) == 0
@@ -188,7 +188,7 @@ def test_frozen_mode_is_checked(fresh_registry):
 def test_zoo_train_leaves_a_frozen_batchnorm_dropout_tower_bit_identical(tmp_path, fresh_registry):
     from test_train import write_colours
 
-    from zoo.train import train
+    from zoo.train.run import train
 
     data = write_colours(tmp_path / "data", count=8)
 
@@ -210,7 +210,7 @@ def test_zoo_train_leaves_a_frozen_batchnorm_dropout_tower_bit_identical(tmp_pat
 
 
 def test_the_conformance_kit_fails_a_component_that_changes_while_frozen(fresh_registry):
-    from zoo.registry import get_registry
+    from zoo.core.registry import get_registry
     from zoo.testing import check_vision_tower
 
     get_registry((BN_TOWER,))
@@ -224,10 +224,10 @@ def test_the_conformance_kit_fails_a_component_that_changes_while_frozen(fresh_r
 def test_system_prompt_is_trained_recorded_and_used_at_eval_and_generate(tmp_path, system_prompt, monkeypatch):
     from test_train import write_colours
 
-    from zoo.cli import main
-    from zoo.data import LlavaDataset
-    from zoo.evaluate import evaluate
-    from zoo.train import train
+    from zoo.cli.app import main
+    from zoo.train.data import LlavaDataset
+    from zoo.train.evaluate import evaluate
+    from zoo.train.run import train
 
     data = write_colours(tmp_path / "data", count=4)
     spec = {"model": {"vision": "tiny-clip", "projector": "mlp2x-gelu", "lm": "tiny-qwen2"},
@@ -280,7 +280,7 @@ def test_a_system_message_in_the_conversation_wins_and_the_call_can_override(tin
 
 
 def test_data_system_prompt_is_checked(tmp_path):
-    from zoo.data import parse_data_config
+    from zoo.train.data import parse_data_config
 
     with pytest.raises(ConfigError, match=r"data\.system_prompt = 3 has the wrong type; expected a string, or null"):
         parse_data_config({"train": "t.json", "system_prompt": 3}, source="run.yaml")

@@ -7,8 +7,8 @@ import json
 import pytest
 
 import zoo
-from zoo.cli import main
-from zoo.validation import Problem, check
+from zoo.cli.app import main
+from zoo.cli.validation import Problem, check
 
 TRAIN = """\
 model:

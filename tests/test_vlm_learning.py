@@ -13,7 +13,7 @@ from PIL import Image
 from torch import nn
 
 import zoo
-from zoo.cli import main
+from zoo.cli.app import main
 from zoo.errors import CheckpointError
 
 R, ALPHA = 4, 32
@@ -156,7 +156,7 @@ def test_readme_counts_of_the_composition_and_the_reference():
 
 
 def test_lora_conversion_is_exact_and_names_what_it_cannot_convert():
-    from zoo.vlm_learning import convert_lora_state
+    from zoo.interop.vlm_learning import convert_lora_state
 
     prefix = "base_model.model.transformer.h.0."
     a, b = torch.randn(4, 8), torch.randn(24, 4)  # c_attn of hidden 8: B stacks q, k, v rows

@@ -26,12 +26,12 @@ from _qwen1_reference import write_qwen1_checkpoint
 from PIL import Image
 
 import zoo
-from zoo.cli import main
-from zoo.config import load_model_config
-from zoo.data import DataCollator, LlavaDataset, parse_data_config
+from zoo.cli.app import main
+from zoo.core.config import load_model_config
+from zoo.core.records import DataError
 from zoo.errors import ZooError
-from zoo.records import DataError
-from zoo.vlm_learning_data import convert_vlm_learning_data
+from zoo.interop.vlm_learning_data import convert_vlm_learning_data
+from zoo.train.data import DataCollator, LlavaDataset, parse_data_config
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "vlm-learning" / "train.yaml"
 SYSTEM = "你是一位图像理解助手。"  # ImageCaptionDataset: make_context(..., system=...)

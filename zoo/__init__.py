@@ -9,7 +9,7 @@ Public API (heavy modules load lazily, on first attribute access)::
     zoo.save(model, "ckpt/"); model = zoo.load("ckpt/")
     zoo.validate("train.yaml")                       # every problem of a model, training or bench file
 
-Plugins implement the hooks of ``zoo.hookspecs`` with the ``zoo.hookimpl`` marker.
+Plugins implement the hooks of ``zoo.sdk.hookspecs`` with the ``zoo.hookimpl`` marker.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from zoo import _moved
 from zoo.errors import (
     CheckpointError,
     ConfigError,
@@ -25,8 +26,8 @@ from zoo.errors import (
     UnknownNameError,
     ZooError,
 )
-from zoo.hookspecs import hookimpl
-from zoo.specs import (
+from zoo.sdk.hookspecs import hookimpl
+from zoo.sdk.specs import (
     LanguageModelConfig,
     LanguageModelSpec,
     ProjectorConfig,
@@ -37,26 +38,28 @@ from zoo.specs import (
 
 __version__ = "0.1.0"
 
+_moved.install()  # the flat module paths of 0.1.0 (zoo.hf_llava...) import, with a warning, until 0.2.0
+
 _LAZY = {
-    "build": "zoo.builder",
-    "plan": "zoo.builder",
-    "load": "zoo.checkpoint",
-    "save": "zoo.checkpoint",
-    "save_hf_llava": "zoo.hf_llava",
-    "from_hf_llava": "zoo.hf_llava",
-    "from_vlm_learning": "zoo.vlm_learning",
-    "MultiModal": "zoo.multimodal",
-    "MultiModalProcessor": "zoo.processor",
-    "VisionTower": "zoo.interfaces",
-    "Projector": "zoo.interfaces",
-    "LanguageModel": "zoo.interfaces",
-    "ImagePreprocessor": "zoo.interfaces",
-    "get_registry": "zoo.registry",
-    "list_components": "zoo.registry",
-    "load_model_config": "zoo.config",
-    "ModelConfig": "zoo.config",
-    "validate": "zoo.validation",
-    "Problem": "zoo.validation",
+    "build": "zoo.core.builder",
+    "plan": "zoo.core.builder",
+    "load": "zoo.checkpoint.loading",
+    "save": "zoo.checkpoint.saving",
+    "save_hf_llava": "zoo.interop.llava",
+    "from_hf_llava": "zoo.interop.llava",
+    "from_vlm_learning": "zoo.interop.vlm_learning",
+    "MultiModal": "zoo.core.multimodal",
+    "MultiModalProcessor": "zoo.core.processor",
+    "VisionTower": "zoo.sdk.interfaces",
+    "Projector": "zoo.sdk.interfaces",
+    "LanguageModel": "zoo.sdk.interfaces",
+    "ImagePreprocessor": "zoo.sdk.interfaces",
+    "get_registry": "zoo.core.registry",
+    "list_components": "zoo.core.registry",
+    "load_model_config": "zoo.core.config",
+    "ModelConfig": "zoo.core.config",
+    "validate": "zoo.cli.validation",
+    "Problem": "zoo.cli.validation",
 }
 
 __all__ = [

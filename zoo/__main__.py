@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from zoo.cli import console
+from zoo.cli.app import console
 
 if __name__ == "__main__":
     console()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "CheckpointError",
@@ -18,6 +19,7 @@ __all__ = [
     "UnknownNameError",
     "ZooError",
     "close_matches",
+    "few",
     "suggest",
 ]
 
@@ -59,7 +61,7 @@ class CheckpointError(ZooError):
 
 
 class OutputDirError(ZooError):
-    """An output directory holds files zoo did not write, or another zoo run is writing it (:mod:`zoo.claim`)."""
+    """An output directory holds files zoo did not write, or another zoo run is writing it (:mod:`zoo.checkpoint.claim`)."""
 
 
 def close_matches(word: str, choices: Iterable[str], limit: int = 5) -> list[str]:
@@ -72,12 +74,26 @@ def close_matches(word: str, choices: Iterable[str], limit: int = 5) -> list[str
     return found
 
 
+def few(items: Iterable[Any], limit: int = 4) -> str:
+    """Up to ``limit`` items for a message, then how many more: ``a, b, c, d (and 3 more)``; ``none`` when empty.
+
+    A set is sorted first, so a message about one is the same from run to run.
+
+    Example:
+        >>> few(["x.weight", "y.weight", "z.weight"], limit=2)
+        'x.weight, y.weight (and 1 more)'
+    """
+    shown = sorted(map(str, items)) if isinstance(items, set | frozenset) else [str(item) for item in items]
+    if not shown:
+        return "none"
+    more = f" (and {len(shown) - limit} more)" if len(shown) > limit else ""
+    return ", ".join(shown[:limit]) + more
+
+
 def suggest(word: str, choices: Iterable[str], limit: int = 5) -> str:
     """A ``did you mean ...?`` tail for an error message, or the valid choices when none is close."""
     choices = sorted(set(choices))
     found = close_matches(word, choices, limit)
     if found:
         return "did you mean " + " or ".join(repr(c) for c in found) + "?"
-    shown = ", ".join(repr(c) for c in choices[:12])
-    more = f" (and {len(choices) - 12} more)" if len(choices) > 12 else ""
-    return f"valid choices: {shown}{more}"
+    return "valid choices: " + few([repr(c) for c in choices], limit=12)

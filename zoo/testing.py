@@ -32,10 +32,10 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 import torch
 from torch import nn
 
-from zoo.errors import ContractError, ZooError
+from zoo.errors import ContractError, ZooError, few
 
 if TYPE_CHECKING:
-    from zoo.interfaces import LanguageModel, Projector, VisionTower
+    from zoo.sdk.interfaces import LanguageModel, Projector, VisionTower
 
     Component: TypeAlias = VisionTower | Projector | LanguageModel
 
@@ -248,7 +248,7 @@ def _common_checks(
     _check_save_load(label, kind, name, overrides, module, run, reference, dims)
     meta = cast("Component", _build(label, kind, name, overrides, meta=True, dims=dims))
     on_device = [n for n, p in meta.named_parameters() if not p.is_meta]
-    _expect(not on_device, label, f"a meta build allocated real parameters: {_few(on_device)}")
+    _expect(not on_device, label, f"a meta build allocated real parameters: {few(on_device, 5)}")
     real_count, meta_count = _count(module), _count(meta)
     _expect(
         meta_count == real_count,
@@ -316,10 +316,10 @@ def _check_gradients(
     trainable = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
     reached = [n for n, p in trainable if p.grad is not None and bool(p.grad.abs().sum() > 0)]
     broken = [n for n, p in trainable if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
-    _expect(not broken, label, f"the backward pass gave NaN/inf gradients to {_few(broken)}")
+    _expect(not broken, label, f"the backward pass gave NaN/inf gradients to {few(broken, 5)}")
     if every_parameter:
         missing = [n for n, p in trainable if p.grad is None]
-        _expect(not missing, label, f"the backward pass does not reach {_few(missing)} (detached or unused)")
+        _expect(not missing, label, f"the backward pass does not reach {few(missing, 5)} (detached or unused)")
     if trainable:
         _expect(bool(reached), label, f"no gradient reached any of its {len(trainable)} trainable parameters")
     for what, getter in must_reach:
@@ -354,7 +354,7 @@ def _check_frozen(label: str, module: nn.Module, run: Run) -> None:
     _expect(
         not changed,
         label,
-        f"changed while frozen (no gradients, eval mode): {_few(changed)}; a train: frozen component must keep "
+        f"changed while frozen (no gradients, eval mode): {few(changed, 5)}; a train: frozen component must keep "
         "every parameter and buffer bit-identical (do not update state in forward)",
     )
 
@@ -367,7 +367,7 @@ def _check_cast_round_trip(label: str, module: nn.Module, run: Run, reference: t
     _expect(
         set(after) == set(before),
         label,
-        f"fp32 -> bf16 -> fp32 changed its state-dict keys: {_few(set(after) ^ set(before))}",
+        f"fp32 -> bf16 -> fp32 changed its state-dict keys: {few(set(after) ^ set(before), 5)}",
     )
     for key, old in before.items():
         new = after[key]
@@ -408,7 +408,7 @@ def _check_save_load(
         raise AssertionError(f"{label}: its saved weights do not load into a fresh build: {error}") from error
     missing = [k for k in missing if k not in aliases]
     _expect(not missing and not unexpected, label,
-            f"saved weights do not fit a fresh build: missing {_few(missing)}, unexpected {_few(unexpected)}")  # fmt: skip
+            f"saved weights do not fit a fresh build: missing {few(missing, 5)}, unexpected {few(unexpected, 5)}")  # fmt: skip
     with torch.no_grad():
         out = _run(label, "a fresh build loaded from safetensors", run, fresh.eval())
     _expect(
@@ -440,7 +440,7 @@ def _accepts_option(kind: str, name: str, option: str) -> bool:
     """Whether the component registered as ``name`` takes ``option`` in its config."""
     import dataclasses
 
-    from zoo.registry import get_registry
+    from zoo.core.registry import get_registry
 
     spec, _ = get_registry().resolve(kind, name)
     return option in {f.name for f in dataclasses.fields(spec.config_cls)}
@@ -451,7 +451,7 @@ def _check_lm_structure(label: str, lm: LanguageModel) -> None:
     targets = list(getattr(lm, "lora_targets", ()))
     _expect(bool(targets), label, "declares no default LoRA target modules")
     absent = [t for t in targets if not any(n == t or n.endswith("." + t) for n in names)]
-    _expect(not absent, label, f"declares LoRA targets that match no module: {_few(absent)}")
+    _expect(not absent, label, f"declares LoRA targets that match no module: {few(absent, 5)}")
     layer_cls = getattr(lm, "decoder_layer_class", None)
     if layer_cls is not None:
         found = any(isinstance(m, layer_cls) for m in lm.modules())
@@ -480,7 +480,7 @@ def _build(
     raw: bool = False,
     dims: Mapping[str, int] | None = None,
 ) -> nn.Module:
-    from zoo.builder import build_component
+    from zoo.core.builder import build_component
 
     dims = dict(dims or {})  # in_dim / out_dim of a projector
     try:
@@ -526,12 +526,6 @@ def _max_diff(a: torch.Tensor, b: torch.Tensor) -> str:
 
 def _count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
-
-
-def _few(keys: Any, limit: int = 5) -> str:
-    keys = sorted(str(k) for k in keys)
-    more = f" (and {len(keys) - limit} more)" if len(keys) > limit else ""
-    return (", ".join(keys[:limit]) + more) if keys else "none"
 
 
 def _run(label: str, what: str, run: Callable[..., Any], module: nn.Module, *args: Any) -> Any:

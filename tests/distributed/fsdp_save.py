@@ -3,7 +3,7 @@
 Run as ``python -m torch.distributed.run --nproc_per_node 2 tests/distributed/fsdp_save.py OUT``. Every
 block class the composition declares (``MultiModal.fsdp_wrap_classes``) is sharded with ``fully_shard``,
 as accelerate's transformer-based wrap policy does with Trainer's ``fsdp`` on GPUs; the full state dict is
-gathered on every process and rank 0 saves it through ``zoo.trainer.save_sharded`` (what ``ZooTrainer``
+gathered on every process and rank 0 saves it through ``zoo.train.trainer.save_sharded`` (what ``ZooTrainer``
 calls under FSDP). Rank 0 writes the logits of the sharded model on a fixed batch to ``OUT/logits.pt``.
 """
 
@@ -18,8 +18,8 @@ from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_
 from torch.distributed.fsdp import fully_shard
 
 import zoo
-from zoo.trainer import save_sharded
-from zoo.training import param_groups
+from zoo.core.train_policy import param_groups
+from zoo.train.trainer import save_sharded
 
 COMPOSITION = {
     "model": {

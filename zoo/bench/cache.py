@@ -19,11 +19,10 @@ import torch
 from torch import nn
 
 from zoo.bench.grid import Case
-from zoo.builder import call_factory
+from zoo.core.builder import call_factory
+from zoo.sdk.specs import SLOTS
 
 __all__ = ["ComponentCache", "component_key"]
-
-SLOTS = ("vision", "projector", "lm")
 
 
 def component_key(case: Case, kind: str) -> tuple[str, str, str]:

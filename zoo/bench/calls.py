@@ -24,8 +24,8 @@ from zoo.errors import ZooError
 if TYPE_CHECKING:
     from transformers import LlavaForConditionalGeneration
 
-    from zoo.anyres import AnyResLayout
-    from zoo.multimodal import MultiModal
+    from zoo.core.anyres import AnyResLayout
+    from zoo.core.multimodal import MultiModal
 
 __all__ = ["CALLS", "bench_image_size", "decode_step", "make_inputs", "timed_calls"]
 

@@ -4,7 +4,7 @@ Without an argument it runs ``benches.default`` of ``registry.yaml`` (27 tiny co
 ``--shard I/N`` it runs the I-th of N slices of the grid (for a SLURM job array or a loop over
 machines); ``zoo bench merge`` combines the shards' ``--out`` directories into one report. Exit status:
 0 when every valid combination was measured, 1 when one failed at run time. The run claims ``--out``
-before it starts (:mod:`zoo.claim`): a directory holding files zoo bench did not write is refused unless
+before it starts (:mod:`zoo.checkpoint.claim`): a directory holding files zoo bench did not write is refused unless
 ``--overwrite``, and one another run is writing is refused, naming that run.
 """
 
@@ -20,7 +20,7 @@ from zoo.errors import ConfigError
 
 __all__ = ["HELP", "OUTPUT_KIND", "add_arguments", "run"]
 
-OUTPUT_KIND = "zoo bench output"  # the marker kind of a claimed --out directory (zoo.claim)
+OUTPUT_KIND = "zoo bench output"  # the marker kind of a claimed --out directory (zoo.checkpoint.claim)
 
 HELP = "benchmark a grid of compositions side by side (and against transformers' Llava); 'merge' joins shards"
 
@@ -59,14 +59,14 @@ OVERRIDES = ("min_run_time", "rounds", "noise_threshold", "threads", "max_new_to
 
 def run(args: argparse.Namespace) -> int:
     """Run the bench (or merge shards), write the outputs to ``--out`` and print the table (or ``--json``)."""
-    from zoo.claim import claim_directory
+    from zoo.checkpoint.claim import claim_directory
 
     merging = bool(args.target) and args.target[0] == "merge"
     for option, value in (("--out", args.out), ("--train-dir", args.train_dir)):
         if value is not None and not value.strip():
             raise ConfigError(f"{option} {value!r} is empty; give a directory (or leave the option out)")
     if args.device is not None and not merging:  # a typo fails in a second, before anything is claimed or planned
-        from zoo.weights import parse_device
+        from zoo.sdk.weights import parse_device
 
         parse_device(args.device, "--device")
     out = args.out or ("bench-merged" if merging else "bench-out")
@@ -98,7 +98,7 @@ def _merge(args: argparse.Namespace) -> Any:
 def _bench(args: argparse.Namespace) -> Any:
     from zoo.bench.grid import load_bench, parse_bench, parse_shard
     from zoo.bench.runner import run_bench
-    from zoo.registry import get_registry
+    from zoo.core.registry import get_registry
 
     if len(args.target) > 1:
         raise ConfigError(f"zoo bench takes one grid, got {len(args.target)}: {args.target} (or 'merge DIR...')")

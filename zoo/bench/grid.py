@@ -26,19 +26,17 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from zoo.config import DTYPES, ModelConfig, _check_keys, parse_model_config, read_yaml
+from zoo.bench.quality_spec import QualitySpec, parse_quality
+from zoo.core.config import DTYPES, ModelConfig, _check_keys, parse_model_config, read_yaml
 from zoo.errors import ConfigError, ZooError, suggest
-from zoo.limits import brief
-from zoo.problems import Problems, Reported, attempt, report
-
-if TYPE_CHECKING:
-    from zoo.bench.quality import QualitySpec
+from zoo.sdk.limits import MAX_CONFIG_INT, MAX_IMAGE_SIDE, brief, check_int_range, check_positive_finite
+from zoo.sdk.problems import Problems, Reported, attempt, report
+from zoo.sdk.specs import SLOTS
 
 __all__ = [
     "BENCH_KEYS",
@@ -60,7 +58,6 @@ GRID_KEYS = ("vision", "projector", "lm", "image_size", "batch_size", "dtype")
 _SCALARS = ("min_run_time", "rounds", "noise_threshold", "threads", "max_new_tokens", "prompt_len", "reference")
 BENCH_KEYS = ("grid", *_SCALARS, "plugins", "description", "data", "train", "quality")
 _REPLACED = {"repeats": "min_run_time and rounds", "warmup": "min_run_time (torch.utils.benchmark warms up itself)"}
-SLOTS = ("vision", "projector", "lm")
 POLICY_KEYS = ("train", "lr", "lora")  # a slot's training policy: only with a train: section
 
 
@@ -188,7 +185,7 @@ class Combination:
 
 @dataclass
 class Case:
-    """A combination whose contract checked out: its config and ``zoo.builder.BuildPlan``."""
+    """A combination whose contract checked out: its config and ``zoo.core.builder.BuildPlan``."""
 
     combination: Combination
     config: ModelConfig
@@ -231,7 +228,7 @@ def load_bench(target: str | Path | Mapping[str, Any] | None = None) -> BenchSpe
 
 def registered_benches() -> dict[str, Any]:
     """The ``benches:`` section of the shipped ``registry.yaml``."""
-    from zoo.registry import registry_yaml_path
+    from zoo.core.registry import registry_yaml_path
 
     path = registry_yaml_path()
     data = read_yaml(path) or {}
@@ -239,7 +236,7 @@ def registered_benches() -> dict[str, Any]:
     if benches is None:
         return {}
     if not isinstance(benches, Mapping):
-        raise ConfigError(f"{path}: benches = {benches!r}: expected a mapping of bench names to grids")
+        raise ConfigError(f"{path}: benches = {brief(benches)}: expected a mapping of bench names to grids")
     return dict(benches)
 
 
@@ -249,10 +246,8 @@ def parse_bench(
     """Validate a bench mapping: keys, types and component names (unknown ones fail here, with choices).
 
     ``base_dir``: where relative ``data:`` paths resolve (``load_bench`` passes the file's folder).
-    ``problems``: record every problem instead of raising the first (``zoo validate``; ``zoo.problems``).
+    ``problems``: record every problem instead of raising the first (``zoo validate``; ``zoo.sdk.problems``).
     """
-    from zoo.bench.quality import parse_quality
-
     if not isinstance(data, Mapping):
         raise ConfigError(f"{source}: expected a mapping with a 'grid' key, got {type(data).__name__}")
     mark = len(problems) if problems is not None else 0
@@ -377,9 +372,9 @@ def _check_names(
     problems: Problems | None = None,
 ) -> None:
     """Resolve every name and validate every entry's options now: a typo fails before any build."""
-    from zoo.anyres import parse_anyres
-    from zoo.config import component_config
-    from zoo.registry import get_registry
+    from zoo.core.anyres import parse_anyres
+    from zoo.core.config import component_config
+    from zoo.core.registry import get_registry
 
     registry = get_registry(plugins)
     for kind in SLOTS:
@@ -391,7 +386,7 @@ def _check_names(
                 report(problems, error)
                 continue
             options = {k: v for k, v in _options(entry).items() if k not in (*POLICY_KEYS, "anyres")}
-            if "anyres" in entry:  # a slot option like train (zoo.config), not the tower's
+            if "anyres" in entry:  # a slot option like train (zoo.core.config), not the tower's
                 if kind != "vision":
                     report(problems, ConfigError(f"{source}: {where}.anyres: any-resolution tiling is an option of "
                                                  "grid.vision", key=f"{where}.anyres"))  # fmt: skip
@@ -402,15 +397,18 @@ def _check_names(
 
 
 def _int(value: Any, key: str, source: str, *, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise ConfigError(f"{source}: {key} = {brief(value)}: expected an integer >= {minimum}", key=key)
-    return value
+    return check_int_range(
+        value, minimum, _INT_MAX.get(key.split("[")[0], MAX_CONFIG_INT), f"{source}: {key}", field=key
+    )
 
 
 def _positive(value: Any, key: str, source: str) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 < value < math.inf:
-        raise ConfigError(f"{source}: {key} = {brief(value)}: expected a finite number > 0", key=key)
-    return float(value)
+    return check_positive_finite(value, f"{source}: {key}", field=key)
+
+
+# the largest value of each integer setting: past it a value is a typo (or an attack), not a benchmark
+_INT_MAX = {"grid.image_size": MAX_IMAGE_SIDE, "grid.batch_size": 4096, "rounds": 1000, "threads": 1024,
+            "max_new_tokens": 65536, "prompt_len": 1_000_000}  # fmt: skip
 
 
 def _ints(value: Any, key: str, source: str, *, minimum: int) -> list[int]:
@@ -463,7 +461,7 @@ def parse_shard(text: str, *, key: str = "--shard") -> tuple[int, int]:
     index, sep, count = str(text).partition("/")
     if sep and index.strip().isdigit() and count.strip().isdigit() and 1 <= int(index) <= int(count):
         return int(index), int(count)
-    raise ConfigError(f"{key} = {text!r}: expected I/N with 1 <= I <= N, e.g. 1/4 (the first of four shards)")
+    raise ConfigError(f"{key} = {brief(text)}: expected I/N with 1 <= I <= N, e.g. 1/4 (the first of four shards)")
 
 
 def shard_of(items: Sequence[Any], shard: tuple[int, int] | None) -> list[Any]:
@@ -487,7 +485,7 @@ def plan_grid(spec: BenchSpec, shard: tuple[int, int] | None = None) -> tuple[li
     cannot take) skips that combination with its reason; nothing is allocated. ``shard=(I, N)`` plans
     only the ``I``-th of ``N`` slices of the grid (:func:`shard_of`).
     """
-    from zoo.builder import plan
+    from zoo.core.builder import plan
 
     cases: list[Case] = []
     skipped: list[Skipped] = []

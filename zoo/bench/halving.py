@@ -5,7 +5,7 @@ last round always reaches it). Round 1 trains every combination (every seed) ``m
 scores it held out; the best ``ceil(n / eta)`` (mean accuracy over seeds, then held-out loss) continue,
 resumed from their checkpoints, to the next budget; the others are pruned with the step and score at
 which they stopped. The learning-rate schedule of every run is the one of the whole ``train.max_steps``
-(a round stops the run at its budget, :class:`zoo.trainer.StopAt`), so a survivor's final model is the
+(a round stops the run at its budget, :class:`zoo.train.trainer.StopAt`), so a survivor's final model is the
 one a full run would give: the winner is scored exactly as in ``schedule: full``, at a fraction of the
 steps (8 combinations, ``eta: 3``, ``min_steps = max_steps / 9``: 5 x 1/9 + 2 x 1/3 + 1 x 1 = 2.2 full
 budgets instead of 8).
@@ -70,7 +70,7 @@ def successive_halving(
     from tqdm.auto import tqdm
 
     from zoo.bench.quality import _counts
-    from zoo.checkpoint import load
+    from zoo.checkpoint.loading import load
 
     if quality.min_steps is None or quality.train.max_steps is None:
         raise ValueError("successive halving needs quality.min_steps and train.max_steps")

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from zoo.multimodal import MultiModal
+    from zoo.core.multimodal import MultiModal
 
 __all__ = [
     "PeakMemory",

@@ -1,8 +1,8 @@
 """Quality in the grid: train every combination with one budget, score it on held-out data, rank them.
 
-A bench file with ``data:`` and ``train:`` sections (the training file's schema, :mod:`zoo.train_config`)
-trains each valid combination with :func:`zoo.train.train` (transformers' ``Trainer``) and scores the
-final model with :func:`zoo.evaluate.evaluate`, once with the images and once with blank ones. Every
+A bench file with ``data:`` and ``train:`` sections (the training file's schema, :mod:`zoo.train.config`)
+trains each valid combination with :func:`zoo.train.run.train` (transformers' ``Trainer``) and scores the
+final model with :func:`zoo.train.evaluate.evaluate`, once with the images and once with blank ones. Every
 combination gets the same ``train:`` settings, hence the same seed, the same data order (the sampler is
 seeded by ``train.seed``) and the same number of steps. Slot entries may carry a training policy
 (``{name: tiny-clip, train: full}``); the speed measurements ignore it (inference does not depend on
@@ -33,18 +33,14 @@ import dataclasses
 import json
 import math
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from zoo.errors import ConfigError
-from zoo.problems import Problems, Reported, attempt, report
+from zoo.bench.quality_spec import QUALITY_KEYS, SCHEDULES, QualitySpec, parse_quality
 
 if TYPE_CHECKING:
     from zoo.bench.grid import Case
-    from zoo.data_config import DataConfig
-    from zoo.train_config import TrainSettings
 
 __all__ = [
     "QUALITY_FIELDS",
@@ -69,116 +65,6 @@ QUALITY_FIELDS = (
 )  # fmt: skip
 TIME_FIELDS = ("time_step_ms", "time_data", "time_tower", "time_projector", "time_lm_forward", "time_backward",
                "time_optimizer")  # fmt: skip
-QUALITY_KEYS = ("seeds", "schedule", "eta", "min_steps", "confidence", "bootstrap")
-SCHEDULES = ("full", "halving")
-
-
-@dataclass(frozen=True)
-class QualitySpec:
-    """The validated ``data:``, ``train:`` and ``quality:`` sections of a bench file (``raw``: as written)."""
-
-    data: DataConfig
-    train: TrainSettings
-    raw: dict[str, Any]
-    seeds: int = 1
-    schedule: str = "full"
-    eta: int = 3
-    min_steps: int | None = None
-    confidence: float = 0.95
-    bootstrap: int = 2000
-
-    def seed_values(self) -> list[int]:
-        """The ``train.seed`` of each of the ``seeds`` runs of a combination."""
-        return [self.train.seed + i for i in range(self.seeds)]
-
-
-def parse_quality(
-    data: Mapping[str, Any], *, source: str, base_dir: Path, problems: Problems | None = None
-) -> QualitySpec | None:
-    """Validate a bench file's ``data:``, ``train:`` and ``quality:`` sections (``data`` and ``train`` both or
-    neither; ``data.eval`` required; ``quality`` only with them).
-
-    ``train.output_dir`` is not accepted: each combination trains in its own folder of the run.
-    ``problems``: record every problem instead of raising the first (``zoo.problems``).
-    """
-    if "data" not in data and "train" not in data:
-        if "quality" in data:
-            raise ConfigError(f"{source}: quality: is set but data: and train: are not; a quality grid needs both")
-        return None
-    for key in ("data", "train"):
-        if key not in data:
-            other = "train" if key == "data" else "data"
-            raise ConfigError(
-                f"{source}: {other}: is set but {key}: is not; a quality grid needs both sections", key=key
-            )
-    from zoo.data_config import parse_data_config
-    from zoo.train_config import parse_train_settings
-
-    mark = len(problems) if problems is not None else 0
-    data_config = attempt(
-        problems, parse_data_config, data["data"], source=source, base_dir=base_dir, problems=problems
-    )
-    if data_config is not None and data_config.eval is None:
-        report(problems, ConfigError(f"{source}: data.eval is not set; a quality grid scores every combination on "
-                                     "held-out data", key="data.eval"))  # fmt: skip
-    if isinstance(data["train"], Mapping) and "output_dir" in data["train"]:
-        report(problems, ConfigError(f"{source}: train.output_dir: each combination trains under the run's "
-                                     "--train-dir; drop it", key="train.output_dir"))  # fmt: skip
-    settings = attempt(problems, parse_train_settings, data["train"], source=source, problems=problems)
-    if problems is not None and len(problems) > mark:
-        raise Reported(f"{source}: the data: or train: section has problems")
-    raw = {"data": dict(data["data"]), "train": dict(data["train"] or {})}
-    options = _quality_options(data.get("quality"), settings, source)
-    if "quality" in data:
-        raw["quality"] = dict(data["quality"] or {})
-    return QualitySpec(data_config, settings, raw, **options)
-
-
-def _quality_options(value: Any, settings: TrainSettings, source: str) -> dict[str, Any]:
-    from zoo.config import _check_keys
-    from zoo.errors import suggest
-
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{source}: quality = {value!r}: expected a mapping with keys {', '.join(QUALITY_KEYS)}")
-    _check_keys(value, QUALITY_KEYS, "quality", source)
-    options: dict[str, Any] = {}
-    for key, low in (("seeds", 1), ("eta", 2), ("min_steps", 1), ("bootstrap", 100)):
-        if key in value:
-            number = value[key]
-            if not isinstance(number, int) or isinstance(number, bool) or number < low:
-                raise ConfigError(f"{source}: quality.{key} = {number!r}: expected an integer >= {low}")
-            options[key] = number
-    if "confidence" in value:
-        level = value["confidence"]
-        if not isinstance(level, int | float) or isinstance(level, bool) or not 0 < level < 1:
-            raise ConfigError(f"{source}: quality.confidence = {level!r}: expected a number in (0, 1), e.g. 0.95")
-        options["confidence"] = float(level)
-    schedule = value.get("schedule", "full")
-    if schedule not in SCHEDULES:
-        raise ConfigError(
-            f"{source}: quality.schedule = {schedule!r} is not valid; {suggest(str(schedule), SCHEDULES)}"
-        )
-    options["schedule"] = schedule
-    if schedule == "halving":
-        if settings.max_steps is None:
-            raise ConfigError(f"{source}: quality.schedule = 'halving' needs train.max_steps (not train.epochs)")
-        if "min_steps" not in options:
-            raise ConfigError(
-                f"{source}: quality.schedule = 'halving' needs quality.min_steps (the first round's steps)"
-            )
-        if options["min_steps"] >= settings.max_steps:
-            raise ConfigError(
-                f"{source}: quality.min_steps = {options['min_steps']} is not below train.max_steps = "
-                f"{settings.max_steps}: halving would have one round; lower min_steps or use schedule: full"
-            )
-    elif "min_steps" in options or "eta" in options:
-        key = "min_steps" if "min_steps" in options else "eta"
-        raise ConfigError(
-            f"{source}: quality.{key} is set but quality.schedule is not 'halving'; add schedule: halving"
-        )
-    return options
 
 
 def _slug(label: str) -> str:
@@ -231,8 +117,8 @@ class SeedRun:
 
 
 def _config(case: Case, quality: QualitySpec, out: Path, seed: int, plugins: tuple[str, ...]) -> Any:
-    from zoo.config import parse_model_config
-    from zoo.train_config import TrainConfig
+    from zoo.core.config import parse_model_config
+    from zoo.train.config import TrainConfig
 
     model_config = parse_model_config(case.combination.model_dict(plugins, policy=True), source=case.config.source)
     settings = dataclasses.replace(quality.train, output_dir=str(out), seed=seed)
@@ -257,8 +143,8 @@ def train_seed(
     resume: bool = False,
 ) -> SeedRun:
     """Train ``case`` with ``seed`` (up to ``stop_at`` steps, or resuming an earlier stop) and score it held out."""
-    from zoo.checkpoint import load
-    from zoo.train import train
+    from zoo.checkpoint.loading import load
+    from zoo.train.run import train
 
     out = run_dir(work_dir, case, seed, quality.seeds)
     result = train(_config(case, quality, out, seed, plugins), resume=resume, stop_at=stop_at)
@@ -272,8 +158,8 @@ def train_seed(
 
 
 def score(model: Any, quality: QualitySpec, *, max_new_tokens: int, blank_images: bool = False) -> dict[str, Any]:
-    """:func:`zoo.evaluate.evaluate` on ``data.eval`` with the grid's settings."""
-    from zoo.evaluate import evaluate
+    """:func:`zoo.train.evaluate.evaluate` on ``data.eval`` with the grid's settings."""
+    from zoo.train.evaluate import evaluate
 
     data, settings = quality.data, quality.train
     return evaluate(model, data.eval, image_folder=data.image_folder_for(data.eval),  # type: ignore[arg-type]
@@ -346,7 +232,7 @@ def train_and_evaluate(
     A failure (an error while training or scoring) is returned as ``quality_status: failed`` with its reason,
     so that the grid goes on.
     """
-    from zoo.checkpoint import load
+    from zoo.checkpoint.loading import load
 
     row: dict[str, Any] = {}
     runs: list[SeedRun] = []
@@ -365,8 +251,8 @@ def train_and_evaluate(
 
 def _counts(case: Case, plugins: tuple[str, ...]) -> int:
     """Trainable parameters of the combination with its training policy (built on ``meta``)."""
-    from zoo.builder import build
-    from zoo.config import parse_model_config
+    from zoo.core.builder import build
+    from zoo.core.config import parse_model_config
 
     config = parse_model_config(case.combination.model_dict(plugins, policy=True), source=case.config.source)
     return sum(c["trainable"] for c in build(config, meta=True).parameter_counts().values())

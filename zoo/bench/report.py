@@ -19,6 +19,7 @@ from typing import Any
 
 from zoo.bench.quality import rank
 from zoo.bench.runner import BenchRun
+from zoo.sdk.specs import SLOTS
 
 __all__ = [
     "explain_missing_timings",
@@ -316,7 +317,7 @@ def plot(run: BenchRun, out: str | Path) -> list[Path]:
 
     if run.meta:
         plt, fig, axes = _figure(len(rows), 2)
-        kinds = ("vision", "projector", "lm")
+        kinds = SLOTS
         _stacked_chart(axes[0][0], labels, {k: [r[f"params_{k}"] / 1e6 for r in rows] for k in kinds})
         axes[0][0].set_xlabel("parameters (M)")
         _stacked_chart(axes[0][1], labels, {k: [r[f"flops_{k}"] / 1e9 for r in rows] for k in kinds})
@@ -443,7 +444,7 @@ def _pareto(ax, rows: list[dict[str, Any]], cost: str, xlabel: str, *, log: bool
             ax.errorbar([x], [y], yerr=error, color=color, capsize=3, linewidth=1, zorder=2)
         offset, align = placements[index % len(placements)]
         note = " (diverged)" if diverged else f" (pruned at {row.get('pruned_at_step')})" if color == "tab:grey" else ""
-        text = "+".join(row[kind] for kind in ("vision", "projector", "lm")) + note
+        text = "+".join(row[kind] for kind in SLOTS) + note
         ax.annotate(text, (x, y), xytext=offset, textcoords="offset points", fontsize=6, ha=align)
     front, best = [], -1.0
     full = [p for p in points if p[2]["quality_status"] != "pruned"]  # a pruned score is at a smaller budget
@@ -586,7 +587,7 @@ def _halving_text(summary: dict[str, Any]) -> str:
 
 
 def _time_section(ranked: list[dict[str, Any]]) -> list[str]:
-    """Where a training step's time goes, per combination (``zoo.step_profile``), and the feature cache."""
+    """Where a training step's time goes, per combination (``zoo.train.step_profile``), and the feature cache."""
     timed = [r for r in ranked if r.get("time_step_ms") is not None]
     if not timed:
         return []

@@ -33,14 +33,14 @@ from zoo.bench.measure import (
     torch_threads,
 )
 from zoo.bench.timing import Timing, time_interleaved
+from zoo.core.progress import LineProgress, is_terminal
 from zoo.errors import ZooError
-from zoo.progress import LineProgress, is_terminal
-from zoo.weights import parse_device
+from zoo.sdk.weights import parse_device
 
 if TYPE_CHECKING:
     from transformers import LlavaForConditionalGeneration
 
-    from zoo.multimodal import MultiModal
+    from zoo.core.multimodal import MultiModal
 
 __all__ = ["BenchRun", "build_models", "make_inputs", "run_bench"]  # make_inputs: from zoo.bench.calls
 
@@ -108,7 +108,7 @@ def build_models(cases: list[Case], cache: ComponentCache) -> Iterator[tuple[Cas
     The components of a case are released from the cache once the consumer moves on to the next case.
     A case whose real build fails yields ``(case, None, {"error": ...})``.
     """
-    from zoo.builder import build
+    from zoo.core.builder import build
 
     cache.expect(cases)
     for case in cases:
@@ -131,9 +131,9 @@ def build_models(cases: list[Case], cache: ComponentCache) -> Iterator[tuple[Cas
 def _reference(model: MultiModal, device: torch.device) -> tuple[LlavaForConditionalGeneration | None, str | None]:
     """transformers' ``LlavaForConditionalGeneration`` with the same weights, or why there is none."""
     try:
-        from zoo.hf_llava import to_hf_llava
+        from zoo.interop.llava import to_hf_llava
     except ImportError as error:
-        return None, f"zoo.hf_llava is not available ({error})"
+        return None, f"zoo.interop.llava is not available ({error})"
     try:
         # transformers wraps PreTrainedModel.to with functools.wraps, whose stub does not bind ``self``
         return to_hf_llava(model).to(device).eval(), None  # type: ignore[arg-type]
@@ -364,7 +364,7 @@ def _quality(run: BenchRun, cases: list[Case], work: Path, progress: bool) -> No
 
 
 def _run(run: BenchRun, device: torch.device, use_reference: bool, progress: bool) -> list[Case]:
-    from zoo.builder import build
+    from zoo.core.builder import build
 
     spec, meta, results = run.spec, run.meta, run.results
     cases, skipped = plan_grid(spec, run.shard)

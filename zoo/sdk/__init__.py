@@ -33,9 +33,11 @@ from zoo.errors import (
     ZooError,
     suggest,
 )
-from zoo.foreign import check_confined_file, confined_directory, read_json_file
-from zoo.generation_config import apply_generation_settings, read_generation_config
-from zoo.hf import (
+from zoo.sdk.components import build_component
+from zoo.sdk.deprecation import Renamed, deprecated_attribute
+from zoo.sdk.foreign import check_confined_file, confined_directory, read_json_file
+from zoo.sdk.generation_config import apply_generation_settings, read_generation_config
+from zoo.sdk.hf import (
     GENERIC,
     LLAMA_LORA_TARGETS,
     TINY_EOS_ID,
@@ -51,11 +53,9 @@ from zoo.hf import (
     make_hf_config,
     tiny_tokenizer_path,
 )
-from zoo.hookspecs import hookimpl
-from zoo.limits import check_arch_sizes
-from zoo.sdk.components import build_component
-from zoo.sdk.deprecation import Renamed, deprecated_attribute
-from zoo.specs import (
+from zoo.sdk.hookspecs import hookimpl
+from zoo.sdk.limits import check_arch_sizes
+from zoo.sdk.specs import (
     LanguageModelConfig,
     LanguageModelSpec,
     ProjectorConfig,
@@ -65,9 +65,9 @@ from zoo.specs import (
 )
 
 if TYPE_CHECKING:  # resolved on first access (module ``__getattr__``): they import torch
-    from zoo.hf_vision import HFVisionTower
-    from zoo.interfaces import ImagePreprocessor, LanguageModel, Projector, VisionTower
-    from zoo.weights import building_on_meta, hub_offline, load_state_dict_file, require_path, torch_dtype_of
+    from zoo.sdk.hf_vision import HFVisionTower
+    from zoo.sdk.interfaces import ImagePreprocessor, LanguageModel, Projector, VisionTower
+    from zoo.sdk.weights import building_on_meta, hub_offline, load_state_dict_file, require_path, torch_dtype_of
 
 __all__ = [
     "GENERIC",
@@ -119,16 +119,16 @@ __all__ = [
 
 # names whose module imports torch: imported on first access
 _LAZY = {
-    "ImagePreprocessor": "zoo.interfaces",
-    "LanguageModel": "zoo.interfaces",
-    "Projector": "zoo.interfaces",
-    "VisionTower": "zoo.interfaces",
-    "HFVisionTower": "zoo.hf_vision",
-    "building_on_meta": "zoo.weights",
-    "hub_offline": "zoo.weights",
-    "load_state_dict_file": "zoo.weights",
-    "require_path": "zoo.weights",
-    "torch_dtype_of": "zoo.weights",
+    "ImagePreprocessor": "zoo.sdk.interfaces",
+    "LanguageModel": "zoo.sdk.interfaces",
+    "Projector": "zoo.sdk.interfaces",
+    "VisionTower": "zoo.sdk.interfaces",
+    "HFVisionTower": "zoo.sdk.hf_vision",
+    "building_on_meta": "zoo.sdk.weights",
+    "hub_offline": "zoo.sdk.weights",
+    "load_state_dict_file": "zoo.sdk.weights",
+    "require_path": "zoo.sdk.weights",
+    "torch_dtype_of": "zoo.sdk.weights",
 }
 
 # renamed or removed SDK names, kept one minor version with a DeprecationWarning (docs/plugin-sdk.md):

@@ -2,7 +2,7 @@
 
 A factory may need other registered components: the ``fused`` tower builds each of its
 ``towers: [...]`` by name. :func:`build_component` does that without the plugin importing zoo's
-builder: the builder (:mod:`zoo.builder`, a layer above the SDK) hands its implementation to
+builder: the builder (:mod:`zoo.core.builder`, a layer above the SDK) hands its implementation to
 :func:`provide_component_builder` when it is imported, which happens before any factory runs. The
 component is built the way the builder builds a slot (preset defaults, the name's implied values, the
 options, the typed config with its unknown keys named) on the device the caller is building on, so a
@@ -18,12 +18,12 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from zoo.errors import ConfigError
-from zoo.specs import KINDS
+from zoo.sdk.specs import SLOTS
 
 __all__ = ["ComponentBuilder", "build_component", "provide_component_builder"]
 
 # the module that provides the implementation when nothing has registered one yet
-_PROVIDER_MODULE = "zoo.builder"
+_PROVIDER_MODULE = "zoo.core.builder"
 
 
 class ComponentBuilder(Protocol):
@@ -66,8 +66,8 @@ def build_component(
 
         tower = build_component("vision", "tiny-siglip", {"image_size": 64}, key="model.vision.towers[1]")
     """
-    if kind not in KINDS:
-        raise ConfigError(f"build_component: kind = {kind!r} is not a component kind; valid choices: {list(KINDS)}")
+    if kind not in SLOTS:
+        raise ConfigError(f"build_component: kind = {kind!r} is not a component kind; valid choices: {list(SLOTS)}")
     builder = _builder
     if builder is None:  # the builder registers itself on import; a factory called directly may come first
         importlib.import_module(_PROVIDER_MODULE)

@@ -1,0 +1,73 @@
+"""zoo's package layout (issue 19): a few wings at the top, and every flat module path of 0.1.0 still imports,
+with a DeprecationWarning, as the very module of its new path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import zoo
+from zoo._moved import MOVED
+
+WINGS = {"sdk", "core", "checkpoint", "interop", "train", "cli", "bench"}
+
+
+def test_the_top_of_zoo_is_the_wings_and_a_few_public_modules():
+    top = Path(zoo.__file__).parent
+    packages = {p.name for p in top.iterdir() if (p / "__init__.py").is_file()}
+    modules = {p.stem for p in top.glob("*.py")}
+    assert packages == WINGS | {"assets"}
+    assert modules == {"__init__", "__main__", "_moved", "errors", "testing"}
+
+
+def test_every_old_module_path_is_the_new_module_with_a_warning():
+    code = (
+        "import importlib, json, sys, warnings\n"
+        "from zoo._moved import MOVED\n"
+        "out = {}\n"
+        "for old, new in MOVED.items():\n"
+        "    with warnings.catch_warnings(record=True) as caught:\n"
+        "        warnings.simplefilter('always')\n"
+        "        module = importlib.import_module(old)\n"
+        "    messages = [str(w.message) for w in caught if w.category is DeprecationWarning]\n"
+        "    out[old] = [module is importlib.import_module(new), module.__name__, messages]\n"
+        "print(json.dumps(out))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = json.loads(result.stdout.splitlines()[-1])
+    for old, new in MOVED.items():
+        same, name, messages = found[old]
+        assert same and name == new, (old, name)  # one module object: monkeypatching the old path patches the new
+        assert f"module {old} is deprecated since zoo 0.1.0 and will be removed in zoo 0.2.0; import {new}" in messages
+
+
+def test_the_moved_paths_are_not_files_any_more():
+    top = Path(zoo.__file__).parent
+    for old in MOVED:
+        assert not (top / (old.split(".", 1)[1] + ".py")).exists(), old
+
+
+@pytest.mark.parametrize(
+    ("package", "name", "new"),
+    [("zoo.checkpoint", "load", "zoo.checkpoint.loading"), ("zoo.train", "train", "zoo.train.run")],
+)
+def test_names_of_a_flat_module_that_became_a_wing_resolve_with_a_warning(package, name, new):
+    import importlib
+
+    with pytest.warns(DeprecationWarning, match=rf"{package}\.{name} is deprecated .* use {new}\.{name}"):
+        value = getattr(importlib.import_module(package), name)
+    assert value is getattr(importlib.import_module(new), name)
+
+
+def test_the_console_script_of_0_1_0_still_resolves():
+    import zoo.cli
+    from zoo.cli import app
+
+    assert zoo.cli.console is app.console and zoo.cli.main is app.main
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        zoo.cli.nothing  # noqa: B018
