@@ -183,3 +183,50 @@ def test_the_staging_mirrors_the_files_and_is_removed_and_errors_name_the_real_d
     with pytest.raises(CheckpointError, match=r"'pipe' is not a regular file"):
         with confined_directory(directory, what="test"):
             pass
+
+
+def test_a_link_to_an_open_descriptor_is_refused_unless_zoo_pinned_that_file(secret, tmp_path):
+    """/proc/self/fd/N links are followed only to files a load made linkable (zoo.sdk.safe_paths.linkable)."""
+    from zoo.sdk.safe_paths import fd_path, linkable
+
+    directory = tmp_path / "foreign"
+    directory.mkdir()
+    fd = os.open(secret, os.O_RDONLY)
+    try:
+        _link(directory, "chat_template.jinja", fd_path(fd))
+        with pytest.raises(CheckpointError, match=r"'chat_template\.jinja' is a symlink to an absolute path"):
+            with confined_directory(directory, what="tokenizer"):
+                pass
+        with linkable([fd]), confined_directory(directory, what="tokenizer") as staged:
+            assert (staged / "chat_template.jinja").read_text(encoding="utf-8") == SECRET
+        with pytest.raises(CheckpointError, match="is a symlink"):  # only while the block that allowed it runs
+            with confined_directory(directory, what="tokenizer"):
+                pass
+    finally:
+        os.close(fd)
+
+
+def test_a_load_reads_the_saved_tokenizer_without_copying_it(tmp_path):
+    """The checkpoint's tokenizer reaches transformers as links to the pinned files: nothing is written."""
+    import subprocess
+    import sys
+
+    model = zoo.build("tiny-clip-mlp-qwen2")
+    zoo.save(model, tmp_path / "ckpt")
+    code = (
+        "import os, sys, zoo\n"
+        "written = []\n"
+        "def hook(event, args):\n"
+        "    if event == 'open' and isinstance(args[0], str) and 'zoo-tokenizer-' in args[0]:\n"
+        "        mode, flags = args[1] or '', args[2] or 0\n"
+        "        if any(c in mode for c in 'wax+') or flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):\n"
+        "            written.append(args[0])\n"
+        "sys.addaudithook(hook)\n"
+        f"model = zoo.load({str(tmp_path / 'ckpt')!r})\n"
+        "print(written, model.lm.tokenizer('a <image> b').input_ids)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    written, ids = result.stdout.strip().splitlines()[-1].split("] ")
+    assert written == "["  # no tokenizer file was written anywhere
+    assert ids == str(model.lm.tokenizer("a <image> b").input_ids)

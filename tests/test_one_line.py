@@ -137,8 +137,8 @@ DISK_FULL = textwrap.dedent(
     resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, resource.RLIM_INFINITY))  # a disk that fills up
     try:
         zoo.save(model, sys.argv[1])
-    except OSError as error:
-        print("api", type(error).__name__, error.errno, flush=True)
+    except zoo.ZooError as error:  # a WriteError: a ZooError and an OSError with the errno kept
+        print("api", type(error).__name__, isinstance(error, OSError), error.errno, error, flush=True)
     sys.exit(main(["build", "tiny-clip-mlp-qwen2", "--save", sys.argv[2]]))
     """
 )
@@ -150,7 +150,8 @@ def test_a_full_disk_during_save_is_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-c", DISK_FULL, str(tmp_path / "a"), str(tmp_path / "b")],
                             capture_output=True, text=True, timeout=300)  # fmt: skip
     assert result.returncode == 2, result.stderr[-3000:]
-    assert result.stdout.splitlines()[0] == f"api OSError {errno.EFBIG}", result.stdout
+    api = f"api WriteError True {errno.EFBIG} zoo checkpoint {str(tmp_path / 'a')!r}: cannot write: File too large"
+    assert result.stdout.splitlines()[0] == api, result.stdout
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == [f"zoo: error: --save {str(tmp_path / 'b')!r}: cannot write the checkpoint: File too large"]
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # nothing half-written left

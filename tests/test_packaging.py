@@ -26,6 +26,8 @@ def test_wheel_installs_and_works_outside_the_repo(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     assert "zoo/registry.yaml" in names and "zoo_plugins/clip.py" in names and "zoo/sdk/__init__.py" in names
     assert any(n.startswith("zoo/assets/tiny_tokenizer/") for n in names)
+    for wing in ("sdk", "core", "checkpoint", "interop", "train", "cli", "bench"):  # every wing is packaged
+        assert f"zoo/{wing}/__init__.py" in names, wing
     assert not any(n.startswith("plugins/") for n in names)  # no top-level 'plugins' package
     site = tmp_path / "site"
     subprocess.run(

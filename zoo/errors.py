@@ -6,10 +6,12 @@ The CLI prints ``str(error)`` and exits 2 for any of these; a traceback shows on
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
+    "WRITE_ERRNOS",
     "CheckpointError",
     "ConfigError",
     "ContractError",
@@ -17,6 +19,7 @@ __all__ = [
     "OutputDirError",
     "PluginError",
     "UnknownNameError",
+    "WriteError",
     "ZooError",
     "close_matches",
     "few",
@@ -58,6 +61,23 @@ class DuplicateNameError(PluginError):
 
 class CheckpointError(ZooError):
     """A checkpoint directory or weight file is missing, incomplete or of an unknown format."""
+
+
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS})  # a write that cannot succeed
+
+
+class WriteError(ZooError, OSError):
+    """Output could not be written: the disk or quota is full, a file grew past a limit, the file system is
+    read-only. Both a ``ZooError`` (one message naming what was being written) and an ``OSError`` (``errno``
+    kept, so ``except OSError`` still catches it); nothing half-written is left behind."""
+
+    def __init__(self, errno: int | None, message: str, reason: str = "") -> None:
+        OSError.__init__(self, errno, message)
+        self.key = None
+        self.reason = reason or message  # the system's words alone ("No space left on device")
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class OutputDirError(ZooError):

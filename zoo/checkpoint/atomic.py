@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
-from zoo.errors import CheckpointError, ZooError, few
+from zoo.errors import WRITE_ERRNOS, CheckpointError, WriteError, ZooError, few
 
 __all__ = [
     "LOCK_TIMEOUT_S",
@@ -127,8 +127,11 @@ def atomic_directory(
             _apply_modes(tmp, previous, directories=True)  # after the carry, which may write into them
             _fsync_dir(tmp)
             _swap_into_place(tmp, target, what)
-        except BaseException:
+        except BaseException as error:
             shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(error, OSError) and not isinstance(error, ZooError) and error.errno in WRITE_ERRNOS:
+                message = f"{what} {str(target)!r}: cannot write: {error.strerror}"
+                raise WriteError(error.errno, message, str(error.strerror)) from error
             raise
         finally:
             os.close(holder)

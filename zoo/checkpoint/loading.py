@@ -378,12 +378,13 @@ def _config_for_load(
 
 
 def _with_saved_tokenizer(composition: ModelConfig, snapshot: Snapshot, stack: contextlib.ExitStack) -> ModelConfig:
-    """The composition to build: its LM reads the tokenizer saved in the checkpoint (a pinned copy)."""
+    """The composition to build: its LM reads the tokenizer saved in the checkpoint, through links to the pinned
+    files (nothing is copied; the links go with the snapshot, once the LM has read them)."""
     tokenizer = snapshot.manifest.get("tokenizer") or {}
     if not tokenizer.get("saved"):
         return composition
-    copy = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zoo-tokenizer-")))
-    path = str(snapshot.copy_tree(tokenizer.get("dir", TOKENIZER_DIR), copy))
+    links = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="zoo-tokenizer-")))
+    path = str(stack.enter_context(snapshot.linked_tree(tokenizer.get("dir", TOKENIZER_DIR), links)))
     lm = dataclasses.replace(composition.lm, options={**composition.lm.options, "tokenizer": path})
     return dataclasses.replace(composition, lm=lm)
 

@@ -12,17 +12,18 @@ in its metadata, and the two are compared when it is read.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from zoo.checkpoint.manifest import MANIFEST, MAX_MANIFEST_BYTES, parse_manifest
 from zoo.errors import CheckpointError
-from zoo.sdk.safe_paths import fd_path, open_member, open_root
+from zoo.sdk.safe_paths import fd_path, linkable, open_member, open_root
 
 if TYPE_CHECKING:
     import torch
@@ -178,6 +179,20 @@ class Snapshot:
                     for chunk in _chunks(fd):
                         handle.write(chunk)
         return destination
+
+    @contextlib.contextmanager
+    def linked_tree(self, prefix: str, destination: Path) -> Iterator[Path]:
+        """``destination`` holding, for the block, links to this process's descriptors of the pinned files under
+        ``prefix/`` (for a library that wants a directory): no byte is copied, what it reads is the pinned
+        generation even if a save replaces the checkpoint meanwhile, and a confined read
+        (:func:`zoo.sdk.foreign.confined_directory`, which refuses any other link out) follows them."""
+        members = {name: fd for name, fd in self._fds.items() if name.startswith(prefix + "/")}
+        with linkable(members.values()) as targets:
+            for name, target in zip(members, targets):
+                link = destination / name[len(prefix) + 1 :]
+                link.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(target, link)
+            yield destination
 
     def verify(self) -> list[str]:
         """Problems found by hashing every listed file against its recorded sha256 (empty: all match)."""

@@ -7,7 +7,6 @@ User errors (``ZooError``, a bad argument, a file-system error) print one line a
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import json
 import os
@@ -17,7 +16,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from zoo.cli.shared import print_error, registry_for, report_plugin_failures
-from zoo.errors import ZooError
+from zoo.errors import WRITE_ERRNOS, ZooError
 
 if TYPE_CHECKING:
     pass
@@ -242,7 +241,7 @@ def _describe(error: BaseException) -> str:
         from zoo.sdk.limits import brief
 
         where = f" {brief(error.filename)}" if error.filename else ""
-        writing = error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS)
+        writing = error.errno in WRITE_ERRNOS
         return f"{'cannot write' if writing else 'cannot access'}{where}: {error.strerror or error}"
     message = str(error)
     cause = error.__cause__

@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             save(model, args.save, overwrite=args.overwrite)
         except OSError as error:
-            raise ZooError(f"--save {args.save!r}: cannot write the checkpoint: {error.strerror or error}") from error
+            reason = getattr(error, "reason", None) or error.strerror or error  # a WriteError: the system's words
+            raise ZooError(f"--save {args.save!r}: cannot write the checkpoint: {reason}") from error
         lines.append(f"saved to {args.save}")
     emit(args, summary, "\n".join(lines))
     return 0

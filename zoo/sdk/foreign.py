@@ -30,7 +30,7 @@ from typing import Any
 
 from zoo.errors import CheckpointError, ZooError
 from zoo.sdk.limits import brief
-from zoo.sdk.safe_paths import fd_path, member_name, open_member, open_root
+from zoo.sdk.safe_paths import fd_path, is_linkable, member_name, open_member, open_root
 
 __all__ = [
     "MAX_DEPTH",
@@ -157,41 +157,59 @@ def _stage(root: int, prefix: str, staging: Path, fds: list[int], names: dict[st
     """Pin every file below ``prefix`` (``""``: the root) and link it into ``staging``."""
     listing = root if not prefix else open_member(root, prefix.rstrip("/"), "file", what, directories=True)
     try:
-        entries = sorted(os.listdir(listing))
+        for entry in sorted(os.listdir(listing)):
+            _stage_entry(root, listing, prefix, entry, staging, fds, names, what, depth)
     finally:
         if listing != root:
             os.close(listing)
-    for entry in entries:
-        name = prefix + entry
-        try:
-            member_name(name, "file", what)
-        except CheckpointError:
-            continue  # a name no library could be asked for (a backslash, NUL): not staged
-        try:
-            fd = open_member(root, name, "file", what, directories=True)
-        except FileNotFoundError:
-            continue  # removed while listing
-        except CheckpointError as error:
-            raise _refusal(error, name) from None
-        except OSError as error:
-            if error.errno in (errno.EMFILE, errno.ENFILE):
-                raise CheckpointError(f"{what}: too many files open to pin {name!r}; raise 'ulimit -n'") from None
-            raise CheckpointError(f"{what}: cannot open {name!r}: {error.strerror or error}") from None
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            os.close(fd)
-            if not entry.startswith(".") and depth < MAX_DEPTH:
-                (staging / name).mkdir()
-                _stage(root, name + "/", staging, fds, names, what, depth + 1)
-            continue
-        fds.append(fd)
-        if len(fds) > MAX_FILES:
-            raise CheckpointError(
-                f"{what} holds more than {MAX_FILES} files; zoo reads directories of at most that many"
-            )
-        link = fd_path(fd)
-        os.symlink(link, staging / name)
-        names[str(staging / name)] = names[link] = name
+
+
+def _stage_entry(
+    root: int, listing: int, prefix: str, entry: str, staging: Path, fds: list[int], names: dict[str, str],
+    what: str, depth: int,
+) -> None:  # fmt: skip
+    name = prefix + entry
+    try:
+        member_name(name, "file", what)
+    except CheckpointError:
+        return  # a name no library could be asked for (a backslash, NUL): not staged
+    pinned = _pinned_link(listing, entry)
+    if pinned is not None:  # a file zoo already holds open and checked (a checkpoint's tokenizer): link to it
+        os.symlink(pinned, staging / name)
+        names[str(staging / name)] = name
+        return
+    try:
+        fd = open_member(root, name, "file", what, directories=True)
+    except FileNotFoundError:
+        return  # removed while listing
+    except CheckpointError as error:
+        raise _refusal(error, name) from None
+    except OSError as error:
+        if error.errno in (errno.EMFILE, errno.ENFILE):
+            raise CheckpointError(f"{what}: too many files open to pin {name!r}; raise 'ulimit -n'") from None
+        raise CheckpointError(f"{what}: cannot open {name!r}: {error.strerror or error}") from None
+    info = os.fstat(fd)
+    if stat.S_ISDIR(info.st_mode):
+        os.close(fd)
+        if not entry.startswith(".") and depth < MAX_DEPTH:
+            (staging / name).mkdir()
+            _stage(root, name + "/", staging, fds, names, what, depth + 1)
+        return
+    fds.append(fd)
+    if len(fds) > MAX_FILES:
+        raise CheckpointError(f"{what} holds more than {MAX_FILES} files; zoo reads directories of at most that many")
+    link = fd_path(fd)
+    os.symlink(link, staging / name)
+    names[str(staging / name)] = names[link] = name
+
+
+def _pinned_link(listing: int, entry: str) -> str | None:
+    """The target of ``entry`` if it is a link to a file made :func:`zoo.sdk.safe_paths.linkable`, else None."""
+    try:
+        target = os.readlink(entry, dir_fd=listing)
+    except OSError:  # not a link, or gone
+        return None
+    return target if is_linkable(target) else None
 
 
 def _check_indexes(staging: Path, names: dict[str, str], what: str) -> None:

@@ -7,22 +7,31 @@ A manifest is data from others, so every path it names is checked twice: lexical
 root. A link that is absolute or climbs out of the root is refused before anything outside is touched
 (no ``stat``, no ``open``): a checkpoint can neither read nor probe the existence of a file outside
 itself. Non-regular files (FIFOs, devices) are refused without blocking.
+
+:func:`linkable` lets a load hand files it holds open (pinned, already checked) to a confined read without
+copying them: links to those descriptors are followed by :func:`zoo.sdk.foreign.confined_directory` while the
+``with`` block runs, and no other absolute link is.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from zoo.errors import CheckpointError
+from zoo.sdk.limits import brief
 
-__all__ = ["MAX_LINK_HOPS", "fd_path", "member_name", "open_member", "open_root"]
+__all__ = ["MAX_LINK_HOPS", "fd_path", "is_linkable", "linkable", "member_name", "open_member", "open_root"]
 
 MAX_LINK_HOPS = 32
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+_LINKABLE: Counter[str] = Counter()  # fd paths of pinned files a confined read may follow a link to (linkable)
 
 
 def member_name(value: Any, field: str, where: str = "manifest") -> str:
@@ -33,7 +42,7 @@ def member_name(value: Any, field: str, where: str = "manifest") -> str:
         'lm_adapter/adapter_config.json'
     """
     if not isinstance(value, str):
-        raise CheckpointError(f"{where}: {field} = {_short(value)}: expected a relative file name (a string)")
+        raise CheckpointError(f"{where}: {field} = {brief(value)}: expected a relative file name (a string)")
     bad = (
         "is empty"
         if not value
@@ -50,7 +59,7 @@ def member_name(value: Any, field: str, where: str = "manifest") -> str:
         bad = "is longer than 1024 characters"
     if bad is not None:
         raise CheckpointError(
-            f"{where}: {field} = {_short(value)} {bad}; a checkpoint names only files inside its own directory"
+            f"{where}: {field} = {brief(value)} {bad}; a checkpoint names only files inside its own directory"
         )
     return value
 
@@ -158,6 +167,21 @@ def fd_path(fd: int) -> str:
     raise CheckpointError("this platform has neither /proc/self/fd nor /dev/fd: zoo cannot read checkpoints safely")
 
 
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+@contextlib.contextmanager
+def linkable(fds: Iterable[int]) -> Iterator[list[str]]:
+    """The :func:`fd_path` of each of ``fds`` (files zoo opened confined and holds open), which a confined read
+    (:func:`zoo.sdk.foreign.confined_directory`) follows a link to while the block runs, instead of refusing it."""
+    paths = [fd_path(fd) for fd in fds]
+    _LINKABLE.update(paths)
+    try:
+        yield paths
+    finally:
+        _LINKABLE.subtract(paths)
+        for path in paths:
+            if _LINKABLE[path] <= 0:
+                del _LINKABLE[path]
+
+
+def is_linkable(target: str) -> bool:
+    """Whether a link to ``target`` leads to a file made :func:`linkable` (and open) right now."""
+    return _LINKABLE[target] > 0 if target in _LINKABLE else False
