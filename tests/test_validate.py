@@ -177,3 +177,13 @@ def test_a_bad_value_is_told_once_not_again_by_the_rules_that_read_it(workdir):
 def test_a_target_that_is_not_a_path_is_a_problem_not_a_crash():
     (problem,) = zoo.validate(5)
     assert "cannot validate 5: expected a YAML path" in problem.message
+
+
+def test_a_checkpoint_directory_is_pointed_to_zoo_verify(tmp_path, capsys):
+    import zoo
+    from zoo.cli.app import main
+
+    zoo.save(zoo.build("tiny-clip-mlp-qwen2"), tmp_path / "ckpt")
+    assert main(["validate", str(tmp_path / "ckpt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "is a zoo checkpoint, not a YAML file: 'zoo verify" in err

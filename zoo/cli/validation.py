@@ -140,9 +140,13 @@ def _read(target: Any) -> tuple[Any, str, Path | None]:
     if not isinstance(target, str | os.PathLike):
         raise ConfigError(f"cannot validate {brief(target)}: expected a YAML path, a registered composition or "
                           "bench name, a mapping or a ModelConfig")  # fmt: skip
+    from zoo.checkpoint.kinds import is_zoo_checkpoint
     from zoo.core.config import _exists, read_yaml
 
     path = Path(target)
+    if is_zoo_checkpoint(path):
+        raise ConfigError(f"{str(path)!r} is a zoo checkpoint, not a YAML file: 'zoo verify {path}' checks its files "
+                          "against its manifest (zoo.load checks everything else when it loads it)")  # fmt: skip
     if path.suffix in {".yaml", ".yml"} or _exists(path):
         return read_yaml(path), str(path), path.parent
     from zoo.bench.grid import registered_benches
