@@ -121,3 +121,32 @@ def test_the_code_listing_sees_a_same_size_edit(tmp_path):
     (tmp_path / "pkg" / "__pycache__").mkdir()
     (tmp_path / "pkg" / "__pycache__" / "mod.pyc").write_bytes(b"x")
     assert len(code_listing([tmp_path / "pkg"])) == 1  # bytecode is not code to list
+
+
+def test_a_meta_build_of_built_in_components_is_answered_from_the_cache(cache, plans, capsys):
+    from zoo.cli.app import main
+
+    argv = ["build", "--vision", "tiny-clip", "--projector", "mlp2x-gelu", "--lm", "tiny-qwen2", "--meta", "--json"]
+    outputs = []
+    for _ in range(2):
+        assert main(argv) == 0
+        outputs.append(json.loads(capsys.readouterr().out))
+    first, second = outputs
+    assert len(plans) == 1  # built once
+    assert (first["cached"], second["cached"]) == (False, True)
+    for key in ("components", "params_total", "params_trainable", "image_tokens", "contract", "dtype"):
+        assert second[key] == first[key], key
+    assert main([*argv[:-2], "--dtype", "bfloat16", "--meta", "--json"]) == 0  # another config: built
+    assert json.loads(capsys.readouterr().out)["cached"] is False and len(plans) == 2
+
+
+def test_a_meta_build_with_a_third_party_component_is_built_every_time(cache, plans, capsys, fresh_registry):
+    from zoo.cli.app import main
+
+    plugin = str(PLUGIN_FILES / "batchnorm_tower.py")
+    argv = ["--plugin", plugin, "build", "--vision", "tiny-bn-tower", "--projector", "mlp2x-gelu", "--lm",
+            "tiny-qwen2", "--meta", "--json"]  # fmt: skip
+    for _ in range(2):
+        assert main(argv) == 0
+        assert json.loads(capsys.readouterr().out)["cached"] is False
+    assert len(plans) == 2

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import time
+from typing import Any
 
 from zoo.cli.shared import add_target_arguments, check_save_target, emit, registry_for, target_of
 from zoo.errors import ZooError
+from zoo.sdk.specs import SLOTS
 
 HELP = "build a composition and print its summary"
 
@@ -21,9 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from zoo.checkpoint.loading import save
     from zoo.core.anyres import describe_image_tokens
-    from zoo.core.builder import build
 
     if args.save is not None and not args.save.strip():
         raise ZooError(f"--save {args.save!r} is empty; give the directory to save the checkpoint to")
@@ -34,18 +34,27 @@ def run(args: argparse.Namespace) -> int:
         check_save_target(args.save, overwrite=bool(getattr(args, "overwrite", False)))
     target = target_of(args)
     start = time.perf_counter()
-    model = build(target, meta=args.meta, plugins=tuple(args.plugin or ()))
-    summary = model.summary()
+    if args.meta:
+        summary, cached = _meta_summary(target, tuple(args.plugin or ()))
+    else:
+        from zoo.core.builder import build
+
+        model = build(target, plugins=tuple(args.plugin or ()))
+        summary, cached = model.summary(), False
     summary["build_seconds"] = round(time.perf_counter() - start, 3)
     summary["meta"] = args.meta
+    summary["cached"] = cached
     lines = [f"{'component':<10} {'name':<28} {'params':>16} {'trainable':>16}"]
     for kind, comp in summary["components"].items():
         lines.append(f"{kind:<10} {comp['name']:<28} {comp['params']:>16,} {comp['trainable']:>16,}")
     lines.append(f"{'total':<10} {'':<28} {summary['params_total']:>16,} {summary['params_trainable']:>16,}")
     tokens = describe_image_tokens(summary["image_tokens"])
+    how = "  (meta: nothing allocated" + ("; the same build, from zoo's plan cache)" if cached else ")")
     lines.append(f"image tokens per image: {tokens}   built in {summary['build_seconds']} s"
-                 + ("  (meta: nothing allocated)" if args.meta else ""))  # fmt: skip
+                 + (how if args.meta else ""))  # fmt: skip
     if args.save and not args.meta:
+        from zoo.checkpoint.saving import save
+
         try:
             save(model, args.save, overwrite=args.overwrite)
         except OSError as error:
@@ -54,3 +63,26 @@ def run(args: argparse.Namespace) -> int:
         lines.append(f"saved to {args.save}")
     emit(args, summary, "\n".join(lines))
     return 0
+
+
+def _meta_summary(target: Any, plugins: tuple[str, ...]) -> tuple[dict[str, Any], bool]:
+    """The summary of a ``meta`` build, and whether it came from the plan cache (:mod:`zoo.core.plan_cache`):
+    a composition of built-in components built before with the same code and libraries is not rebuilt, so
+    the answer imports neither torch nor transformers."""
+    from zoo.core.config import ModelConfig, load_model_config
+    from zoo.core.plan_cache import cached, is_builtin
+    from zoo.core.registry import get_registry
+
+    config = target if isinstance(target, ModelConfig) else load_model_config(target)
+    registry = get_registry((*config.plugins, *plugins))
+    builtin = all(is_builtin(registry.resolve(kind, config.slot(kind).name)[0].plugin) for kind in SLOTS)
+    computed = []
+
+    def compute() -> dict[str, Any]:
+        from zoo.core.builder import build
+
+        computed.append(True)
+        return build(config, meta=True, plugins=plugins).summary()
+
+    payload = {"config": config.to_dict(), "source": config.source, "plugins": sorted(plugins)}
+    return cached("meta-build", payload, compute, store=builtin), not computed
