@@ -52,16 +52,35 @@ def test_the_moved_paths_are_not_files_any_more():
         assert not (top / (old.split(".", 1)[1] + ".py")).exists(), old
 
 
-@pytest.mark.parametrize(
-    ("package", "name", "new"),
-    [("zoo.checkpoint", "load", "zoo.checkpoint.loading"), ("zoo.train", "train", "zoo.train.run")],
-)
-def test_names_of_a_flat_module_that_became_a_wing_resolve_with_a_warning(package, name, new):
+def _old_names() -> list[tuple[str, str, str, str]]:
     import importlib
 
-    with pytest.warns(DeprecationWarning, match=rf"{package}\.{name} is deprecated .* use {new}\.{name}"):
-        value = getattr(importlib.import_module(package), name)
-    assert value is getattr(importlib.import_module(new), name)
+    rows = []
+    for package in ("zoo.checkpoint", "zoo.train", "zoo.cli"):
+        for old, (module, new, _) in importlib.import_module(package)._DEPRECATED.items():
+            rows.append((package, old, module, new))
+    return rows
+
+
+@pytest.mark.parametrize(("package", "old", "module", "new"), _old_names())
+def test_names_of_a_flat_module_that_became_a_wing_resolve_with_a_warning(package, old, module, new):
+    import importlib
+
+    with pytest.warns(DeprecationWarning, match=rf"{package}\.{old} is deprecated .* use {module}\.{new}"):
+        value = getattr(importlib.import_module(package), old)
+    assert value is getattr(importlib.import_module(module), new)
+
+
+def test_the_old_names_cover_the_public_api_of_the_0_1_0_modules():
+    import zoo.checkpoint
+    import zoo.cli
+    import zoo.train
+
+    assert {"load", "save", "load_state_into", "verify", "Snapshot", "MANIFEST"} <= set(zoo.checkpoint._DEPRECATED)
+    assert {"train", "TrainResult", "load_train_config", "resume_point"} <= set(zoo.train._DEPRECATED)
+    assert {"make_parser", "EXTRA_COMMANDS", "cmd_list", "FAST_EXIT"} <= set(zoo.cli._DEPRECATED)
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        zoo.checkpoint.nothing  # noqa: B018
 
 
 def test_the_console_script_of_0_1_0_still_resolves():

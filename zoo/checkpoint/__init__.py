@@ -6,7 +6,8 @@ VLM-learning), ``atomic`` (whole-or-nothing writes) and ``claim`` (output direct
 ``zoo.sdk`` and ``zoo.core``.
 
 The names the flat ``zoo.checkpoint`` module exported until 0.1.0 still resolve here, with a
-``DeprecationWarning``, until 0.2.0: use ``zoo.load`` / ``zoo.save`` or ``zoo.checkpoint.loading``.
+``DeprecationWarning`` naming where each lives now, until 0.2.0 (``zoo.load`` / ``zoo.save`` for the two most
+used).
 """
 
 from __future__ import annotations
@@ -17,11 +18,17 @@ from zoo.sdk.deprecation import Renamed, deprecated_attribute
 
 __all__: list[str] = []
 
-_OLD_NAMES = (
-    "ADAPTER_DIR", "FORMAT", "FORMAT_VERSION", "MANIFEST", "TOKENIZER_DIR", "canonical_name", "canonical_state",
-    "is_lora_key", "load", "load_state_into", "save",
-)  # fmt: skip
-_DEPRECATED: dict[str, Renamed] = {name: ("zoo.checkpoint.loading", name, "0.1.0") for name in _OLD_NAMES}
+# the public names of the flat zoo.checkpoint module of 0.1.0 -> the module that holds each now
+_HOMES = {
+    "zoo.checkpoint.loading": ("ADAPTER_DIR", "FORMAT", "FORMAT_VERSION", "MANIFEST", "RECORDED", "TOKENIZER_DIR",
+                               "load", "load_weights", "read_manifest"),
+    "zoo.checkpoint.saving": ("PATH_OPTIONS", "save"),
+    "zoo.checkpoint.snapshot": ("Snapshot", "check_snapshot", "verify"),
+    "zoo.checkpoint.state_dict": ("canonical_name", "canonical_state", "is_lora_key", "load_state_into"),
+    "zoo.core.prompt": ("end_token_from_record", "system_prompt_from_record"),
+    "zoo.sdk.specs": ("SLOTS",),
+}  # fmt: skip
+_DEPRECATED: dict[str, Renamed] = {name: (home, name, "0.1.0") for home, names in _HOMES.items() for name in names}
 
 
 def __getattr__(name: str) -> Any:

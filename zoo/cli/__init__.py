@@ -1,18 +1,32 @@
 """The cli wing: the ``zoo`` command.
 
-``app`` holds the parser, the fast paths and the small commands (list, show, build, validate); every
-other command is one module here (``train``, ``eval``, ``generate``, ``chat``, ``convert``, ``data``,
-``verify``, ``demo``, ``cache``), registered by name in ``app.COMMANDS``. ``validation`` is
+``app`` holds the parser, the one-line error handling and the table of commands (``app.COMMANDS``); every
+command is one module here (``list``, ``show``, ``validate``, ``build``, ``plugins``, ``train``, ``eval``,
+``generate``, ``chat``, ``convert``, ``data``, ``verify``, ``demo``, ``cache``) with ``HELP``,
+``add_arguments(parser)`` and ``run(args)``; ``shared`` is what they share. ``validation`` is
 ``zoo.validate``. This wing may import every wing below it; nothing imports it.
 
-``zoo.cli.main`` and ``zoo.cli.console`` (the console script of zoo 0.1.0) resolve to ``app``'s.
+``zoo.cli.main`` and ``zoo.cli.console`` (the console script of zoo 0.1.0) resolve to ``app``'s; the other
+names of the flat ``zoo.cli`` module of 0.1.0 resolve with a ``DeprecationWarning`` until 0.2.0.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from zoo.sdk.deprecation import Renamed, deprecated_attribute
+
 __all__ = ["console", "main"]
+
+# the other public names of the flat zoo.cli module of 0.1.0 -> where they live now
+_DEPRECATED: dict[str, Renamed] = {
+    "make_parser": ("zoo.cli.app", "make_parser", "0.1.0"),
+    "FAST_EXIT": ("zoo.cli.app", "FAST_EXIT", "0.1.0"),
+    "PLUGIN_FREE": ("zoo.cli.app", "PLUGIN_FREE", "0.1.0"),
+    "EXTRA_COMMANDS": ("zoo.cli.app", "COMMANDS", "0.1.0"),
+    "KIND_ALIASES": ("zoo.cli.shared", "KIND_ALIASES", "0.1.0"),
+    **{f"cmd_{name}": (f"zoo.cli.{name}", "run", "0.1.0") for name in ("build", "list", "plugins", "show", "validate")},
+}
 
 
 def __getattr__(name: str) -> Any:
@@ -20,4 +34,4 @@ def __getattr__(name: str) -> Any:
         from zoo.cli import app
 
         return getattr(app, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return deprecated_attribute(__name__, name, _DEPRECATED)
