@@ -90,3 +90,13 @@ def test_the_console_script_of_0_1_0_still_resolves():
     assert zoo.cli.console is app.console and zoo.cli.main is app.main
     with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
         zoo.cli.nothing  # noqa: B018
+
+
+@pytest.mark.parametrize(("module", "old"), [("zoo.sdk.specs", "KINDS"), ("zoo.core.config", "SLOT_KEYS")])
+def test_the_merged_slot_tuples_resolve_to_the_one_definition(module, old):
+    import importlib
+
+    from zoo.sdk.specs import SLOTS
+
+    with pytest.warns(DeprecationWarning, match=rf"{module}\.{old} is deprecated .* use zoo\.sdk\.specs\.SLOTS"):
+        assert getattr(importlib.import_module(module), old) is SLOTS

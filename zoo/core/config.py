@@ -17,6 +17,7 @@ from typing import Any
 
 from zoo.core.anyres import AnyResConfig, parse_anyres
 from zoo.errors import ConfigError, suggest
+from zoo.sdk.deprecation import Renamed, deprecated_attribute
 from zoo.sdk.limits import MAX_CONFIG_INT, InputLimitError, brief
 from zoo.sdk.problems import Problems, Reported, attempt, report
 from zoo.sdk.specs import SLOTS, ComponentSpec
@@ -493,3 +494,10 @@ def _exists(path: Path) -> bool:
 def _word(value: Any) -> str:
     """``value`` as a short string to find close matches for (never a huge ``str()``)."""
     return value[:100] if isinstance(value, str) else brief(value)
+
+
+_DEPRECATED: dict[str, Renamed] = {"SLOT_KEYS": ("zoo.sdk.specs", "SLOTS", "0.1.0")}  # one definition of the slots
+
+
+def __getattr__(name: str) -> Any:
+    return deprecated_attribute(__name__, name, _DEPRECATED)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar
 
+from zoo.sdk.deprecation import Renamed, deprecated_attribute
+
 __all__ = [
     "SLOTS",
     "ComponentSpec",
@@ -216,3 +218,10 @@ def spec_problem(spec: ComponentSpec) -> str | None:
         if extra:
             return f"pattern group {extra[0]!r} is not a field of {cls.__name__}"
     return None
+
+
+_DEPRECATED: dict[str, Renamed] = {"KINDS": ("zoo.sdk.specs", "SLOTS", "0.1.0")}  # one definition of the slots
+
+
+def __getattr__(name: str) -> Any:
+    return deprecated_attribute(__name__, name, _DEPRECATED)
