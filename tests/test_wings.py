@@ -100,3 +100,11 @@ def test_the_merged_slot_tuples_resolve_to_the_one_definition(module, old):
 
     with pytest.warns(DeprecationWarning, match=rf"{module}\.{old} is deprecated .* use zoo\.sdk\.specs\.SLOTS"):
         assert getattr(importlib.import_module(module), old) is SLOTS
+
+
+@pytest.mark.parametrize("module", ["zoo", "zoo.cli"])
+def test_python_dash_m_runs_the_command(module):
+    result = subprocess.run([sys.executable, "-m", module, "list", "vision", "tiny-clip"], capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.startswith("vision  tiny-clip")
