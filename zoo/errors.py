@@ -71,8 +71,8 @@ class WriteError(ZooError, OSError):
     read-only. Both a ``ZooError`` (one message naming what was being written) and an ``OSError`` (``errno``
     kept, so ``except OSError`` still catches it); nothing half-written is left behind."""
 
-    def __init__(self, errno: int | None, message: str, reason: str = "") -> None:
-        OSError.__init__(self, errno, message)
+    def __init__(self, code: int | None, message: str, reason: str = "") -> None:
+        OSError.__init__(self, code, message)
         self.key = None
         self.reason = reason or message  # the system's words alone ("No space left on device")
 

@@ -291,10 +291,30 @@ def parse_bench(
     sizes: tuple[int | None, ...] = (
         (None,)
         if image_sizes is None
-        else tuple(attempt(problems, _ints, image_sizes, "grid.image_size", source, minimum=1, default=[None]))
+        else tuple(
+            attempt(
+                problems,
+                _ints,
+                image_sizes,
+                "grid.image_size",
+                source,
+                minimum=1,
+                maximum=MAX_IMAGE_SIDE,
+                default=[None],
+            )
+        )
     )
     batch_sizes = tuple(
-        attempt(problems, _ints, grid.get("batch_size", [1]), "grid.batch_size", source, minimum=1, default=[1])
+        attempt(
+            problems,
+            _ints,
+            grid.get("batch_size", [1]),
+            "grid.batch_size",
+            source,
+            minimum=1,
+            maximum=4096,
+            default=[1],
+        )
     )
     dtypes = tuple(attempt(problems, _dtypes, grid.get("dtype", ["float32"]), source, default=["float32"]))
     description = data.get("description", "")
@@ -307,13 +327,17 @@ def parse_bench(
                                      "true/false", key="reference"))  # fmt: skip
     scalars: dict[str, Any] = {
         "min_run_time": attempt(problems, _positive, data.get("min_run_time", 0.1), "min_run_time", source),
-        "rounds": attempt(problems, _int, data.get("rounds", 4), "rounds", source, minimum=1),
+        "rounds": attempt(problems, _int, data.get("rounds", 4), "rounds", source, minimum=1, maximum=1000),
         "noise_threshold": attempt(problems, _positive, data.get("noise_threshold", 0.1), "noise_threshold", source),
         "threads": None
         if data.get("threads") is None
-        else attempt(problems, _int, data["threads"], "threads", source, minimum=1),
-        "max_new_tokens": attempt(problems, _int, data.get("max_new_tokens", 8), "max_new_tokens", source, minimum=2),
-        "prompt_len": attempt(problems, _int, data.get("prompt_len", 16), "prompt_len", source, minimum=1),
+        else attempt(problems, _int, data["threads"], "threads", source, minimum=1, maximum=1024),
+        "max_new_tokens": attempt(
+            problems, _int, data.get("max_new_tokens", 8), "max_new_tokens", source, minimum=2, maximum=65536
+        ),
+        "prompt_len": attempt(
+            problems, _int, data.get("prompt_len", 16), "prompt_len", source, minimum=1, maximum=1_000_000
+        ),
     }
     if problems is not None and len(problems) > mark:
         raise Reported(f"{source}: the bench file has problems")  # recorded, each with its key
@@ -396,29 +420,23 @@ def _check_names(
                     problems=problems)  # fmt: skip
 
 
-def _int(value: Any, key: str, source: str, *, minimum: int) -> int:
-    return check_int_range(
-        value, minimum, _INT_MAX.get(key.split("[")[0], MAX_CONFIG_INT), f"{source}: {key}", field=key
-    )
+def _int(value: Any, key: str, source: str, *, minimum: int, maximum: int = MAX_CONFIG_INT) -> int:
+    """``value`` within ``[minimum, maximum]``: past the maximum a value is a typo (or an attack), not a setting."""
+    return check_int_range(value, minimum, maximum, f"{source}: {key}", field=key)
 
 
 def _positive(value: Any, key: str, source: str) -> float:
     return check_positive_finite(value, f"{source}: {key}", field=key)
 
 
-# the largest value of each integer setting: past it a value is a typo (or an attack), not a benchmark
-_INT_MAX = {"grid.image_size": MAX_IMAGE_SIDE, "grid.batch_size": 4096, "rounds": 1000, "threads": 1024,
-            "max_new_tokens": 65536, "prompt_len": 1_000_000}  # fmt: skip
-
-
-def _ints(value: Any, key: str, source: str, *, minimum: int) -> list[int]:
+def _ints(value: Any, key: str, source: str, *, minimum: int, maximum: int) -> list[int]:
     if isinstance(value, int) and not isinstance(value, bool):
         value = [value]
     if not isinstance(value, list) or not value:
         raise ConfigError(
             f"{source}: {key} = {brief(value)}: expected a non-empty list of integers >= {minimum}", key=key
         )
-    return [_int(v, f"{key}[{i}]", source, minimum=minimum) for i, v in enumerate(value)]
+    return [_int(v, f"{key}[{i}]", source, minimum=minimum, maximum=maximum) for i, v in enumerate(value)]
 
 
 def _dtypes(value: Any, source: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""The ``zoo`` command line: a thin shell over the public API.
+"""The ``zoo`` command line: a thin shell over the public API. Its commands are the modules of ``COMMANDS``.
 
 User errors (``ZooError``, a bad argument, a file-system error) print one line and exit 2;
 ``--debug`` shows the traceback. With ``--json`` the error is ``{"error": "..."}`` on stdout instead.
@@ -13,13 +13,10 @@ import os
 import re
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import Any, NoReturn
 
 from zoo.cli.shared import print_error, registry_for, report_plugin_failures
 from zoo.errors import WRITE_ERRNOS, ZooError
-
-if TYPE_CHECKING:
-    pass
 
 __all__ = ["FAST_EXIT", "console", "main"]
 

@@ -8,7 +8,6 @@ from typing import Any
 
 from zoo.cli.shared import add_target_arguments, check_save_target, emit, registry_for, target_of
 from zoo.errors import ZooError
-from zoo.sdk.specs import SLOTS
 
 HELP = "build a composition and print its summary"
 
@@ -70,12 +69,9 @@ def _meta_summary(target: Any, plugins: tuple[str, ...]) -> tuple[dict[str, Any]
     a composition of built-in components built before with the same code and libraries is not rebuilt, so
     the answer imports neither torch nor transformers."""
     from zoo.core.config import ModelConfig, load_model_config
-    from zoo.core.plan_cache import cached, is_builtin
-    from zoo.core.registry import get_registry
+    from zoo.core.plan_cache import cached_composition
 
     config = target if isinstance(target, ModelConfig) else load_model_config(target)
-    registry = get_registry((*config.plugins, *plugins))
-    builtin = all(is_builtin(registry.resolve(kind, config.slot(kind).name)[0].plugin) for kind in SLOTS)
     computed = []
 
     def compute() -> dict[str, Any]:
@@ -84,5 +80,4 @@ def _meta_summary(target: Any, plugins: tuple[str, ...]) -> tuple[dict[str, Any]
         computed.append(True)
         return build(config, meta=True, plugins=plugins).summary()
 
-    payload = {"config": config.to_dict(), "source": config.source, "plugins": sorted(plugins)}
-    return cached("meta-build", payload, compute, store=builtin), not computed
+    return cached_composition("meta-build", config, plugins, compute), not computed

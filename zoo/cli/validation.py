@@ -280,13 +280,9 @@ def plan_summary(config: ModelConfig, plugins: Sequence[str] = ()) -> dict[str, 
     The outcome of a composition of built-in components is cached (:mod:`zoo.core.plan_cache`), so checking
     it again imports no model library.
     """
-    from zoo.core.plan_cache import cached, is_builtin
-    from zoo.core.registry import get_registry
+    from zoo.core.plan_cache import cached_composition
 
-    registry = get_registry((*config.plugins, *plugins))
-    builtin = all(is_builtin(registry.resolve(kind, config.slot(kind).name)[0].plugin) for kind in SLOTS)
-    payload = {"config": config.to_dict(), "source": config.source, "plugins": sorted(plugins)}
-    return cached("plan", payload, lambda: _plan(config, plugins), store=builtin)
+    return cached_composition("plan", config, plugins, lambda: _plan(config, plugins))
 
 
 def _plan(config: ModelConfig, plugins: Sequence[str]) -> dict[str, Any]:

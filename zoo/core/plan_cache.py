@@ -30,13 +30,16 @@ import json
 import os
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zoo.errors import CheckpointError, ConfigError, ContractError, UnknownNameError, ZooError
 
-__all__ = ["CACHE_FORMAT", "cache_dir", "cached", "code_listing", "fingerprint", "is_builtin"]
+if TYPE_CHECKING:
+    from zoo.core.config import ModelConfig
+
+__all__ = ["CACHE_FORMAT", "cache_dir", "cached", "cached_composition", "code_listing", "fingerprint", "is_builtin"]
 
 CACHE_FORMAT = 1
 MAX_ENTRY_BYTES = 1 << 20
@@ -211,3 +214,17 @@ def _write(folder: Path, key: str, entry: dict[str, Any]) -> None:
         if temporary is not None:
             with contextlib.suppress(OSError):
                 os.unlink(temporary)
+
+
+def cached_composition(
+    kind: str, config: ModelConfig, plugins: Sequence[str], compute: Callable[[], dict[str, Any]]
+) -> dict[str, Any]:
+    """:func:`cached` for a result about ``config`` (with ``plugins`` besides its own): stored only when every
+    component comes from a built-in plugin, whose code :func:`fingerprint` covers."""
+    from zoo.core.registry import get_registry
+    from zoo.sdk.specs import SLOTS
+
+    registry = get_registry((*config.plugins, *plugins))
+    builtin = all(is_builtin(registry.resolve(slot, config.slot(slot).name)[0].plugin) for slot in SLOTS)
+    payload = {"config": config.to_dict(), "source": config.source, "plugins": sorted(plugins)}
+    return cached(kind, payload, compute, store=builtin)

@@ -184,4 +184,4 @@ def linkable(fds: Iterable[int]) -> Iterator[list[str]]:
 
 def is_linkable(target: str) -> bool:
     """Whether a link to ``target`` leads to a file made :func:`linkable` (and open) right now."""
-    return _LINKABLE[target] > 0 if target in _LINKABLE else False
+    return _LINKABLE[target] > 0  # a Counter: 0 for a path never made linkable
