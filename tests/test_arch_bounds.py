@@ -19,7 +19,8 @@ import pytest
 from test_hf_llava import _write_llava
 
 import zoo
-from zoo.checkpoint.loading import MANIFEST, save
+from zoo.checkpoint.manifest import MANIFEST
+from zoo.checkpoint.saving import save
 from zoo.cli.app import main
 from zoo.errors import ConfigError, ZooError
 from zoo.interop.llava import from_hf_llava

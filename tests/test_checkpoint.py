@@ -19,7 +19,10 @@ import torch
 import zoo
 import zoo.checkpoint.atomic
 import zoo.checkpoint.saving
-from zoo.checkpoint.loading import MANIFEST, canonical_state, load, read_manifest, save
+from zoo.checkpoint.loading import load, read_manifest
+from zoo.checkpoint.manifest import MANIFEST
+from zoo.checkpoint.saving import save
+from zoo.checkpoint.state_dict import canonical_state
 from zoo.core.builder import build_component
 from zoo.core.train_policy import param_groups
 from zoo.errors import CheckpointError
@@ -50,7 +53,7 @@ def test_frozen_tiny_model_round_trip_and_manifest(tmp_path, tiny_model):
     assert not loaded.training and loaded.image_token_id == tiny_model.image_token_id
 
     manifest = read_manifest(directory)
-    assert manifest["format"] == "zoo.checkpoint.loading" and manifest["format_version"] == 2
+    assert manifest["format"] == "zoo.checkpoint" and manifest["format_version"] == 2
     assert manifest["zoo_version"] == zoo.__version__
     assert {"torch", "transformers", "peft", "safetensors"} <= set(manifest["versions"])
     assert manifest["versions"]["torch"] == torch.__version__

@@ -18,7 +18,10 @@ import pytest
 import torch
 
 import zoo
-from zoo.checkpoint.loading import MANIFEST, load, read_manifest, save, verify
+from zoo.checkpoint.loading import load, read_manifest
+from zoo.checkpoint.manifest import MANIFEST
+from zoo.checkpoint.saving import save
+from zoo.checkpoint.snapshot import verify
 from zoo.cli.app import main
 from zoo.errors import CheckpointError
 
@@ -49,7 +52,7 @@ def test_a_foreign_directory_with_a_manifest_json_is_refused_or_kept(model, tmp_
     with pytest.warns(UserWarning, match=r"replaced files .* that zoo did not write: manifest.json"):
         save(model, app, overwrite=True)
     assert (app / "index.html").read_text() == "<html></html>"  # kept
-    assert read_manifest(app)["format"] == "zoo.checkpoint.loading"
+    assert read_manifest(app)["format"] == "zoo.checkpoint"
 
 
 def test_user_files_in_a_checkpoint_survive_re_saves(model, tmp_path):

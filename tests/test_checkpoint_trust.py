@@ -18,8 +18,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import zoo
-from zoo.checkpoint.loading import MANIFEST, load, save, verify
-from zoo.checkpoint.manifest import parse_manifest, validate_manifest
+from zoo.checkpoint.loading import load
+from zoo.checkpoint.manifest import MANIFEST, parse_manifest, validate_manifest
+from zoo.checkpoint.saving import save
+from zoo.checkpoint.snapshot import verify
 from zoo.cli.app import main
 from zoo.errors import CheckpointError
 
@@ -227,7 +229,7 @@ def test_newer_format_and_deep_nesting(template):
     manifest["format_version"] = 99
     with pytest.raises(CheckpointError, match=r"format_version 99 is newer than the newest this zoo reads \(2\)"):
         validate_manifest(manifest, "ckpt")
-    deep = b'{"format": "zoo.checkpoint.loading", "x": ' + b"[" * 100000 + b"]" * 100000 + b"}"
+    deep = b'{"format": "zoo.checkpoint", "x": ' + b"[" * 100000 + b"]" * 100000 + b"}"
     with pytest.raises(CheckpointError, match="nests 100001 levels deep"):
         parse_manifest(deep, "ckpt")
     with pytest.raises(CheckpointError, match="not valid JSON"):

@@ -94,7 +94,7 @@ def test_model_card_names_the_composition(model):
 
 def test_demo_command_rejects_a_bad_port():
     result = subprocess.run(
-        [sys.executable, "-m", "zoo.cli.app", "demo", COMPOSITION, "--port", "0"], capture_output=True, text=True
+        [sys.executable, "-m", "zoo.cli", "demo", COMPOSITION, "--port", "0"], capture_output=True, text=True
     )
     assert result.returncode == 2 and "--port = 0" in result.stderr
 
@@ -161,7 +161,7 @@ def test_zoo_demo_in_headless_chromium(model, red_png, tmp_path):
 
     port, log = _free_port(), tmp_path / "demo.log"
     env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1", "NO_PROXY": "127.0.0.1,localhost"}
-    command = [sys.executable, "-m", "zoo.cli.app", "demo", str(checkpoint), "--port", str(port),
+    command = [sys.executable, "-m", "zoo.cli", "demo", str(checkpoint), "--port", str(port),
                "--max-new-tokens", str(budget)]  # fmt: skip
     with log.open("w") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)

@@ -209,7 +209,7 @@ def test_a_name_clash_between_two_installed_plugins_fails_both_and_the_rest_work
     env.pop("ZOO_STRICT_PLUGINS", None)
 
     def zoo(*args):
-        return subprocess.run([sys.executable, "-m", "zoo.cli.app", *args], capture_output=True, text=True, env=env,
+        return subprocess.run([sys.executable, "-m", "zoo.cli", *args], capture_output=True, text=True, env=env,
                               timeout=300)  # fmt: skip
 
     plugins = zoo("plugins", "--json")

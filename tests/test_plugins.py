@@ -121,7 +121,7 @@ def test_a_plugin_given_with_dash_dash_plugin_is_reported_as_the_command_line(fr
 
 def _zoo(args, env=None, cwd=None):
     return subprocess.run(
-        [sys.executable, "-m", "zoo.cli.app", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
+        [sys.executable, "-m", "zoo.cli", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=300
     )
 
 

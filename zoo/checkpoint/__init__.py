@@ -20,8 +20,8 @@ __all__: list[str] = []
 
 # the public names of the flat zoo.checkpoint module of 0.1.0 -> the module that holds each now
 _HOMES = {
-    "zoo.checkpoint.loading": ("ADAPTER_DIR", "FORMAT", "FORMAT_VERSION", "MANIFEST", "RECORDED", "TOKENIZER_DIR",
-                               "load", "load_weights", "read_manifest"),
+    "zoo.checkpoint.loading": ("RECORDED", "load", "load_weights", "read_manifest"),
+    "zoo.checkpoint.manifest": ("ADAPTER_DIR", "FORMAT", "FORMAT_VERSION", "MANIFEST", "TOKENIZER_DIR"),
     "zoo.checkpoint.saving": ("PATH_OPTIONS", "save"),
     "zoo.checkpoint.snapshot": ("Snapshot", "check_snapshot", "verify"),
     "zoo.checkpoint.state_dict": ("canonical_name", "canonical_state", "is_lora_key", "load_state_into"),

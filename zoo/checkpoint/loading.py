@@ -73,17 +73,16 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 
-from zoo.checkpoint.manifest import ADAPTER_DIR, FORMAT, FORMAT_VERSION, MANIFEST, SLOTS, TOKENIZER_DIR
+from zoo.checkpoint.manifest import MANIFEST, SLOTS, TOKENIZER_DIR
 from zoo.checkpoint.saving import (
     PATH_OPTIONS,
     absolute_paths_in_config,
     differences,
     file_fingerprint,
     jsonable,
-    save,
 )
-from zoo.checkpoint.snapshot import Snapshot, check_snapshot, verify
-from zoo.checkpoint.state_dict import canonical_name, canonical_state, is_lora_key, load_lora_state, load_state_into
+from zoo.checkpoint.snapshot import Snapshot, check_snapshot
+from zoo.checkpoint.state_dict import canonical_name, load_lora_state, load_state_into
 from zoo.core.prompt import end_token_from_record, system_prompt_from_record
 from zoo.errors import CheckpointError, PluginError, UnknownNameError, ZooError
 
@@ -94,22 +93,7 @@ if TYPE_CHECKING:
     from zoo.core.multimodal import MultiModal
     from zoo.sdk.interfaces import LanguageModel
 
-__all__ = [
-    "ADAPTER_DIR",
-    "FORMAT",
-    "FORMAT_VERSION",
-    "MANIFEST",
-    "TOKENIZER_DIR",
-    "canonical_name",
-    "canonical_state",
-    "is_lora_key",
-    "load",
-    "load_state_into",
-    "load_weights",
-    "read_manifest",
-    "save",
-    "verify",
-]
+__all__ = ["RECORDED", "load", "load_weights", "read_manifest"]
 
 _PATHS_ARE_OURS = PATH_OPTIONS  # the slot options that hold filesystem paths
 RECORDED = "recorded"  # bases=RECORDED: read the base checkpoints where the manifest says they are

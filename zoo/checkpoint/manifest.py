@@ -34,7 +34,7 @@ __all__ = [
     "validate_manifest",
 ]
 
-FORMAT = "zoo.checkpoint.loading"
+FORMAT = "zoo.checkpoint"  # data, not a module path: every checkpoint since 0.1.0 says this
 FORMAT_VERSION = 2  # 2: generation id, sha256 per file; 1 (sizes only) is still read
 MANIFEST = "manifest.json"
 TOKENIZER_DIR = "tokenizer"

@@ -99,7 +99,7 @@ def save(
         The checkpoint directory.
 
     Example:
-        >>> zoo.checkpoint.loading.save(model, "runs/ckpt")          # or zoo.save(model, "runs/ckpt")
+        >>> zoo.checkpoint.saving.save(model, "runs/ckpt")           # or zoo.save(model, "runs/ckpt")
         >>> same = zoo.load("runs/ckpt")
     """
     from zoo.core.builder import plan

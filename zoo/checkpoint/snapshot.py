@@ -231,7 +231,7 @@ def verify(directory: str | os.PathLike) -> dict[str, Any]:
         CheckpointError: naming each file whose bytes differ, or that the manifest lists without a hash.
 
     Example:
-        >>> zoo.checkpoint.loading.verify("runs/ckpt")["files"]
+        >>> zoo.checkpoint.snapshot.verify("runs/ckpt")["files"]
         9
     """
     with Snapshot.open(directory) as snapshot:

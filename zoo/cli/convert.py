@@ -73,8 +73,8 @@ def run(args: argparse.Namespace) -> int:
         if not value.strip():  # Path("") is the working directory: never what was meant
             raise ZooError(f"{name} {value!r} is empty; give a path")
     from zoo.checkpoint.kinds import is_zoo_checkpoint
-    from zoo.checkpoint.loading import load, save
-    from zoo.checkpoint.saving import check_save_target
+    from zoo.checkpoint.loading import load
+    from zoo.checkpoint.saving import check_save_target, save
     from zoo.core.config import torch_dtype
     from zoo.interop.llava import check_export_target, from_hf_llava, save_hf_llava
 

@@ -779,7 +779,7 @@ def _merged_lora_weights(module: nn.Module) -> dict[str, nn.Parameter]:
         from peft.tuners.lora import LoraLayer
     except ImportError:
         return {}
-    from zoo.checkpoint.loading import canonical_name
+    from zoo.checkpoint.state_dict import canonical_name
 
     merged = {}
     for name, layer in module.named_modules():

@@ -36,7 +36,8 @@ from torch.utils.data import Sampler
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from zoo.checkpoint.loading import load_weights, save
+from zoo.checkpoint.loading import load_weights
+from zoo.checkpoint.saving import save
 from zoo.core.progress import eta_seconds, format_duration, format_progress, write_line
 from zoo.core.train_policy import param_groups
 from zoo.errors import CheckpointError, ConfigError
